@@ -1,0 +1,16 @@
+"""scenemake: the book pipeline as doit tasks. Config and imports only."""
+
+from targets.book import (  # noqa: F401  (doit collects task_* from this module)
+    doit_config,
+    task_commit,
+    task_continuity_pack,
+    task_guard,
+    task_lint,
+    task_plan,
+    task_preflight,
+    task_repair,
+    task_state_repair,
+    task_write,
+)
+
+DOIT_CONFIG = doit_config()

@@ -1,0 +1,232 @@
+"""A book on disk: config, outline, initial state, templates, and where its artifacts go."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import UserError
+from pipeline.schemas import SCENE_ID, BookConfig, Outline, OutlineScene, State
+
+PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit")
+LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
+TEMPLATE_NAMES = ("system",) + LLM_PHASES
+DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
+M = TypeVar("M", bound=BaseModel)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as users see it: relative to the current folder when inside it."""
+    p = os.path.abspath(path)
+    rel = os.path.relpath(p)
+    return p if rel.startswith("..") else rel
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file, turning every failure into a one-line UserError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found", path=display_path(path),
+                        fix="create it or check the book name") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what}: {exc.strerror}", path=display_path(path)) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                        path=display_path(path), fix="fix the JSON syntax") from None
+
+
+def validation_error(exc: ValidationError, path: str) -> UserError:
+    """The first pydantic error as a one-line UserError naming the field."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return UserError(f"{err['msg']}{more}", path=path, field=loc)
+
+
+def parse_model(model: type[M], data: Any, path: str) -> M:
+    """Validate ``data`` with ``model``; errors name the file and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, path) from None
+
+
+@dataclass
+class Workspace:
+    """The workspace folder: books, shared LLM cache and call log."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".scenemake"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "llm_cache"
+
+    @property
+    def call_log(self) -> Path:
+        return self.state_dir / "llm_calls.jsonl"
+
+    def db_path(self, book: str) -> Path:
+        return self.state_dir / "books" / f"{book}.sqlite"
+
+    def book_dir(self, book: str) -> Path:
+        return self.root / "books" / book
+
+    def default_book(self) -> str:
+        cfg = self.root / "scenemake.json"
+        if cfg.exists():
+            data = read_json(cfg, "workspace config")
+            if isinstance(data, dict) and isinstance(data.get("default_book"), str):
+                return data["default_book"]
+        books = sorted(p.name for p in (self.root / "books").glob("*") if p.is_dir())
+        if len(books) == 1:
+            return books[0]
+        raise UserError("cannot tell which book to build", path=display_path(cfg),
+                        field="default_book", fix="set it, or pass book=NAME")
+
+
+@dataclass
+class Book:
+    """A loaded, validated book."""
+
+    name: str
+    dir: Path
+    workspace: Workspace
+    config: BookConfig
+    outline: Outline
+    initial_state: State
+    scenes: list[OutlineScene]
+    templates: dict[str, str] = field(default_factory=dict)  # name -> path for file_dep
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "book.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def draft(self) -> Path:
+        return self.dir / "draft"
+
+    @property
+    def phase_history(self) -> Path:
+        return self.draft / "context" / "phase_history"
+
+    def ledger_path(self, scene_id: str) -> Path:
+        return self.phase_history / f"{scene_id}.json"
+
+    def phase_dir(self, scene_id: str, phase: str) -> Path:
+        return self.draft / "scenes" / scene_id / phase
+
+    def scene(self, scene_id: str) -> OutlineScene:
+        for s in self.scenes:
+            if s.id == scene_id:
+                return s
+        raise UserError(f"unknown scene '{scene_id}'", path=display_path(self.dir / "outline.json"),
+                        fix=f"known scenes: {', '.join(s.id for s in self.scenes[:8])}"
+                        + (" ..." if len(self.scenes) > 8 else ""))
+
+    def previous(self, scene_id: str) -> OutlineScene | None:
+        ids = [s.id for s in self.scenes]
+        i = ids.index(scene_id)
+        return self.scenes[i - 1] if i else None
+
+
+def check_scene_id(scene_id: str) -> str:
+    """Refuse ids that are not chNNN_scNNN (they become paths: ``../x`` must never pass)."""
+    if not SCENE_ID.match(scene_id):
+        raise UserError(f"scene id '{scene_id}' is not of the form chNNN_scNNN",
+                        fix="e.g. ch001_sc002")
+    return scene_id
+
+
+def resolve_templates(book_dir: Path, config: BookConfig) -> dict[str, str]:
+    """Template name -> file: config entry, else book override, else package default."""
+    unknown = sorted(set(config.templates) - set(TEMPLATE_NAMES))
+    if unknown:
+        raise UserError(f"unknown template '{unknown[0]}'",
+                        path=display_path(book_dir / "book.json"), field=f"templates.{unknown[0]}",
+                        fix=f"known: {', '.join(TEMPLATE_NAMES)}")
+    out = {}
+    for name in TEMPLATE_NAMES:
+        if name in config.templates:
+            p = (book_dir / config.templates[name]).resolve()
+            if not p.is_file():
+                raise UserError(f"template file {config.templates[name]} does not exist",
+                                path=display_path(book_dir / "book.json"),
+                                field=f"templates.{name}",
+                                fix="create it or remove the entry to use the default")
+        else:
+            p = book_dir / "templates" / f"{name}.j2"
+            if not p.is_file():
+                p = DEFAULT_TEMPLATES / f"{name}.j2"
+                if not p.is_file():
+                    raise UserError(f"default template {name}.j2 is missing",
+                                    path=display_path(p), fix="reinstall scenemake")
+        out[name] = display_path(p)
+    return out
+
+
+def _check_world(outline: Outline, state: State, outline_path: str) -> list[OutlineScene]:
+    """Scenes in order; ids unique; every character/location known when the scene starts."""
+    chars, locs = set(state.characters), set(state.locations)
+    scenes: list[OutlineScene] = []
+    seen: set[str] = set()
+    for ci, chapter in enumerate(outline.chapters):
+        for si, scene in enumerate(chapter.scenes):
+            where = f"chapters.{ci}.scenes.{si}"
+            if scene.id in seen:
+                raise UserError(f"duplicate scene id '{scene.id}'", path=outline_path,
+                                field=f"{where}.id", fix="scene ids must be unique")
+            if not scene.id.startswith(chapter.id + "_"):
+                raise UserError(f"scene '{scene.id}' is not in chapter '{chapter.id}'",
+                                path=outline_path, field=f"{where}.id",
+                                fix=f"name it {chapter.id}_scNNN")
+            seen.add(scene.id)
+            chars |= {c.id for c in scene.new_characters}
+            locs |= {loc.id for loc in scene.new_locations}
+            for c in scene.characters:
+                if c not in chars:
+                    raise UserError(f"unknown character '{c}'", path=outline_path,
+                                    field=f"{where}.characters",
+                                    fix="add it to state.json or to new_characters")
+            if scene.location not in locs:
+                raise UserError(f"unknown location '{scene.location}'", path=outline_path,
+                                field=f"{where}.location",
+                                fix="add it to state.json or to new_locations")
+            scenes.append(scene)
+    return scenes
+
+
+def load_book(workspace: Workspace, name: str) -> Book:
+    """Load and validate a book; any problem is one UserError naming file and field."""
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"book name '{name}' is not a folder name", fix="e.g. book=example")
+    book_dir = workspace.book_dir(name)
+    if not book_dir.is_dir():
+        raise UserError(f"no book '{name}'", path=display_path(book_dir),
+                        fix="create the folder or pass another book=NAME")
+    cfg_path = book_dir / "book.json"
+    config = parse_model(BookConfig, read_json(cfg_path, "book config"), display_path(cfg_path))
+    outline_path = book_dir / "outline.json"
+    outline = parse_model(Outline, read_json(outline_path, "outline"), display_path(outline_path))
+    state_path = book_dir / "state.json"
+    state = parse_model(State, read_json(state_path, "initial state"), display_path(state_path))
+    scenes = _check_world(outline, state, display_path(outline_path))
+    templates = resolve_templates(book_dir, config)
+    return Book(name=name, dir=book_dir, workspace=workspace, config=config, outline=outline,
+                initial_state=state, scenes=scenes, templates=templates)

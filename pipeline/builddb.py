@@ -1,0 +1,274 @@
+"""The one build DB: a doit backend on sqlite that commits each task as it succeeds.
+
+doit's own backends write only when a run ends, so ``kill -9`` forgets every task
+that finished in that run. Here the row of a task is committed when doit saves its
+``deps:`` entry (the last key ``save_success`` writes), in WAL mode, so a killed run
+keeps every finished task. Beside doit's own ``doit`` table the same file holds
+scenemake's records: what each task wrote (for manual-edit detection), accepted
+overrides (events), the last failure of a task, and rerun attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from doit.dependency import DatabaseException
+
+_listeners: list[Callable[[str, str], None]] = []
+_current: SceneDB | None = None
+
+_SCHEMA = """
+create table if not exists doit (task_id text not null primary key, task_data json);
+create table if not exists sm_outputs (
+    path text not null primary key, task_id text not null,
+    known json not null, state json);
+create table if not exists sm_events (
+    id integer primary key autoincrement, task_id text not null, kind text not null,
+    data json not null, ts text not null);
+create table if not exists sm_failures (
+    task_id text not null primary key, error text not null, data json, ts text not null);
+create table if not exists sm_attempts (task_id text not null primary key, n integer not null);
+"""
+
+
+def subscribe(listener: Callable[[str, str], None]) -> None:
+    """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def current() -> SceneDB:
+    """The backend doit opened for this run (actions and checks reach it here)."""
+    if _current is None:
+        raise RuntimeError("the scenemake build DB is not open (is DOIT_CONFIG['backend'] set?)")
+    return _current
+
+
+def now_iso() -> str:
+    """UTC timestamp used in every record."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a subprocess test
+    raise KeyboardInterrupt("SIGTERM")
+
+
+class SceneDB:
+    """doit backend (plugin name ``scenemake``): sqlite, WAL, one commit per finished task."""
+
+    desc = "sqlite, committed per task (scenemake)"
+
+    def __init__(self, name: str, codec, *, module_name=None):
+        global _current
+        self.name = name
+        self.codec = codec
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(name, check_same_thread=False, isolation_level=None,
+                                         timeout=30)
+            self._conn.execute("pragma journal_mode=wal")
+            self._conn.execute("pragma synchronous=normal")
+            self._conn.executescript(_SCHEMA)
+            rows = self._conn.execute("select task_id, task_data from doit").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseException(
+                f"{name}: the build DB is unreadable ({exc}); move it away to start afresh"
+            ) from exc
+        # Decoded lazily: a no-op run touches every row, but `doit list` does not.
+        self._raw: dict[str, str] = dict(rows)
+        self._cache: dict[str, dict] = {}
+        self._dirty: set[str] = set()
+        _current = self
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
+            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+    # -- doit backend interface -------------------------------------------------
+    def _data(self, task_id: str) -> dict | None:
+        data = self._cache.get(task_id)
+        if data is None:
+            raw = self._raw.get(task_id)
+            if raw is None:
+                return None
+            data = self._cache[task_id] = json.loads(raw)
+        return data
+
+    def get(self, task_id: str, dependency: str) -> Any:
+        """Value saved for ``dependency`` of ``task_id``, or None."""
+        with self._lock:
+            data = self._data(task_id)
+            return None if data is None else data.get(dependency)
+
+    def set(self, task_id: str, dependency: str, value: Any) -> None:
+        """Store a value; ``deps:`` is the last key of a success, so it commits the task."""
+        with self._lock:
+            data = self._data(task_id)
+            if data is None:
+                data = self._cache[task_id] = {}
+            data[dependency] = value
+            self._dirty.add(task_id)
+            if dependency != "deps:":
+                return
+            self._write(task_id)
+            states = (data.get("_values_:") or {}).get("artifact_states")
+            if states:
+                # The task is committed: its artifacts' content is now the only known one.
+                self.settle_outputs(task_id, states)
+        self._notify(task_id, "saved")
+
+    def in_(self, task_id: str) -> bool:
+        with self._lock:
+            return task_id in self._cache or task_id in self._raw
+
+    def remove(self, task_id: str) -> None:
+        """Forget a task (doit does this on failure and on ``forget``)."""
+        with self._lock:
+            self._cache.pop(task_id, None)
+            self._raw.pop(task_id, None)
+            self._dirty.discard(task_id)
+            self._conn.execute("delete from doit where task_id=?", (task_id,))
+        self._notify(task_id, "removed")
+
+    def remove_all(self) -> None:
+        with self._lock:
+            self._conn.execute("delete from doit")
+            self._cache.clear()
+            self._raw.clear()
+            self._dirty.clear()
+
+    def dump(self) -> None:
+        """Flush what is left (e.g. ``ignore:`` marks) and close."""
+        global _current
+        with self._lock:
+            for task_id in list(self._dirty):
+                self._write(task_id)
+            self._conn.close()
+            if _current is self:
+                _current = None
+
+    def _write(self, task_id: str) -> None:
+        raw = json.dumps(self._cache[task_id])
+        self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
+        self._raw[task_id] = raw
+        self._dirty.discard(task_id)
+
+    def _notify(self, task_id: str, what: str) -> None:
+        for listener in _listeners:
+            listener(task_id, what)
+
+    # -- scenemake records -----------------------------------------------------
+    def values(self, task_id: str) -> dict:
+        """The values a task returned when it last succeeded ({} if none)."""
+        return self.get(task_id, "_values_:") or {}
+
+    def task_ids(self) -> list[str]:
+        with self._lock:
+            return list(set(self._raw) | set(self._cache))
+
+    def outputs_of(self, task_id: str) -> dict[str, dict]:
+        """path -> {known: [hashes], state: [mtime_ns, size, hash]} for a task's artifacts."""
+        with self._lock:
+            rows = self._conn.execute(
+                "select path, known, state from sm_outputs where task_id=?", (task_id,)
+            ).fetchall()
+        return {p: {"known": json.loads(k), "state": json.loads(s) if s else None}
+                for p, k, s in rows}
+
+    def all_outputs(self) -> dict[str, dict]:
+        """Every recorded artifact: path -> {task_id, known, state}."""
+        with self._lock:
+            rows = self._conn.execute("select path, task_id, known, state from sm_outputs")
+            return {p: {"task_id": t, "known": json.loads(k),
+                        "state": json.loads(s) if s else None} for p, t, k, s in rows}
+
+    def announce_outputs(self, task_id: str, hashes: dict[str, str]) -> None:
+        """Before a task writes its artifacts: add their hashes to the known set.
+
+        A run killed between the write and the commit then never mistakes the
+        task's own output for a manual edit.
+        """
+        with self._lock:
+            for path, digest in hashes.items():
+                row = self._conn.execute("select known from sm_outputs where path=?",
+                                         (path,)).fetchone()
+                known = json.loads(row[0]) if row else []
+                if digest not in known:
+                    known.append(digest)
+                self._conn.execute(
+                    "insert into sm_outputs(path, task_id, known, state) values (?,?,?,null) "
+                    "on conflict(path) do update set task_id=excluded.task_id, "
+                    "known=excluded.known",
+                    (path, task_id, json.dumps(known)))
+
+    def settle_outputs(self, task_id: str, states: dict[str, list]) -> None:
+        """After a write (or an accepted edit): the file's state is now the only known one."""
+        with self._lock:
+            for path, state in states.items():
+                self._conn.execute(
+                    "insert or replace into sm_outputs(path, task_id, known, state) "
+                    "values (?,?,?,?)",
+                    (path, task_id, json.dumps([state[2]]), json.dumps(state)))
+
+    def drop_outputs(self, task_id: str) -> None:
+        with self._lock:
+            self._conn.execute("delete from sm_outputs where task_id=?", (task_id,))
+
+    def add_event(self, task_id: str, kind: str, data: dict) -> None:
+        """Record an accepted override (prompt change, manual edit, stale pre-state)."""
+        with self._lock:
+            self._conn.execute("insert into sm_events(task_id, kind, data, ts) values (?,?,?,?)",
+                               (task_id, kind, json.dumps(data), now_iso()))
+
+    def events(self, task_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select kind, data, ts from sm_events where task_id=? order by id", (task_id,)
+            ).fetchall()
+        return [{"kind": k, **json.loads(d), "timestamp": ts} for k, d, ts in rows]
+
+    def clear_events(self, task_id: str) -> None:
+        with self._lock:
+            self._conn.execute("delete from sm_events where task_id=?", (task_id,))
+
+    def set_failure(self, task_id: str, error: str, data: dict | None = None) -> None:
+        with self._lock:
+            self._conn.execute("insert or replace into sm_failures values (?,?,?,?)",
+                               (task_id, error, json.dumps(data or {}), now_iso()))
+
+    def clear_failure(self, task_id: str) -> None:
+        with self._lock:
+            self._conn.execute("delete from sm_failures where task_id=?", (task_id,))
+
+    def failure(self, task_id: str) -> dict | None:
+        with self._lock:
+            row = self._conn.execute("select error, data, ts from sm_failures where task_id=?",
+                                     (task_id,)).fetchone()
+        if row is None:
+            return None
+        return {"error": row[0], **json.loads(row[1]), "timestamp": row[2]}
+
+    def attempt(self, task_id: str) -> int:
+        with self._lock:
+            row = self._conn.execute("select n from sm_attempts where task_id=?",
+                                     (task_id,)).fetchone()
+        return row[0] if row else 0
+
+    def bump_attempt(self, task_id: str) -> int:
+        with self._lock:
+            n = self.attempt(task_id) + 1
+            self._conn.execute("insert or replace into sm_attempts values (?,?)", (task_id, n))
+        return n
+
+    def forget(self, task_id: str) -> None:
+        """Forget a task and its scenemake records (rerun-from, reset)."""
+        with self._lock:
+            self.drop_outputs(task_id)
+            self.clear_events(task_id)
+            self.clear_failure(task_id)
+        self.remove(task_id)

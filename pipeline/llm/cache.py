@@ -1,0 +1,82 @@
+"""Content-addressed LLM response cache: ``<root>/<hash[:2]>/<hash>.json``.
+
+Each entry holds the request's canonical form and the response of the call that paid for
+it. An entry that cannot be read or does not match its address is a miss, never a crash;
+the next answer overwrites it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.hashing import hash_json
+from pipeline.store import atomic_write_json
+
+_HASH_RE = re.compile(r"[0-9a-f]{8,128}")
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    """A stored answer and what the original call cost."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+
+    def to_json(self) -> dict:
+        """Plain JSON form, as stored in the cache entry."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> CachedResponse:
+        """Parse the stored form; raises ``ValueError`` if a field is missing or mistyped."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError("cache entry has no response text")
+        try:
+            return cls(
+                text=obj["text"],
+                tokens_in=int(obj["tokens_in"]),
+                tokens_out=int(obj["tokens_out"]),
+                cost_usd=float(obj["cost_usd"]),
+                latency_ms=float(obj["latency_ms"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"bad cache entry: {exc}") from exc
+
+
+class ResponseCache:
+    """The on-disk response cache under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path_for(self, request_hash: str) -> Path:
+        """Where the entry for ``request_hash`` lives."""
+        if not _HASH_RE.fullmatch(request_hash):
+            # The hash becomes a path; refuse anything that is not a hex digest.
+            raise ValueError(f"not a request hash: {request_hash!r}")
+        return self.root / request_hash[:2] / f"{request_hash}.json"
+
+    def get(self, request_hash: str) -> CachedResponse | None:
+        """The cached response, or None when absent, unreadable or not for this hash."""
+        path = self.path_for(request_hash)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            # A truncated, hand-edited or misplaced entry must not answer for this request.
+            if not isinstance(entry, dict) or hash_json(entry.get("request")) != request_hash:
+                return None
+            return CachedResponse.from_json(entry.get("response"))
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
+
+    def put(self, request_hash: str, request: dict, response: CachedResponse) -> None:
+        """Store ``response`` for the request whose canonical form is ``request``."""
+        atomic_write_json(
+            self.path_for(request_hash),
+            {"request_hash": request_hash, "request": request, "response": response.to_json()},
+        )

@@ -1,0 +1,330 @@
+"""The LLM client: cache first, then the provider, validation with re-asks, and the call log.
+
+Thread-safe: doit may run tasks in threads, and two tasks asking the same request at once
+must pay for it once, so each request hash has its own lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from pipeline.errors import UserError
+from pipeline.hashing import hash_json
+
+from .cache import CachedResponse, ResponseCache
+from .calllog import CallLog
+from .offline import OfflineProvider
+from .request import CallContext, LLMRequest, LLMResponse, Provider
+
+_MAX_ERROR_CHARS = 300
+
+
+class LLMOutputError(UserError):
+    """The model gave no valid answer within the allowed re-asks."""
+
+
+def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Provider]:
+    """The built-in providers: ``{"offline": OfflineProvider}``.
+
+    ``settings["latency_ms"]`` sets the offline provider's simulated latency (benchmarks);
+    it is not part of any request hash.
+    """
+    settings = settings or {}
+    return {"offline": OfflineProvider(latency_ms=float(settings.get("latency_ms", 0.0)))}
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+def _strip_fences(text: str) -> str:
+    # Chat models like to wrap JSON in ``` fences; the JSON inside is what was meant.
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```") and "\n" in stripped:
+        return stripped[stripped.index("\n") + 1 : -3]
+    return text
+
+
+def _validation_error_text(exc: Exception) -> str:
+    """``<JSON path>: <message>`` for a pydantic ValidationError, else the first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            path = "$" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())
+            )
+            return _one_line(f"{path}: {first.get('msg', exc)}")
+        except (IndexError, TypeError, AttributeError):
+            pass
+    return _one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+class LLMClient:
+    """Answers :class:`LLMRequest` s through the cache, the providers and the call log."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        call_log: Path,
+        providers: Mapping[str, Provider] | None = None,
+        max_reasks: int = 2,
+    ):
+        if max_reasks < 0:
+            raise ValueError("max_reasks must be >= 0")
+        self.cache = ResponseCache(cache_dir)
+        self.log = CallLog(call_log)
+        self.providers: dict[str, Provider] = (
+            dict(providers) if providers is not None else default_providers()
+        )
+        self.max_reasks = max_reasks
+        self._guard = threading.Lock()
+        self._locks: dict[str, list] = {}  # hash -> [lock, number of threads using it]
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    # -- public
+
+    def complete(
+        self,
+        request: LLMRequest,
+        ctx: CallContext,
+        validate: Callable[[Any], Any] | None = None,
+    ) -> LLMResponse:
+        """Answer ``request``: from the cache if possible, else from its provider.
+
+        With ``output_schema``, the answer is parsed as JSON, checked against the schema,
+        then passed to ``validate`` (e.g. ``Model.model_validate``), whose return value
+        becomes ``response.data``; an invalid answer is re-asked up to ``max_reasks``
+        times. Without a schema, ``validate`` (if given) receives the text. Raises
+        :class:`LLMOutputError` when no try is valid, :class:`UserError` for an unknown
+        provider or an invalid schema.
+        """
+        provider = self._provider(request.provider)
+        checker = self._validator(request.output_schema)
+        key = request.request_hash()
+        with self._hash_lock(key):
+            response = self._from_cache(request, key, ctx, checker, validate)
+            if response is None:
+                response = self._generate(request, key, ctx, provider, checker, validate)
+            return response
+
+    # -- steps
+
+    def _provider(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise UserError(f"unknown LLM provider '{name}' (known: {known})")
+        return provider
+
+    def _validator(self, schema: dict | None) -> Draft202012Validator | None:
+        if schema is None:
+            return None
+        key = hash_json(schema)
+        validator = self._validators.get(key)
+        if validator is None:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                raise UserError(
+                    f"output_schema is not a valid JSON Schema: {_one_line(exc.message)}"
+                ) from exc
+            validator = Draft202012Validator(schema)
+            with self._guard:
+                self._validators[key] = validator
+        return validator
+
+    @contextmanager
+    def _hash_lock(self, key: str) -> Iterator[None]:
+        with self._guard:
+            slot = self._locks.setdefault(key, [threading.Lock(), 0])
+            slot[1] += 1
+        try:
+            with slot[0]:
+                yield
+        finally:
+            with self._guard:
+                slot[1] -= 1
+                if slot[1] == 0:  # last user: drop it so the table does not grow forever
+                    del self._locks[key]
+
+    def _check(
+        self,
+        text: str,
+        checker: Draft202012Validator | None,
+        validate: Callable[[Any], Any] | None,
+    ) -> tuple[Any, str | None]:
+        """(data, None) for a valid answer, (None, error) otherwise."""
+        if checker is None:
+            value: Any = text
+        else:
+            try:
+                value = json.loads(_strip_fences(text))
+            except json.JSONDecodeError as exc:
+                where = f"line {exc.lineno} column {exc.colno}"
+                return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
+            error = best_match(checker.iter_errors(value))
+            if error is not None:
+                return None, _one_line(f"{error.json_path}: {error.message}")
+        if validate is None:
+            return (None if checker is None else value), None
+        try:
+            return validate(value), None
+        except (ValueError, TypeError, AssertionError) as exc:  # pydantic errors are ValueErrors
+            return None, _validation_error_text(exc)
+
+    def _from_cache(
+        self,
+        request: LLMRequest,
+        key: str,
+        ctx: CallContext,
+        checker: Draft202012Validator | None,
+        validate: Callable[[Any], Any] | None,
+    ) -> LLMResponse | None:
+        start = time.perf_counter()
+        cached = self.cache.get(key)
+        if cached is None:
+            return None
+        data, error = self._check(cached.text, checker, validate)
+        if error is not None:
+            return None  # e.g. ``validate`` got stricter since: ask again
+        latency = (time.perf_counter() - start) * 1000
+        self._log(ctx, request, key, "hit", cached, latency, try_index=0)
+        return LLMResponse(
+            text=cached.text,
+            data=data,
+            request_hash=key,
+            cache="hit",
+            provider=request.provider,
+            model=request.model,
+            tokens_in=cached.tokens_in,
+            tokens_out=cached.tokens_out,
+            cost_usd=0.0,
+            latency_ms=latency,
+        )
+
+    def _generate(
+        self,
+        request: LLMRequest,
+        key: str,
+        ctx: CallContext,
+        provider: Provider,
+        checker: Draft202012Validator | None,
+        validate: Callable[[Any], Any] | None,
+    ) -> LLMResponse:
+        current, current_key = request, key
+        tokens_in = tokens_out = 0
+        cost = latency = 0.0
+        last_error = ""
+        for try_index in range(self.max_reasks + 1):
+            # A re-ask may already be cached (say the original entry was deleted).
+            start = time.perf_counter()
+            cached = self.cache.get(current_key) if try_index > 0 else None
+            if cached is not None:
+                answer = cached
+                tokens_in += cached.tokens_in
+                tokens_out += cached.tokens_out
+                took = (time.perf_counter() - start) * 1000
+                self._log(ctx, current, current_key, "hit", cached, took, try_index)
+            else:
+                start = time.perf_counter()
+                result = provider.generate(current)
+                took = (time.perf_counter() - start) * 1000
+                answer = CachedResponse(
+                    text=result.text,
+                    tokens_in=result.tokens_in,
+                    tokens_out=result.tokens_out,
+                    cost_usd=result.cost_usd,
+                    latency_ms=took,
+                )
+                tokens_in += answer.tokens_in
+                tokens_out += answer.tokens_out
+                cost += answer.cost_usd
+                latency += took
+                self._log(ctx, current, current_key, "miss", answer, took, try_index)
+            data, error = self._check(answer.text, checker, validate)
+            if error is None:
+                # Only valid answers are cached: an invalid one must be asked again next time.
+                if cached is None:
+                    self.cache.put(current_key, current.canonical(), answer)
+                if try_index > 0:
+                    # The original request answers straight away next time; its entry
+                    # records what the whole exchange cost.
+                    total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency)
+                    self.cache.put(key, request.canonical(), total)
+                return LLMResponse(
+                    text=answer.text,
+                    data=data,
+                    request_hash=key,
+                    cache="miss",
+                    provider=request.provider,
+                    model=request.model,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=cost,
+                    latency_ms=latency,
+                    tries=try_index + 1,
+                )
+            last_error = error
+            current = _reask(request, answer.text, error, json_answer=checker is not None)
+            current_key = current.request_hash()
+        tries = self.max_reasks + 1
+        raise LLMOutputError(
+            f"task '{ctx.task or '?'}': {request.provider}/{request.model} gave no valid "
+            f"answer in {tries} {'try' if tries == 1 else 'tries'}; last error: {last_error}"
+        )
+
+    def _log(
+        self,
+        ctx: CallContext,
+        request: LLMRequest,
+        key: str,
+        cache: str,
+        answer: CachedResponse,
+        latency_ms: float,
+        try_index: int,
+    ) -> None:
+        hit = cache == "hit"
+        self.log.record(
+            ctx,
+            request_hash=key,
+            cache=cache,
+            provider=request.provider,
+            model=request.model,
+            tokens_in=answer.tokens_in,
+            tokens_out=answer.tokens_out,
+            cost_usd=0.0 if hit else answer.cost_usd,
+            latency_ms=latency_ms,
+            attempt=request.attempt,
+            try_index=try_index,
+            cost_avoided_usd=answer.cost_usd if hit else None,
+        )
+
+
+def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool) -> LLMRequest:
+    """The original conversation plus the bad answer and what was wrong with it."""
+    fix = (
+        "Reply again with only the corrected JSON, satisfying the schema."
+        if json_answer
+        else "Reply again with the corrected answer."
+    )
+    feedback = f"Your answer was not valid: {error}. {fix}"
+    messages = (
+        *original.messages,
+        {"role": "assistant", "content": bad_answer},
+        {"role": "user", "content": feedback},
+    )
+    return dataclasses.replace(original, messages=messages)

@@ -1,0 +1,49 @@
+"""The embedded offline provider: deterministic, readable answers with no network.
+
+Everything derives from the request: the seed is its blake3 content address (so bumping
+``attempt`` gives a fresh sample) and the words come from its own messages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+
+from . import schemafill
+from .request import LLMRequest, ProviderResult
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count: ceil(words * 1.3)."""
+    return math.ceil(len(text.split()) * 1.3)
+
+
+class OfflineProvider:
+    """Answers from the request alone; ``latency_ms`` simulates a slow model on each call."""
+
+    name = "offline"
+
+    def __init__(self, latency_ms: float = 0.0):
+        self.latency_ms = float(latency_ms)
+
+    def generate(self, request: LLMRequest) -> ProviderResult:
+        """Free text, or a JSON instance of ``request.output_schema``, seeded by the request."""
+        rng = random.Random(int(request.request_hash(), 16))
+        vocab = schemafill.Vocabulary.from_messages(request.messages)
+        if request.output_schema is None:
+            text = schemafill.prose(rng, vocab, min_words=80)
+        else:
+            data = schemafill.fill_valid(request.output_schema, rng, vocab)
+            text = json.dumps(data, ensure_ascii=False)
+        if self.latency_ms > 0:
+            time.sleep(self.latency_ms / 1000)
+        prompt = "\n".join(
+            m["content"]
+            for m in request.messages
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+        )
+        return ProviderResult(
+            text=text, tokens_in=estimate_tokens(prompt), tokens_out=estimate_tokens(text)
+        )

@@ -1,0 +1,100 @@
+"""What an LLM call is: the request (its content address), the context it runs in, the answer.
+
+Also the provider interface every backend implements.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.hashing import canonical_json, hash_json
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One LLM request; every field is part of its content address."""
+
+    provider: str
+    model: str
+    messages: tuple
+    params: dict = field(default_factory=dict)
+    output_schema: dict | None = None
+    attempt: int = 0
+
+    def __post_init__(self) -> None:
+        # Callers often build messages as a list; keep the documented tuple form.
+        if not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+
+    def canonical(self) -> dict:
+        """All fields as plain JSON (lists, dicts, str, numbers): what gets hashed and cached."""
+        # The round trip turns tuples into lists so the stored form hashes the same.
+        return json.loads(
+            canonical_json(
+                {
+                    "provider": self.provider,
+                    "model": self.model,
+                    "messages": list(self.messages),
+                    "params": self.params,
+                    "output_schema": self.output_schema,
+                    "attempt": self.attempt,
+                }
+            )
+        )
+
+    def request_hash(self) -> str:
+        """The content address: blake3 of the canonical JSON of :meth:`canonical`."""
+        return hash_json(self.canonical())
+
+
+@dataclass
+class CallContext:
+    """Who is asking: written to every call-log line (never part of the request hash)."""
+
+    book: str = ""
+    task: str = ""
+    scene: str = ""
+    phase: str = ""
+
+
+@dataclass
+class LLMResponse:
+    """The answer to :meth:`LLMClient.complete`.
+
+    On a miss that needed re-asks, the token, cost and latency figures are the totals over
+    all tries; ``tries`` says how many there were.
+    """
+
+    text: str
+    data: Any
+    request_hash: str
+    cache: str
+    provider: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+    tries: int = 1
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """What a provider returns for one request (cost 0.0 unless the provider prices it)."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float = 0.0
+
+
+class Provider(Protocol):
+    """An LLM backend: turns one request into one answer (no caching, no validation)."""
+
+    name: str
+
+    def generate(self, request: LLMRequest) -> ProviderResult:
+        """Answer ``request``."""
+        ...

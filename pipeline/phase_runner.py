@@ -1,0 +1,181 @@
+"""Runs one phase of one scene: checks the rules, reads inputs, calls the LLM or the
+pure logic, writes artifacts atomically, and returns the values doit records.
+
+The returned values are what the phase ledger is rebuilt from.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from pipeline import builddb, phases
+from pipeline.book import LLM_PHASES, Book
+from pipeline.builddb import SceneDB, now_iso
+from pipeline.errors import UserError
+from pipeline.hashing import hash_bytes, hash_file, hash_json, remember
+from pipeline.llm import CallContext, LLMClient, LLMRequest, default_providers
+from pipeline.policies import (
+    PolicyError,
+    changed_templates,
+    current_templates,
+    edit_report,
+    require_prompt_change_allowed,
+    stale_state_acceptable,
+)
+from pipeline.runvars import RunVars
+from pipeline.store import atomic_write_bytes
+
+_clients: dict[str, LLMClient] = {}
+_clients_lock = threading.Lock()
+
+
+class PhaseFailed(UserError):
+    """The phase ran and its result says no (e.g. lint errors)."""
+
+
+def llm_client(book: Book) -> LLMClient:
+    """The one LLM client of this process for the book's workspace."""
+    ws = book.workspace
+    key = str(ws.root.resolve())
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = LLMClient(ws.cache_dir, ws.call_log, providers=default_providers())
+        return _clients[key]
+
+
+def _check_inputs_not_edited(db: SceneDB, inputs: dict[str, str], outputs: dict[str, str],
+                             rv: RunVars) -> None:
+    """Never build on, nor overwrite, a hand-edited artifact without force_resume."""
+    if rv.force_resume:
+        return
+    from pipeline.policies import find_edits
+
+    watched = set(inputs.values()) | set(outputs.values())
+    edits = [e for e in find_edits(db) if e.path in watched]
+    if edits:
+        raise PolicyError(edit_report(edits) + " (accept with force_resume=1, or "
+                          f"regenerate with doit rerun-from {edits[0].task_id})")
+
+
+def write_outputs(db: SceneDB, task_id: str, paths: dict[str, str], data: dict[str, bytes]
+                  ) -> dict[str, list]:
+    """Announce, then atomically write, a phase's artifacts; returns their recorded states."""
+    hashes = {paths[name]: hash_bytes(blob) for name, blob in data.items()}
+    db.announce_outputs(task_id, hashes)
+    states = {}
+    for name, blob in data.items():
+        path = paths[name]
+        try:
+            same = hash_file(path) == hashes[path]
+        except FileNotFoundError:
+            same = False
+        if not same:  # an identical file keeps its mtime, so nothing downstream re-hashes
+            atomic_write_bytes(path, blob)
+        st = os.stat(path)
+        remember(path, st, hashes[path])
+        states[path] = [st.st_mtime_ns, st.st_size, hashes[path]]
+    return states
+
+
+def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars) -> dict:
+    """Run ``phase`` of scene ``sid`` and return the values doit saves for it."""
+    db = builddb.current()
+    task_id = f"{phase}:{sid}"
+    scene = book.scene(sid)
+    files = phases.layout(book, sid)[phase]
+    prev = db.values(task_id)
+    ihash = phases.inputs_hash(book, scene, phase)
+    templates_now = current_templates(files.templates)
+    state_path = files.inputs.get(files.state_input) if files.state_input else None
+
+    _check_inputs_not_edited(db, files.inputs, files.outputs, rv)
+
+    if rv.force_resume and stale_state_acceptable(prev, changed, state_path, ihash,
+                                                  templates_now, files.outputs, db, task_id):
+        new_hash = hash_file(state_path)
+        db.add_event(task_id, "pre_state_accepted", {
+            "path": state_path, "hash_prev": prev.get("pre_state_hash"), "hash_new": new_hash})
+        values = dict(prev)
+        values.update(timestamp=now_iso(), pre_state_hash=new_hash, llm=None)
+        return values
+
+    inp = {name: phases.load_input(path, phases.INPUT_MODELS[name])
+           for name, path in files.inputs.items()}
+    values: dict = {"scene_id": sid, "phase": phase, "status": "success",
+                    "inputs_hash": ihash, "artifacts": dict(files.outputs)}
+    if state_path:
+        values["pre_state_path"] = state_path
+        values["pre_state_hash"] = hash_file(state_path)
+
+    if phase in LLM_PHASES:
+        data = _run_llm(book, scene, phase, task_id, inp, files, prev, templates_now, rv, db,
+                        values)
+    elif phase == "preflight":
+        data = phases.preflight(book, scene, inp["scene_card"], inp["pre_state"],
+                                files.inputs["pre_state"])
+    elif phase == "lint":
+        report = phases.lint(book, sid, inp["scene_card"], inp["state"], inp["prose"],
+                             inp["state_patch"])
+        data = {"report": (report.model_dump_json(indent=2) + "\n").encode()}
+        if not report.passed:
+            write_outputs(db, task_id, files.outputs, data)
+            errors = [f.message for f in report.findings if f.severity == "error"]
+            raise PhaseFailed(f"lint failed: {'; '.join(errors)}", path=files.outputs["report"],
+                              fix="fix the prose/patch (force_resume=1) or the lint settings")
+    elif phase == "commit":
+        lint_report = inp["lint_report"]
+        if not lint_report.passed:
+            raise PhaseFailed("lint did not pass", path=files.inputs["lint_report"])
+        data = phases.commit(inp["state"], inp["state_patch"], sid)
+    else:  # pragma: no cover - the phase list is closed
+        raise UserError(f"unknown phase {phase}")
+
+    values["artifact_states"] = write_outputs(db, task_id, files.outputs, data)
+    values["timestamp"] = now_iso()
+    return values
+
+
+def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev: dict,
+             templates_now: dict, rv: RunVars, db: SceneDB, values: dict) -> dict[str, bytes]:
+    from pipeline.templates import render_messages
+
+    ctx = phases.prompt_context(book, scene, phase, inp)
+    messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
+    prompt_hash = hash_json(messages)
+    changes = changed_templates(prev.get("template_set"), templates_now)
+    if changes:
+        for ch in changes:
+            ch.tasks.append(task_id)
+        require_prompt_change_allowed(changes, rv)
+        values["prompt_update"] = {
+            "prompt_hash_prev": prev.get("prompt_hash"), "prompt_hash_new": prompt_hash,
+            "prompt_update_reason": rv.reason, "timestamp": now_iso(),
+            "templates": [{"path": c.path, "hash_prev": c.old_hash, "hash_new": c.new_hash}
+                          for c in changes]}
+    elif prev.get("prompt_update"):
+        values["prompt_update"] = prev["prompt_update"]
+
+    model = book.config.model
+    params = {"temperature": model.temperature, "max_tokens": model.max_tokens,
+              "seed": model.seed}
+    schema = phases.schema_for(phase, scene, inp)
+    attempt = db.attempt(task_id)
+    request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
+                         params=params, output_schema=schema, attempt=attempt)
+    response = llm_client(book).complete(
+        request, CallContext(book=book.name, task=task_id, scene=scene.id, phase=phase),
+        validate=phases.OUTPUT_MODELS[phase].model_validate)
+    values.update(
+        prompt_hash=prompt_hash, attempt=attempt,
+        template_set={role: {"path": t["path"], "hash": t["hash"]}
+                      for role, t in templates_now.items()},
+        llm={"request_hash": response.request_hash, "cache": response.cache,
+             "provider": response.provider, "model": response.model,
+             "tokens_in": response.tokens_in, "tokens_out": response.tokens_out,
+             "cost_usd": response.cost_usd, "latency_ms": round(response.latency_ms, 1)})
+    data = phases.split_output(phase, response.data)
+    data["prompt"] = phases.prompt_artifact(messages, params, schema, attempt)
+    data["response"] = phases.response_artifact(response.request_hash, response.provider,
+                                                response.model, response.text)
+    return data

@@ -1,0 +1,345 @@
+"""The book pipeline's phases: what each reads and writes, its prompt, its pure logic.
+
+Eight phases per scene: plan -> preflight -> continuity_pack -> write -> repair ->
+state_repair -> lint -> commit. LLM phases are described by a prompt context and an
+output schema; preflight, lint and commit are plain code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.book import LLM_PHASES, Book
+from pipeline.errors import UserError
+from pipeline.hashing import hash_json
+from pipeline.schemas import (
+    ContinuityPack,
+    Finding,
+    LintReport,
+    OutlineScene,
+    PreflightReport,
+    RepairOutput,
+    SceneCard,
+    State,
+    StatePatch,
+    StateRepairOutput,
+    WriteOutput,
+    output_schema,
+)
+from pipeline.store import dump_json
+
+# Phases that read the scene's pre-state; their ledger entry records its path and hash.
+STATE_PHASES = ("continuity_pack", "write", "repair", "state_repair", "lint")
+
+
+@dataclass
+class PhaseFiles:
+    """Where one phase of one scene reads and writes (paths relative to the project)."""
+
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    state_input: str | None = None  # the name in ``inputs`` holding the pre-state
+    templates: dict[str, str] = field(default_factory=dict)  # role -> path
+
+
+def layout(book: Book, sid: str) -> dict[str, PhaseFiles]:
+    """Every phase's inputs and outputs for scene ``sid`` (string paths, cheap to build)."""
+    base = f"{book.draft.as_posix()}/scenes/{sid}/"
+    prev = book.previous(sid)
+    pre_state = (f"{book.draft.as_posix()}/scenes/{prev.id}/commit/post_state.json" if prev
+                 else book.state_path.as_posix())
+    card = base + "plan/scene_card.json"
+    state = base + "preflight/state.json"
+    pack = base + "continuity_pack/pack.json"
+
+    def llm(phase: str) -> dict[str, str]:
+        return {"prompt": f"{base}{phase}/prompt.json",
+                "response": f"{base}{phase}/response.json"}
+
+    files = {
+        "plan": PhaseFiles({}, {**llm("plan"), "scene_card": card}),
+        "preflight": PhaseFiles(
+            {"scene_card": card, "pre_state": pre_state},
+            {"patch": base + "preflight/patch.json", "state": state,
+             "report": base + "preflight/report.json"},
+            state_input="pre_state"),
+        "continuity_pack": PhaseFiles({"scene_card": card, "state": state},
+                                      {**llm("continuity_pack"), "pack": pack}, "state"),
+        "write": PhaseFiles(
+            {"scene_card": card, "pack": pack, "state": state},
+            {**llm("write"), "prose": base + "write/prose.md",
+             "state_patch": base + "write/state_patch.json"}, "state"),
+        "repair": PhaseFiles(
+            {"scene_card": card, "pack": pack, "state": state, "prose": base + "write/prose.md",
+             "state_patch": base + "write/state_patch.json"},
+            {**llm("repair"), "prose": base + "repair/prose.md",
+             "state_patch": base + "repair/state_patch.json"}, "state"),
+        "state_repair": PhaseFiles(
+            {"state": state, "prose": base + "repair/prose.md",
+             "state_patch": base + "repair/state_patch.json"},
+            {**llm("state_repair"), "state_patch": base + "state_repair/state_patch.json"},
+            "state"),
+        "lint": PhaseFiles(
+            {"scene_card": card, "state": state, "prose": base + "repair/prose.md",
+             "state_patch": base + "state_repair/state_patch.json"},
+            {"report": base + "lint/report.json"}, "state"),
+        "commit": PhaseFiles(
+            {"state": state, "state_patch": base + "state_repair/state_patch.json",
+             "lint_report": base + "lint/report.json"},
+            {"post_state": base + "commit/post_state.json",
+             "characters": base + "commit/registries/characters.json",
+             "locations": base + "commit/registries/locations.json",
+             "items": base + "commit/registries/items.json",
+             "threads": base + "commit/registries/threads.json"}),
+    }
+    for phase in LLM_PHASES:
+        files[phase].templates = {"system": book.templates["system"],
+                                  "phase": book.templates[phase]}
+    return files
+
+
+def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
+    """Hash of the non-file inputs a phase reads (its slice of outline and config).
+
+    Used as an up-to-date check, so editing one scene's brief replans only that scene.
+    """
+    cfg = book.config
+    model = cfg.model.model_dump()
+    if phase == "plan":
+        prev = book.previous(scene.id)
+        data: Any = [scene.model_dump(), prev.model_dump() if prev else None,
+                     cfg.title, cfg.premise, cfg.style.model_dump(), model,
+                     _chapter(book, scene.id).title]
+    elif phase == "preflight":
+        data = [scene.new_characters and [c.model_dump() for c in scene.new_characters],
+                [loc.model_dump() for loc in scene.new_locations]]
+    elif phase == "lint":
+        data = cfg.lint.model_dump()
+    elif phase in LLM_PHASES:
+        data = [cfg.title, cfg.premise, cfg.style.model_dump(), model]
+    else:
+        data = None
+    return hash_json(data)
+
+
+def _chapter(book: Book, sid: str):
+    for chapter in book.outline.chapters:
+        if sid.startswith(chapter.id + "_"):
+            return chapter
+    raise UserError(f"scene '{sid}' has no chapter")
+
+
+# -- loading inputs ---------------------------------------------------------------------
+def load_input(path: str, model: type[BaseModel] | None) -> Any:
+    """Read an artifact that a phase consumes; a broken one is a UserError naming it."""
+    from pathlib import Path
+
+    from pipeline.book import parse_model, read_json
+
+    if model is None:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError("input artifact is missing", path=path,
+                            fix="run the phase that makes it") from None
+    return parse_model(model, read_json(Path(path), "artifact"), path)
+
+
+INPUT_MODELS: dict[str, type[BaseModel] | None] = {
+    "scene_card": SceneCard, "pre_state": State, "state": State, "pack": ContinuityPack,
+    "prose": None, "state_patch": StatePatch, "lint_report": LintReport,
+}
+
+
+# -- LLM phases -------------------------------------------------------------------------
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "plan": SceneCard, "continuity_pack": ContinuityPack, "write": WriteOutput,
+    "repair": RepairOutput, "state_repair": StateRepairOutput,
+}
+
+
+def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> dict:
+    """Variables the phase's templates see."""
+    cfg = book.config
+    ctx: dict[str, Any] = {
+        "book": {"title": cfg.title, "premise": cfg.premise, "style": cfg.style.model_dump()},
+        "scene_id": scene.id,
+        "scene": scene.model_dump(),
+    }
+    if phase == "plan":
+        prev = book.previous(scene.id)
+        ctx["previous"] = prev.model_dump() if prev else None
+        ctx["chapter"] = {"title": _chapter(book, scene.id).title}
+    for name, value in inp.items():
+        key = {"scene_card": "card", "state_patch": "patch"}.get(name, name)
+        ctx[key] = value.model_dump() if isinstance(value, BaseModel) else value
+    return ctx
+
+
+def _patch_choices(state: State, scene_chars: list[str]) -> dict[str, list[str]]:
+    chars, locs = list(state.characters), list(state.locations)
+    open_threads = [t for t, th in state.threads.items() if th.status == "open"]
+    choices = {"CharacterChange.id": scene_chars, "CharacterChange.location": locs,
+               "StatePatch.threads_closed": open_threads}
+    if state.items:
+        choices["ItemMove.id"] = list(state.items)
+        choices["ItemMove.holder"] = chars + locs
+    else:
+        choices["StatePatch.items"] = []
+    return choices
+
+
+def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
+    """The output JSON Schema for ``phase``, narrowed to ids the scene may use."""
+    if phase == "plan":
+        return output_schema(SceneCard, {"SceneCard.pov": scene.characters,
+                                         "SceneCard.location": [scene.location],
+                                         "SceneCard.characters": scene.characters})
+    state: State = inp["state"]
+    card: SceneCard = inp["scene_card"] if "scene_card" in inp else None
+    chars = card.characters if card else scene.characters
+    if phase == "continuity_pack":
+        open_threads = [t for t, th in state.threads.items() if th.status == "open"]
+        subjects = list(chars) + [card.location] + list(state.items)
+        return output_schema(ContinuityPack, {"Fact.subject": subjects,
+                                              "ContinuityPack.open_threads": open_threads})
+    model = OUTPUT_MODELS[phase]
+    return output_schema(model, _patch_choices(state, chars))
+
+
+def split_output(phase: str, data: BaseModel) -> dict[str, bytes]:
+    """The artifacts an LLM phase writes from its validated answer (besides prompt/response)."""
+    if phase == "plan":
+        return {"scene_card": dump_json(data.model_dump()).encode()}
+    if phase == "continuity_pack":
+        return {"pack": dump_json(data.model_dump()).encode()}
+    out = {"state_patch": dump_json(data.state_patch.model_dump()).encode()}
+    if phase in ("write", "repair"):
+        out["prose"] = (data.prose.strip() + "\n").encode()
+    return out
+
+
+# -- deterministic phases ---------------------------------------------------------------
+def preflight(book: Book, scene: OutlineScene, card: SceneCard, pre_state: State,
+              pre_state_path: str) -> dict[str, bytes]:
+    """Register what the scene introduces and check the card against the pre-state."""
+    data = pre_state.model_dump()
+    added_c, added_l, checks = [], [], []
+    for c in scene.new_characters:
+        if c.id not in data["characters"]:
+            data["characters"][c.id] = {"name": c.name, "description": c.description,
+                                        "location": scene.location}
+            added_c.append(c.id)
+    for loc in scene.new_locations:
+        if loc.id not in data["locations"]:
+            data["locations"][loc.id] = {"name": loc.name, "description": loc.description}
+            added_l.append(loc.id)
+    state = State.model_validate(data)
+    for cid in card.characters:
+        if cid not in state.characters:
+            raise UserError(f"scene card names unknown character '{cid}'",
+                            path=f"{book.draft.as_posix()}/scenes/{scene.id}/plan/scene_card.json",
+                            field="characters", fix="fix the card or introduce the character")
+        checks.append(f"character {cid} known")
+    if card.location not in state.locations:
+        raise UserError(f"scene card names unknown location '{card.location}'",
+                        path=f"{book.draft.as_posix()}/scenes/{scene.id}/plan/scene_card.json",
+                        field="location", fix="fix the card or introduce the location")
+    checks.append(f"location {card.location} known")
+    patch = {"added_characters": {c: state.characters[c].model_dump() for c in added_c},
+             "added_locations": {loc: state.locations[loc].model_dump() for loc in added_l}}
+    report = PreflightReport(scene_id=scene.id, pre_state=pre_state_path,
+                             added_characters=added_c, added_locations=added_l, checks=checks)
+    return {"patch": dump_json(patch).encode(), "state": dump_json(state.model_dump()).encode(),
+            "report": dump_json(report.model_dump()).encode()}
+
+
+_WORD = re.compile(r"[\w'’-]+")
+
+
+def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
+         patch: StatePatch) -> LintReport:
+    """Deterministic checks of the final prose and patch; errors fail the phase."""
+    rules = book.config.lint
+    findings: list[Finding] = []
+    words = len(_WORD.findall(prose))
+    if words < rules.min_words:
+        findings.append(Finding(rule="min_words", severity="error",
+                                message=f"{words} words, fewer than {rules.min_words}"))
+    if words > rules.max_words:
+        findings.append(Finding(rule="max_words", severity="error",
+                                message=f"{words} words, more than {rules.max_words}"))
+    for marker in rules.forbidden:
+        if marker and marker in prose:
+            findings.append(Finding(rule="forbidden", severity="error",
+                                    message=f"prose contains {marker!r}"))
+    for t in patch.threads_opened:
+        if t.id in state.threads:
+            findings.append(Finding(rule="thread_exists", severity="error",
+                                    message=f"thread '{t.id}' is already in the state"))
+    for t in patch.threads_closed:
+        if t not in state.threads or state.threads[t].status != "open":
+            findings.append(Finding(rule="thread_not_open", severity="error",
+                                    message=f"closes thread '{t}' that is not open"))
+    for c in patch.characters:
+        if c.id not in state.characters:
+            findings.append(Finding(rule="unknown_character", severity="error",
+                                    message=f"patch changes unknown character '{c.id}'"))
+    for cid in card.characters:
+        ch = state.characters.get(cid)
+        if ch and ch.name.split()[0] not in prose:
+            findings.append(Finding(rule="character_absent", severity="warning",
+                                    message=f"{ch.name} is in the scene card but not named"))
+    passed = not any(f.severity == "error" for f in findings)
+    return LintReport(scene_id=sid, passed=passed, word_count=words, findings=findings)
+
+
+def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
+    """The post-state: the pre-state with the scene's patch applied."""
+    data = state.model_dump()
+    for c in patch.characters:
+        ch = data["characters"][c.id]
+        if c.location:
+            ch["location"] = c.location
+        if c.condition:
+            ch["condition"] = c.condition
+        for fact in c.learned:
+            if fact not in ch["knows"]:
+                ch["knows"].append(fact)
+    for move in patch.items:
+        data["items"][move.id]["holder"] = move.holder
+    for t in patch.threads_opened:
+        data["threads"][t.id] = {"summary": t.summary, "status": "open", "opened_in": sid,
+                                 "closed_in": None}
+    for t in patch.threads_closed:
+        data["threads"][t]["status"] = "closed"
+        data["threads"][t]["closed_in"] = sid
+    return State.model_validate(data)
+
+
+def commit(state: State, patch: StatePatch, sid: str) -> dict[str, bytes]:
+    """Apply the patch and snapshot the registries."""
+    post = apply_patch(state, patch, sid).model_dump()
+    out = {"post_state": dump_json(post).encode()}
+    for reg in ("characters", "locations", "items", "threads"):
+        out[reg] = dump_json(post[reg]).encode()
+    return out
+
+
+def response_artifact(request_hash: str, provider: str, model: str, text: str) -> bytes:
+    """The raw answer as kept on disk (no volatile fields, so it is stable on a cache hit)."""
+    return dump_json({"request_hash": request_hash, "provider": provider, "model": model,
+                      "text": text}).encode()
+
+
+def prompt_artifact(messages: list[dict], params: dict, schema: dict | None,
+                    attempt: int) -> bytes:
+    """The rendered prompt as kept on disk."""
+    return dump_json({"messages": messages, "params": params, "attempt": attempt,
+                      "output_schema": schema}).encode()
+
+

@@ -1,0 +1,57 @@
+"""The ``doit NAME=value`` variables scenemake understands, validated.
+
+doit accepts any ``name=value`` silently; a typo (``force_resme=1``) would disable a
+rule without a word, so unknown names are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import UserError
+
+KNOWN = {
+    "book": "which book under workspace/books/ to build",
+    "allow_prompt_change": "1 to accept changed templates (needs reason=...)",
+    "reason": "why the prompt changed (recorded in the ledger)",
+    "force_resume": "1 to accept manual edits and stale pre-states (recorded in the ledger)",
+}
+
+
+@dataclass(frozen=True)
+class RunVars:
+    """The validated command-line variables of one doit run."""
+
+    book: str | None = None
+    allow_prompt_change: bool = False
+    reason: str = ""
+    force_resume: bool = False
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise UserError(f"{name}={value} is not a flag", fix=f"use {name}=1 or {name}=0")
+
+
+def parse(raw: dict[str, str]) -> RunVars:
+    """Validate doit's variables; an unknown name is an error listing the known ones."""
+    for name in raw:
+        if name not in KNOWN:
+            raise UserError(f"unknown variable '{name}={raw[name]}'",
+                            fix="known: " + ", ".join(sorted(KNOWN)))
+    return RunVars(book=raw.get("book") or None,
+                   allow_prompt_change=_flag("allow_prompt_change", raw.get("allow_prompt_change")),
+                   reason=(raw.get("reason") or "").strip(),
+                   force_resume=_flag("force_resume", raw.get("force_resume")))
+
+
+def from_doit() -> RunVars:
+    """The variables of the current doit command line."""
+    from doit import doit_cmd
+
+    return parse(dict(doit_cmd._CMDLINE_VARS or {}))

@@ -1,0 +1,243 @@
+"""Pydantic models for every book input and artifact.
+
+LLM outputs are validated twice: against a JSON Schema narrowed to the ids the
+scene may use (so constrained decoding and the offline model stay inside the
+book's world), then by these models.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCENE_ID = re.compile(r"^ch\d{3}_sc\d{3}$")
+SLUG = r"^[a-z0-9_]+$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- book inputs -----------------------------------------------------------------------
+class ModelSettings(Strict):
+    provider: str = "offline"
+    model: str = "offline-1"
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1200, gt=0)
+    seed: int | None = 7
+
+
+class Style(Strict):
+    person: Literal["first", "third"] = "third"
+    tense: Literal["past", "present"] = "past"
+    tone: str = "quiet, precise"
+
+
+class LintSettings(Strict):
+    min_words: int = Field(60, ge=0)
+    max_words: int = Field(3000, gt=0)
+    forbidden: list[str] = ["TODO", "{{", "}}", "As an AI"]
+
+
+class BookConfig(Strict):
+    title: str = Field(min_length=1)
+    premise: str = ""
+    style: Style = Style()
+    model: ModelSettings = ModelSettings()
+    lint: LintSettings = LintSettings()
+    templates: dict[str, str] = {}
+
+
+class Character(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    location: str | None = None
+    condition: str = "well"
+    knows: list[str] = []
+
+
+class Location(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class Item(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    holder: str | None = None
+
+
+class Thread(Strict):
+    summary: str = Field(min_length=1)
+    status: Literal["open", "closed"] = "open"
+    opened_in: str | None = None
+    closed_in: str | None = None
+
+
+class State(Strict):
+    characters: dict[str, Character] = {}
+    locations: dict[str, Location] = {}
+    items: dict[str, Item] = {}
+    threads: dict[str, Thread] = {}
+
+
+class NewCharacter(Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class NewLocation(Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class OutlineScene(Strict):
+    id: str
+    title: str = Field(min_length=1)
+    brief: str = Field(min_length=1)
+    location: str = Field(pattern=SLUG)
+    characters: list[str] = Field(min_length=1)
+    new_characters: list[NewCharacter] = []
+    new_locations: list[NewLocation] = []
+
+    @field_validator("id")
+    @classmethod
+    def _scene_id(cls, v: str) -> str:
+        if not SCENE_ID.match(v):
+            raise ValueError(f"scene id {v!r} must look like ch001_sc001")
+        return v
+
+
+class Chapter(Strict):
+    id: str = Field(pattern=r"^ch\d{3}$")
+    title: str = Field(min_length=1)
+    scenes: list[OutlineScene] = Field(min_length=1)
+
+
+class Outline(Strict):
+    chapters: list[Chapter] = Field(min_length=1)
+
+
+# -- LLM outputs -----------------------------------------------------------------------
+class SceneCard(Strict):
+    title: str = Field(min_length=1)
+    pov: str
+    location: str
+    characters: list[str] = Field(min_length=1)
+    goal: str = Field(min_length=1)
+    conflict: str = Field(min_length=1)
+    outcome: str = Field(min_length=1)
+    beats: list[str] = Field(min_length=3, max_length=6)
+
+
+class CharacterChange(Strict):
+    id: str
+    location: str | None = None
+    condition: str | None = None
+    learned: list[str] = Field(default=[], max_length=3)
+
+
+class ItemMove(Strict):
+    id: str
+    holder: str
+
+
+class NewThread(Strict):
+    id: str = Field(pattern=SLUG)
+    summary: str = Field(min_length=1)
+
+
+class StatePatch(Strict):
+    characters: list[CharacterChange] = Field(default=[], max_length=6)
+    items: list[ItemMove] = Field(default=[], max_length=4)
+    threads_opened: list[NewThread] = Field(default=[], max_length=2)
+    threads_closed: list[str] = Field(default=[], max_length=2)
+    events: list[str] = Field(min_length=1, max_length=6)
+
+
+class Fact(Strict):
+    subject: str
+    fact: str = Field(min_length=1)
+
+
+class ContinuityPack(Strict):
+    facts: list[Fact] = Field(min_length=2, max_length=8)
+    carry_forward: list[str] = Field(default=[], max_length=4)
+    open_threads: list[str] = Field(default=[], max_length=4)
+
+
+class WriteOutput(Strict):
+    prose: str = Field(min_length=200)
+    state_patch: StatePatch
+
+
+class RepairOutput(Strict):
+    prose: str = Field(min_length=200)
+    state_patch: StatePatch
+    changes: list[str] = Field(min_length=1, max_length=5)
+
+
+class StateRepairOutput(Strict):
+    state_patch: StatePatch
+    notes: list[str] = Field(min_length=1, max_length=4)
+
+
+# -- deterministic artifacts -----------------------------------------------------------
+class Finding(Strict):
+    rule: str
+    severity: Literal["error", "warning"]
+    message: str
+
+
+class LintReport(Strict):
+    scene_id: str
+    passed: bool
+    word_count: int
+    findings: list[Finding]
+
+
+class PreflightReport(Strict):
+    scene_id: str
+    pre_state: str
+    added_characters: list[str]
+    added_locations: list[str]
+    checks: list[str]
+
+
+# -- narrowing the schemas sent to the model --------------------------------------------
+def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict:
+    """JSON Schema of ``model`` with some string fields narrowed to ``choices``.
+
+    Keys are ``"Def.field"`` (``Def`` is the model's name in ``$defs``, or the root
+    model's own name); a string or list-of-strings field becomes an enum. An empty
+    choice list makes a list field empty-only (``maxItems: 0``) and is refused for a
+    plain string field.
+    """
+    schema = copy.deepcopy(model.model_json_schema())
+    for key, values in choices.items():
+        def_name, field = key.split(".")
+        node = schema if def_name == model.__name__ else schema["$defs"][def_name]
+        prop = node["properties"][field]
+        values = sorted(dict.fromkeys(values))
+        if prop.get("type") == "array":
+            if values:
+                prop["items"] = {"type": "string", "enum": values}
+            else:
+                prop.pop("items", None)
+                prop["maxItems"] = 0
+                prop.pop("minItems", None)
+        else:
+            if not values:
+                raise ValueError(f"no choices for {key}")
+            if "anyOf" in prop:
+                prop["anyOf"] = [{"type": "string", "enum": values}, {"type": "null"}]
+            else:
+                prop.pop("type", None)
+                prop["type"] = "string"
+                prop["enum"] = values
+    return schema

@@ -1,0 +1,154 @@
+"""doit tasks of the book pipeline: ``PHASE:SCENE`` for the eight phases, and ``guard``.
+
+Task loading runs on every doit command, so it only builds dicts from strings; the
+book is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from doit.exceptions import InvalidDodoFile, TaskFailed
+
+from pipeline import builddb, ledger, phases, policies
+from pipeline.book import LLM_PHASES, PHASES, Book, Workspace, load_book
+from pipeline.errors import UserError
+from pipeline.hashing import Blake3Checker
+from pipeline.phase_runner import run_phase
+from pipeline.runvars import RunVars, from_doit
+
+WORKSPACE = Path("workspace")
+
+
+@functools.cache
+def context() -> tuple[Book, RunVars]:
+    """The book this run builds and the validated command-line variables."""
+    try:
+        rv = from_doit()
+        ws = Workspace(WORKSPACE)
+        book = load_book(ws, rv.book or ws.default_book())
+    except UserError as exc:
+        raise InvalidDodoFile(str(exc)) from None
+    builddb.subscribe(functools.partial(_on_task_recorded, book))
+    return book, rv
+
+
+def doit_config() -> dict:
+    """DOIT_CONFIG for dodo.py: the per-task-commit sqlite DB of the book, blake3 checker."""
+    book, _ = context()
+    db_path = book.workspace.db_path(book.name)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "backend": "scenemake",
+        "dep_file": str(db_path),
+        "check_file_uptodate": Blake3Checker,
+        "default_tasks": ["guard"] + list(PHASES),
+        "verbosity": 1,
+    }
+
+
+def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
+    """After doit commits or drops a phase's record, rewrite that scene's ledger."""
+    phase, _, sid = task_id.partition(":")
+    if phase in PHASES and sid:
+        ledger.export(builddb.current(), book, sid)
+
+
+def _act(phase: str, sid: str, changed: list[str]):
+    book, rv = context()
+    task_id = f"{phase}:{sid}"
+    db = builddb.current()
+    try:
+        values = run_phase(book, sid, phase, changed, rv)
+    except UserError as exc:
+        db.set_failure(task_id, str(exc))
+        return TaskFailed(str(exc))
+    db.clear_failure(task_id)
+    return values
+
+
+def _inputs_unchanged(task, values, expected: str) -> bool:
+    return values.get("inputs_hash") == expected
+
+
+def _phase_tasks(phase: str):
+    book, _ = context()
+    for scene in book.scenes:
+        files = phases.layout(book, scene.id)[phase]
+        file_dep = list(files.inputs.values()) + list(files.templates.values())
+        yield {
+            "name": scene.id,
+            "actions": [(_act, [phase, scene.id])],
+            "file_dep": file_dep,
+            "targets": list(files.outputs.values()),
+            "uptodate": [(_inputs_unchanged, [], {"expected":
+                                                 phases.inputs_hash(book, scene, phase)})],
+            "task_dep": ["guard"],
+            "doc": f"{phase} of {scene.id}: {scene.title}",
+            "verbosity": 1,
+        }
+
+
+def _guard() -> TaskFailed | None:
+    book, rv = context()
+    db = builddb.current()
+    task_templates = {}
+    for scene in book.scenes:
+        for phase in LLM_PHASES:
+            task_templates[f"{phase}:{scene.id}"] = {"system": book.templates["system"],
+                                                     "phase": book.templates[phase]}
+    try:
+        changes = policies.find_template_changes(db, task_templates)
+        policies.require_prompt_change_allowed(changes, rv)
+        accepted = policies.handle_edits(db, policies.find_edits(db), rv)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    for sid in sorted({t.partition(":")[2] for t in accepted}):
+        ledger.export(db, book, sid)
+    return None
+
+
+def task_guard():
+    """Checks templates and hand edits for the whole book before any LLM call."""
+    return {"actions": [_guard], "uptodate": [False], "verbosity": 1}
+
+
+def task_plan():
+    """Scene card of each scene (LLM); depends only on the outline, templates and config."""
+    yield from _phase_tasks("plan")
+
+
+def task_preflight():
+    """Registers what the scene introduces into its pre-state (plain code)."""
+    yield from _phase_tasks("preflight")
+
+
+def task_continuity_pack():
+    """Facts the scene must keep true (LLM)."""
+    yield from _phase_tasks("continuity_pack")
+
+
+def task_write():
+    """Prose and state patch (LLM)."""
+    yield from _phase_tasks("write")
+
+
+def task_repair():
+    """Prose repaired against the continuity pack and beats (LLM)."""
+    yield from _phase_tasks("repair")
+
+
+def task_state_repair():
+    """State patch checked against the prose and the pre-state (LLM)."""
+    yield from _phase_tasks("state_repair")
+
+
+def task_lint():
+    """Deterministic lint of prose and patch; errors fail the scene."""
+    yield from _phase_tasks("lint")
+
+
+def task_commit():
+    """Applies the patch: the post-state and registry snapshots (plain code)."""
+    yield from _phase_tasks("commit")
