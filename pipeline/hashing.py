@@ -73,6 +73,14 @@ def file_state(path: str) -> list:
     return [st.st_mtime_ns, st.st_size, hash_file(path, st)]
 
 
+def hash_known(path: str, state: list | None) -> str:
+    """blake3 of a file, taken from a recorded [mtime_ns, size, hash] when the stat matches."""
+    st = os.stat(path)
+    if state and len(state) == 3 and st.st_mtime_ns == state[0] and st.st_size == state[1]:
+        return state[2]
+    return hash_file(path, st)
+
+
 def same_content(path: str, state: list | None) -> bool:
     """True if the file still has the content recorded in ``state`` (stat shortcut first)."""
     if not state or len(state) != 3:

@@ -40,7 +40,10 @@ def llm_client(book: Book) -> LLMClient:
     key = str(ws.root.resolve())
     with _clients_lock:
         if key not in _clients:
-            _clients[key] = LLMClient(ws.cache_dir, ws.call_log, providers=default_providers())
+            # Simulated latency of the offline model, for benchmarks of parallel runs.
+            latency = float(os.environ.get("SCENEMAKE_OFFLINE_LATENCY_MS", "0") or 0)
+            _clients[key] = LLMClient(ws.cache_dir, ws.call_log,
+                                      providers=default_providers({"latency_ms": latency}))
         return _clients[key]
 
 
@@ -91,17 +94,22 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
 
     _check_inputs_not_edited(db, files.inputs, files.outputs, rv)
 
-    if rv.force_resume and stale_state_acceptable(prev, changed, state_path, ihash,
-                                                  templates_now, files.outputs, db, task_id):
+    inp = {name: phases.load_input(path, phases.INPUT_MODELS[name])
+           for name, path in files.inputs.items()}
+
+    # Only phases that cost an LLM call keep a stale result, and only while it still
+    # fits the new pre-state; plain code just reruns.
+    if (rv.force_resume and phase in LLM_PHASES
+            and stale_state_acceptable(prev, changed, state_path, ihash, templates_now,
+                                       files.outputs, db, task_id)
+            and phases.stale_output_error(phase, scene, inp, files.outputs) is None):
         new_hash = hash_file(state_path)
         db.add_event(task_id, "pre_state_accepted", {
             "path": state_path, "hash_prev": prev.get("pre_state_hash"), "hash_new": new_hash})
         values = dict(prev)
-        values.update(timestamp=now_iso(), pre_state_hash=new_hash, llm=None)
+        values.update(timestamp=now_iso(), pre_state_hash=new_hash)
         return values
 
-    inp = {name: phases.load_input(path, phases.INPUT_MODELS[name])
-           for name, path in files.inputs.items()}
     values: dict = {"scene_id": sid, "phase": phase, "status": "success",
                     "inputs_hash": ihash, "artifacts": dict(files.outputs)}
     if state_path:

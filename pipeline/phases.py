@@ -7,6 +7,7 @@ output schema; preflight, lint and commit are plain code.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,8 +208,48 @@ def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
         subjects = list(chars) + [card.location] + list(state.items)
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
                                               "ContinuityPack.open_threads": open_threads})
-    model = OUTPUT_MODELS[phase]
-    return output_schema(model, _patch_choices(state, chars))
+    schema = output_schema(OUTPUT_MODELS[phase], _patch_choices(state, chars))
+    _forbid_existing_threads(schema, state)
+    return schema
+
+
+def _forbid_existing_threads(schema: dict, state: State) -> None:
+    if state.threads:
+        new_id = schema["$defs"]["NewThread"]["properties"]["id"]
+        new_id["not"] = {"enum": sorted(state.threads)}
+
+
+def patch_schema(scene: OutlineScene, inp: dict) -> dict:
+    """The JSON Schema a scene's state patch must satisfy against its current pre-state."""
+    state: State = inp["state"]
+    chars = inp["scene_card"].characters if "scene_card" in inp else scene.characters
+    schema = output_schema(StatePatch, _patch_choices(state, chars))
+    _forbid_existing_threads(schema, state)
+    return schema
+
+
+def stale_output_error(phase: str, scene: OutlineScene, inp: dict,
+                       outputs: dict[str, str]) -> str | None:
+    """Why a phase's existing result no longer fits its new pre-state (None if it does).
+
+    ``force_resume`` keeps a stale result only when it still names ids that exist.
+    """
+    from pathlib import Path
+
+    from jsonschema import Draft202012Validator
+
+    if phase == "continuity_pack":
+        schema, path = schema_for(phase, scene, inp), outputs["pack"]
+    elif "state_patch" in outputs:
+        schema, path = patch_schema(scene, inp), outputs["state_patch"]
+    else:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{path}: {exc}"
+    err = next(iter(Draft202012Validator(schema).iter_errors(data)), None)
+    return f"{path}: {err.message}" if err else None
 
 
 def split_output(phase: str, data: BaseModel) -> dict[str, bytes]:

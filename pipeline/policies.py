@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.builddb import SceneDB
 from pipeline.errors import UserError
-from pipeline.hashing import hash_file, same_content
+from pipeline.hashing import hash_file, hash_known, same_content
 from pipeline.runvars import RunVars
 
 
@@ -39,14 +39,24 @@ class Edit:
     new_state: list
 
 
-def current_templates(templates: dict[str, str]) -> dict[str, dict]:
-    """role -> {path, hash} for the templates a phase renders now."""
+def current_templates(templates: dict[str, str],
+                      recorded_states: dict[str, list] | None = None,
+                      seen: dict[str, str | None] | None = None) -> dict[str, dict]:
+    """role -> {path, hash} for the templates a phase renders now.
+
+    ``recorded_states`` (path -> [mtime_ns, size, hash], as the file checker saved them)
+    lets an untouched template skip hashing; ``seen`` shares results between phases.
+    """
     out = {}
     for role, path in templates.items():
-        try:
-            digest = hash_file(path)
-        except FileNotFoundError:
-            digest = None
+        digest = seen.get(path, "") if seen is not None else ""
+        if digest == "":
+            try:
+                digest = hash_known(path, (recorded_states or {}).get(path))
+            except FileNotFoundError:
+                digest = None
+            if seen is not None:
+                seen[path] = digest
         out[role] = {"path": path, "hash": digest}
     return out
 
@@ -72,9 +82,13 @@ def find_template_changes(db: SceneDB, task_templates: dict[str, dict[str, str]]
                           ) -> list[TemplateChange]:
     """Every template changed since a phase last succeeded, with the phases affected."""
     merged: dict[tuple, TemplateChange] = {}
+    seen: dict[str, str | None] = {}
     for task_id, templates in task_templates.items():
         recorded = db.values(task_id).get("template_set")
-        for ch in changed_templates(recorded, current_templates(templates)):
+        if not recorded:
+            continue
+        states = {p: db.get(task_id, p) for p in templates.values()}
+        for ch in changed_templates(recorded, current_templates(templates, states, seen)):
             key = (ch.path, ch.old_path, ch.old_hash, ch.new_hash)
             merged.setdefault(key, ch).tasks.append(task_id)
     return list(merged.values())

@@ -20,7 +20,8 @@ from jsonschema import Draft202012Validator
 
 from pipeline.hashing import canonical_json
 
-# Beyond this nesting depth optional branches are cut short, so recursive models end.
+# Beyond this nesting depth, or once a $ref recurses, optional branches are cut short
+# (empty arrays, null options) so recursive models end.
 MAX_DEPTH = 12
 
 CONNECTIVES = (
@@ -37,10 +38,11 @@ CONNECTIVES = (
 )
 
 _STOPWORDS = frozenset(
-    """a an and are as at be been but by for from had has have he her his i if in into is it
-    its me my no not of on or our she so than that the their them then there these they this
-    to was we were what when where which who will with would you your must should each json
-    only reply return write give use using output schema field fields""".split()
+    """a about after all an and any are as at be been before but by can could did do does for
+    from had has have he her him his how i if in into is it its just me more my no not now of
+    on or our out over she so some than that the their them then there these they this to up
+    very was we were what when where which who why will with would you your must should each
+    json only reply return write give use using output schema field fields answer""".split()
 )
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _NAME_RE = re.compile(r"\b[A-Z][a-z]{2,}\b")
@@ -103,7 +105,9 @@ class Vocabulary:
             for word in _WORD_RE.findall(text.lower()):
                 if word not in _STOPWORDS:
                     words[word] = None
-        vocab = cls(list(sentences), list(names), list(words))
+        # Names keep their capital inside phrases ("the letter Mara kept").
+        cased = {name.lower(): name for name in names}
+        vocab = cls(list(sentences), list(names), [cased.get(w, w) for w in words])
         if not vocab.names:
             vocab.names = list(_DEFAULT_NAMES)
         if not vocab.words:
@@ -124,7 +128,8 @@ class Vocabulary:
 
     def _synthetic_sentences(self, count: int) -> list[str]:
         # Thin prompts still need a few sentences; build them from the prompt's own words.
-        if not self.words or self.words == list(_DEFAULT_WORDS):
+        nouns = [w for w in self.words if w not in self.names] or list(_DEFAULT_WORDS)
+        if self.words == list(_DEFAULT_WORDS):
             return list(_DEFAULT_SENTENCES[:count])
         templates = (
             "{n} looked at the {a} for a long time.",
@@ -139,8 +144,8 @@ class Vocabulary:
             out.append(
                 templates[i % len(templates)].format(
                     n=self.names[i % len(self.names)],
-                    a=self.words[i % len(self.words)],
-                    b=self.words[(i + 1) % len(self.words)],
+                    a=nouns[i % len(nouns)],
+                    b=nouns[(i + 1) % len(nouns)],
                 )
             )
         return out
@@ -163,7 +168,7 @@ def phrase(rng: random.Random, vocab: Vocabulary, lo: int = 2, hi: int = 4) -> s
 
 def slug(rng: random.Random, vocab: Vocabulary, sep: str = "_", parts: int = 2) -> str:
     """A lowercase ASCII slug of vocabulary words, e.g. ``harbour_letter``."""
-    words = [w for w in vocab.words if w.isascii()] or list(_DEFAULT_WORDS)
+    words = [w.lower() for w in vocab.words if w.isascii()] or list(_DEFAULT_WORDS)
     return sep.join(rng.sample(words, min(parts, len(words))))
 
 
@@ -240,6 +245,11 @@ class _Filler:
         self.root = root
         self.rng = rng
         self.vocab = vocab
+        self.refs: list[str] = []  # the $refs being expanded, outermost first
+
+    def cut(self, path: tuple) -> bool:
+        """True where optional content should be left out so generation terminates."""
+        return len(path) > MAX_DEPTH or len(self.refs) != len(set(self.refs))
 
     # -- references and combinators
 
@@ -280,11 +290,19 @@ class _Filler:
     # -- dispatch
 
     def fill(self, schema: Any, path: tuple, name: str) -> Any:
+        if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+            self.refs.append(schema["$ref"])
+            try:
+                return self.fill_resolved(self.resolve(schema), path, name)
+            finally:
+                self.refs.pop()
+        return self.fill_resolved(self.resolve(schema), path, name)
+
+    def fill_resolved(self, schema: Any, path: tuple, name: str) -> Any:
         if schema is True or schema == {}:
             return phrase(self.rng, self.vocab)
-        if schema is False:
+        if not isinstance(schema, dict):
             raise ValueError(f"{_json_path(path)}: schema allows no value")
-        schema = self.resolve(schema)
         if "const" in schema:
             return copy.deepcopy(schema["const"])
         if "enum" in schema:
@@ -307,11 +325,16 @@ class _Filler:
         return handler(schema, path, name)
 
     def pick_option(self, options: list, path: tuple) -> Any:
-        resolved = [self.resolve(o) for o in options]
-        nulls = [o for o in resolved if isinstance(o, dict) and o.get("type") == "null"]
-        others = [o for o in resolved if not (isinstance(o, dict) and o.get("type") == "null")]
+        """Usually the first non-null option; null only if offered (and sometimes)."""
+
+        def is_null(option: Any) -> bool:
+            resolved = self.resolve(option)
+            return isinstance(resolved, dict) and resolved.get("type") == "null"
+
+        nulls = [o for o in options if is_null(o)]
+        others = [o for o in options if not is_null(o)]
         roll = self.rng.random()
-        if nulls and (not others or roll < 0.1 or len(path) > MAX_DEPTH):
+        if nulls and (not others or roll < 0.1 or self.cut(path)):
             return nulls[0]
         if len(others) > 1 and roll > 0.85:
             return self.rng.choice(others[1:])
@@ -319,7 +342,7 @@ class _Filler:
 
     def pick_type(self, kinds: list, path: tuple) -> str:
         others = [k for k in kinds if k != "null"]
-        if "null" in kinds and (not others or self.rng.random() < 0.1 or len(path) > MAX_DEPTH):
+        if "null" in kinds and (not others or self.rng.random() < 0.1 or self.cut(path)):
             return "null"
         return others[0]
 
@@ -364,7 +387,7 @@ class _Filler:
     def fill_array(self, schema: dict, path: tuple, name: str) -> list:
         lo = schema.get("minItems", 0)
         hi = schema.get("maxItems")
-        if len(path) > MAX_DEPTH:
+        if self.cut(path):
             count = lo
         else:
             low = max(lo, 2 if hi is None else min(2, hi))
@@ -375,16 +398,17 @@ class _Filler:
         items = schema.get("items", {})
         if items is False:
             return out
-        items = self.resolve(items)
         unique = bool(schema.get("uniqueItems"))
-        if isinstance(items, dict) and "enum" in items:
+        resolved = self.resolve(items)
+        if isinstance(resolved, dict) and "enum" in resolved:
             # Distinct enum values read better and are what most enum lists mean.
+            enum = resolved["enum"]
             seen = {canonical_json(v) for v in out}
-            pool = [v for v in items["enum"] if canonical_json(v) not in seen]
+            pool = [v for v in enum if canonical_json(v) not in seen]
             take = min(count - len(out), len(pool))
             out.extend(copy.deepcopy(self.rng.sample(pool, take)))
-            while len(out) < lo and not unique and items["enum"]:
-                out.append(copy.deepcopy(self.rng.choice(items["enum"])))
+            while len(out) < lo and not unique and enum:
+                out.append(copy.deepcopy(self.rng.choice(enum)))
             return out
         seen = {canonical_json(v) for v in out}
         while len(out) < count:

@@ -1,0 +1,193 @@
+"""doit commands of scenemake: ``rerun-from``, ``ledger``, ``reset``.
+
+They are doit plugins (entry points in pyproject.toml): doit imports them before
+dodo.py, so they live in the installed package and import the book lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import defaultdict, deque
+
+from doit.cmd_base import DoitCmdBase
+from doit.cmd_run import Run
+from doit.exceptions import InvalidCommand
+
+from pipeline.errors import UserError
+
+opt_dry_run = {"name": "rerun_dry_run", "long": "dry-run", "type": bool, "default": False,
+               "help": "list the tasks that would be forgotten, forget nothing, run nothing"}
+opt_all = {"name": "rerun_all", "long": "all", "type": bool, "default": False,
+           "help": "rerun every phase of the book (fresh samples: new attempt numbers)"}
+
+
+def _scene_db(dep_manager):
+    from pipeline.builddb import SceneDB
+
+    backend = dep_manager.backend
+    if not isinstance(backend, SceneDB):
+        raise InvalidCommand("this command needs the scenemake backend (DOIT_CONFIG backend)")
+    return backend
+
+
+def downstream(task_list, start: list[str]) -> list[str]:
+    """``start`` and every task that depends on them, through task_dep or files."""
+    producer = {}
+    for task in task_list:
+        for target in task.targets:
+            producer[target] = task.name
+    users: dict[str, set[str]] = defaultdict(set)
+    for task in task_list:
+        for dep in task.file_dep:
+            if dep in producer:
+                users[producer[dep]].add(task.name)
+        for dep in task.task_dep:
+            users[dep].add(task.name)
+    seen, queue = set(start), deque(start)
+    while queue:
+        for user in users[queue.popleft()]:
+            if user not in seen:
+                seen.add(user)
+                queue.append(user)
+    return sorted(seen, key=_scene_then_phase)
+
+
+def _scene_then_phase(name: str) -> tuple:
+    from pipeline.book import PHASES
+
+    phase, _, sid = name.partition(":")
+    return (sid, PHASES.index(phase) if phase in PHASES else -1, name)
+
+
+class RerunFrom(Run):
+    """Forget a phase and everything downstream of it, then build (fresh LLM samples)."""
+
+    name = "rerun-from"
+    doc_purpose = "forget PHASE:SCENE and everything downstream (later scenes too), then build"
+    doc_usage = "PHASE:SCENE [...] | --all"
+    doc_description = ("The forgotten LLM phases get a new attempt number, so they are asked "
+                       "afresh instead of served from the response cache.")
+    cmd_options = Run.cmd_options + (opt_dry_run, opt_all)
+
+    def _execute(self, outfile, verbosity=None, always=False, continue_=False,
+                 reporter="console", num_process=0, par_type="process", single=False,
+                 auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
+                 pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
+        from pipeline.book import LLM_PHASES, PHASES, check_scene_id
+
+        phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
+                       and ":" in t.name]
+        by_name = {t.name: t for t in self.task_list}
+        if rerun_all:
+            if pos_args:
+                raise InvalidCommand("rerun-from --all takes no task names")
+            start = [t.name for t in phase_tasks]
+        else:
+            if not pos_args:
+                raise InvalidCommand("rerun-from needs PHASE:SCENE (e.g. write:ch001_sc002) "
+                                     "or --all")
+            start = []
+            for arg in pos_args:
+                phase, _, sid = arg.partition(":")
+                if phase not in PHASES:
+                    raise InvalidCommand(f"'{arg}': unknown phase '{phase}' "
+                                         f"(phases: {', '.join(PHASES)})")
+                if sid:
+                    try:
+                        check_scene_id(sid)
+                    except UserError as exc:
+                        raise InvalidCommand(str(exc)) from None
+                    if arg not in by_name:
+                        raise InvalidCommand(f"'{arg}': no such scene in this book")
+                    start.append(arg)
+                else:
+                    start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
+        forget = [n for n in downstream(self.task_list, start) if n in by_name and ":" in n]
+        if rerun_dry_run:
+            for name in forget:
+                self.outstream.write(f"would forget {name}\n")
+            self.outstream.write(f"{len(forget)} task(s); nothing changed\n")
+            self.dep_manager.close()
+            return 0
+        db = _scene_db(self.dep_manager)
+        for name in forget:
+            note = ""
+            if name.partition(":")[0] in LLM_PHASES:
+                note = f" (attempt {db.bump_attempt(name)})"
+            db.forget(name)
+            self.outstream.write(f"forgetting {name}{note}\n")
+        self.sel_tasks = None  # then build the default tasks
+        self.control = None
+        return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
+                                par_type, single, auto_delayed_regex, force_verbosity,
+                                failure_verbosity, pdb)
+
+
+class Ledger(DoitCmdBase):
+    """Print a scene's phase ledger, rewritten from the build DB."""
+
+    name = "ledger"
+    doc_purpose = "print the phase ledger of a scene (rewritten from the build DB)"
+    doc_usage = "SCENE"
+    doc_description = None
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        from pipeline import ledger
+        from pipeline.book import check_scene_id
+        from targets.book import context
+
+        try:
+            if not pos_args or len(pos_args) != 1:
+                raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
+            sid = check_scene_id(pos_args[0])
+            book, _ = context()
+            book.scene(sid)
+            data = ledger.export(_scene_db(self.dep_manager), book, sid)
+        except UserError as exc:
+            raise InvalidCommand(str(exc)) from None
+        finally:
+            self.dep_manager.close()
+        self.outstream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return 0
+
+
+class Reset(DoitCmdBase):
+    """Archive the book's phase history and forget its tasks."""
+
+    name = "reset"
+    doc_purpose = "archive phase_history and forget every task of the book"
+    doc_usage = ""
+    doc_description = ("Artifacts stay on disk; the next doit rebuilds every phase (identical "
+                       "requests are served from the response cache).")
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        from pipeline.book import PHASES
+        from targets.book import context
+
+        book, _ = context()
+        db = _scene_db(self.dep_manager)
+        archived = None
+        try:
+            if book.phase_history.exists() and any(book.phase_history.iterdir()):
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                archived = book.phase_history.parent / "phase_history_archive" / stamp
+                archived.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(book.phase_history), str(archived))
+            count = 0
+            for name in db.task_ids():
+                if name.partition(":")[0] in PHASES or name == "guard":
+                    db.forget(name)
+                    count += 1
+            # Forgetting re-exported empty ledgers; they belong to no run, drop them.
+            if book.phase_history.exists():
+                shutil.rmtree(book.phase_history)
+            book.phase_history.mkdir(parents=True, exist_ok=True)
+        finally:
+            self.dep_manager.close()
+        where = f"; phase history archived to {archived}" if archived else ""
+        self.outstream.write(f"forgot {count} task(s) of book '{book.name}'{where}\n")
+        return 0

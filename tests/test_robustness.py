@@ -1,0 +1,172 @@
+"""Bad input, crashes and the cost of a no-op: one-line errors, nothing lost, nothing re-paid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import executed, snapshot
+
+OUTLINE = "workspace/books/example/outline.json"
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0, proc.out
+    assert "Traceback" not in proc.out, proc.out
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("breakage, needles", [
+    (lambda p: (p.book / "book.json").write_text('{"title": "x",\n  "model": }'),
+     ["workspace/books/example/book.json", "invalid JSON at line 2"]),
+    (lambda p: p.edit_json("workspace/books/example/book.json",
+                           lambda d: d["model"].update(temperature="hot")),
+     ["book.json", "field 'model.temperature'"]),
+    (lambda p: p.edit_json(OUTLINE, lambda d: d["chapters"][0]["scenes"][1].update(id="../x")),
+     ["outline.json", "field 'chapters.0.scenes.1.id'", "ch001_sc001"]),
+    (lambda p: p.edit_json(OUTLINE, lambda d: d["chapters"][0]["scenes"][1].update(
+        id="ch001_sc001")), ["duplicate scene id 'ch001_sc001'"]),
+    (lambda p: p.edit_json(OUTLINE, lambda d: d["chapters"][1]["scenes"][0].update(
+        location="moon")), ["unknown location 'moon'", "chapters.1.scenes.0.location"]),
+    (lambda p: p.edit_json(OUTLINE, lambda d: d["chapters"].clear()),
+     ["field 'chapters'"]),
+    (lambda p: p.edit_json("workspace/books/example/state.json",
+                           lambda d: d["characters"]["mara"].pop("name")),
+     ["state.json", "field 'characters.mara.name'"]),
+    (lambda p: p.edit_json("workspace/books/example/book.json",
+                           lambda d: d.update(templates={"write": "templates/mine.j2"})),
+     ["field 'templates.write'", "does not exist"]),
+    (lambda p: (p.book / "state.json").unlink(), ["state.json", "not found"]),
+])
+def test_bad_book_input_is_one_line_and_loses_nothing(built, breakage, needles):
+    before = snapshot(built.draft)
+    n = len(built.calls())
+    breakage(built)
+    for args in ((), ("list",), ("write:ch001_sc002",)):
+        proc = built.doit(*args)
+        _one_line_error(proc, *needles)
+    assert snapshot(built.draft) == before
+    assert built.calls()[n:] == []
+
+
+def test_fixing_bad_input_resumes_without_cost(built):
+    original = (built.root / OUTLINE).read_text()
+    (built.root / OUTLINE).write_text("{")
+    assert built.doit().returncode != 0
+    (built.root / OUTLINE).write_text(original)
+    n = len(built.calls())
+    assert executed(built.build()) == ["guard"] and built.calls()[n:] == []
+
+
+def test_template_error_names_file_and_line(built):
+    tdir = built.book / "templates"
+    tdir.mkdir()
+    (tdir / "write.j2").write_text("Task: write.\n{% for x in %}\n")
+    proc = built.doit("allow_prompt_change=1", "reason=try a new template")
+    assert proc.returncode != 0 and "Traceback" not in proc.out
+    assert "workspace/books/example/templates/write.j2: template syntax error on line 2" \
+        in proc.out
+    (tdir / "write.j2").write_text("Task: write {{ nonsense }}.\n")
+    proc = built.doit("allow_prompt_change=1", "reason=try a new template")
+    assert "undefined variable" in proc.out and "'nonsense' is undefined" in proc.out
+    assert built.ledger("ch001_sc001")["phases"]["write"]["status"] == "fail"
+
+
+def test_unknown_scene_and_bad_scene_ids(built):
+    proc = built.doit("write:ch009_sc001")
+    assert proc.returncode != 0 and "write:ch009_sc001" in proc.out
+    _one_line_error(built.doit("ledger", "../x"), "not of the form chNNN_scNNN")
+    _one_line_error(built.doit("ledger", "ch009_sc001"), "unknown scene 'ch009_sc001'")
+    _one_line_error(built.doit("rerun-from", "write:../x"), "not of the form chNNN_scNNN")
+    _one_line_error(built.doit("rerun-from", "draft:ch001_sc001"), "unknown phase 'draft'")
+
+
+def _committed(project) -> set[str]:
+    db = project.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return {r[0] for r in conn.execute("select task_id from doit")}
+    except sqlite3.OperationalError:
+        return set()
+
+
+def test_kill_9_mid_parallel_run_keeps_every_finished_task(project):
+    env = {**os.environ, "SCENEMAKE_OFFLINE_LATENCY_MS": "250", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-n", "4", "-P", "thread"],
+                            cwd=project.root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    try:
+        while len(_committed(project)) < 14 and time.time() < deadline:
+            assert proc.poll() is None, "the build finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = _committed(project) - {"guard"}
+    assert len(done) >= 13
+    paid = {c["task"] for c in project.misses()}
+
+    again = project.build()
+    rerun = set(executed(again)) - {"guard"}
+    assert not rerun & done, f"finished before the kill, ran again: {sorted(rerun & done)}"
+    assert "edited by hand" not in again.out
+    # no successful response was paid for twice
+    assert not paid & {c["task"] for c in project.misses()[len(paid):]
+                       if c["task"] in done}
+    tasks = [c["task"] for c in project.misses()]
+    assert len(tasks) == len(set(tasks)), "a finished LLM call was paid twice"
+    for sid in ("ch001_sc001", "ch002_sc003"):
+        assert project.ledger(sid)["phases"]["commit"]["status"] == "success"
+
+
+def test_sigterm_is_handled_like_ctrl_c(project):
+    env = {**os.environ, "SCENEMAKE_OFFLINE_LATENCY_MS": "250"}
+    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project.root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while len(_committed(project)) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    done = _committed(project) - {"guard"}
+    assert len(done) >= 4
+    again = project.build()
+    assert not (set(executed(again)) & done)
+
+
+def test_touched_shared_template_is_hashed_once_per_run(project, tmp_path):
+    from pipeline.book import DEFAULT_TEMPLATES
+
+    tdir = project.book / "templates"
+    tdir.mkdir()
+    shared = tdir / "system.j2"
+    shared.write_text((DEFAULT_TEMPLATES / "system.j2").read_text())
+    project.build()
+    later = time.time_ns() + 5_000_000_000
+    os.utime(shared, ns=(later, later))  # touched, content unchanged
+    for i in range(2):
+        log = tmp_path / f"hashed{i}.txt"
+        proc = project.build(env={"SCENEMAKE_HASH_LOG": str(log)})
+        assert executed(proc) == ["guard"]
+        assert log.read_text().splitlines() == ["workspace/books/example/templates/system.j2"]
+
+
+def test_ledger_is_rewritten_from_the_db(built):
+    path = built.draft / "context" / "phase_history" / "ch001_sc003.json"
+    truth = json.loads(path.read_text())
+    path.write_text('{"scene_id": "ch001_sc003", "phases": {}}')
+    proc = built.build("ledger", "ch001_sc003")
+    assert json.loads(proc.stdout) == truth == json.loads(path.read_text())
