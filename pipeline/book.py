@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -132,17 +133,20 @@ class Book:
     def phase_dir(self, scene_id: str, phase: str) -> Path:
         return self.draft / "scenes" / scene_id / phase
 
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {s.id: i for i, s in enumerate(self.scenes)}
+
     def scene(self, scene_id: str) -> OutlineScene:
-        for s in self.scenes:
-            if s.id == scene_id:
-                return s
+        i = self._index.get(scene_id)
+        if i is not None:
+            return self.scenes[i]
         raise UserError(f"unknown scene '{scene_id}'", path=display_path(self.dir / "outline.json"),
                         fix=f"known scenes: {', '.join(s.id for s in self.scenes[:8])}"
                         + (" ..." if len(self.scenes) > 8 else ""))
 
     def previous(self, scene_id: str) -> OutlineScene | None:
-        ids = [s.id for s in self.scenes]
-        i = ids.index(scene_id)
+        i = self._index[scene_id]
         return self.scenes[i - 1] if i else None
 
 
@@ -212,6 +216,36 @@ def _check_world(outline: Outline, state: State, outline_path: str) -> list[Outl
     return scenes
 
 
+PROVIDERS = ("offline", "openai")
+
+
+def apply_env_overrides(config: BookConfig, cfg_path: str) -> BookConfig:
+    """``SCENEMAKE_MODEL=provider:model``, ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
+    override the book config, so one book can switch models without an edit."""
+    model = config.model.model_copy()
+    endpoint = config.endpoint.model_copy()
+    spec = os.environ.get("SCENEMAKE_MODEL")
+    where = "field 'model.provider'"
+    if spec:
+        provider, sep, name = spec.partition(":")
+        if not sep or not name:
+            raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
+                            fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini")
+        model.provider, model.model = provider, name
+        where = "environment variable SCENEMAKE_MODEL"
+    if os.environ.get("SCENEMAKE_BASE_URL"):
+        endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]
+    if os.environ.get("SCENEMAKE_API_KEY_ENV"):
+        endpoint.api_key_env = os.environ["SCENEMAKE_API_KEY_ENV"]
+    if model.provider not in PROVIDERS:
+        raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
+                        fix=f"known: {', '.join(PROVIDERS)}")
+    if model.provider == "openai" and not endpoint.base_url:
+        endpoint.base_url = "https://api.openai.com/v1"
+        endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
+    return config.model_copy(update={"model": model, "endpoint": endpoint})
+
+
 def load_book(workspace: Workspace, name: str) -> Book:
     """Load and validate a book; any problem is one UserError naming file and field."""
     if not name or "/" in name or name.startswith("."):
@@ -222,6 +256,7 @@ def load_book(workspace: Workspace, name: str) -> Book:
                         fix="create the folder or pass another book=NAME")
     cfg_path = book_dir / "book.json"
     config = parse_model(BookConfig, read_json(cfg_path, "book config"), display_path(cfg_path))
+    config = apply_env_overrides(config, display_path(cfg_path))
     outline_path = book_dir / "outline.json"
     outline = parse_model(Outline, read_json(outline_path, "outline"), display_path(outline_path))
     state_path = book_dir / "state.json"

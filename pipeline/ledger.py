@@ -58,8 +58,18 @@ def build(db: SceneDB, book: Book, scene_id: str) -> dict:
         entry = phase_entry(db, f"{phase}:{scene_id}")
         if entry is not None:
             phases[phase] = entry
+    totals = {"llm_phases": 0, "cache_hits": 0, "tokens_in": 0, "tokens_out": 0,
+              "cost_usd": 0.0}
+    for entry in phases.values():
+        llm = entry.get("llm")
+        if llm:
+            totals["llm_phases"] += 1
+            totals["cache_hits"] += llm["cache"] == "hit"
+            totals["tokens_in"] += llm["tokens_in"]
+            totals["tokens_out"] += llm["tokens_out"]
+            totals["cost_usd"] += llm["cost_usd"]
     return {"version": LEDGER_VERSION, "book": book.name, "scene_id": scene_id,
-            "phases": phases}
+            "phases": phases, "totals": totals}
 
 
 def export(db: SceneDB, book: Book, scene_id: str) -> dict:

@@ -15,6 +15,8 @@ from pipeline.builddb import SceneDB, now_iso
 from pipeline.errors import UserError
 from pipeline.hashing import hash_bytes, hash_file, hash_json, remember
 from pipeline.llm import CallContext, LLMClient, LLMRequest, default_providers
+from pipeline.llm.budget import Budget
+from pipeline.llm.pricing import PriceTable
 from pipeline.policies import (
     PolicyError,
     changed_templates,
@@ -34,16 +36,23 @@ class PhaseFailed(UserError):
     """The phase ran and its result says no (e.g. lint errors)."""
 
 
-def llm_client(book: Book) -> LLMClient:
-    """The one LLM client of this process for the book's workspace."""
+def llm_client(book: Book, rv: RunVars | None = None) -> LLMClient:
+    """The one LLM client of this process for the book's workspace (and this run's budget)."""
     ws = book.workspace
     key = str(ws.root.resolve())
     with _clients_lock:
         if key not in _clients:
+            settings = book.config.endpoint.model_dump()
             # Simulated latency of the offline model, for benchmarks of parallel runs.
-            latency = float(os.environ.get("SCENEMAKE_OFFLINE_LATENCY_MS", "0") or 0)
-            _clients[key] = LLMClient(ws.cache_dir, ws.call_log,
-                                      providers=default_providers({"latency_ms": latency}))
+            env_latency = os.environ.get("SCENEMAKE_OFFLINE_LATENCY_MS")
+            if env_latency:
+                settings["offline_latency_ms"] = float(env_latency)
+            cap = rv.budget if rv and rv.budget is not None else book.config.max_cost_usd
+            _clients[key] = LLMClient(
+                ws.cache_dir, ws.call_log, providers=default_providers(settings),
+                max_reasks=book.config.endpoint.max_reasks,
+                prices=PriceTable({m: p.model_dump() for m, p in book.config.prices.items()}),
+                budget=Budget(cap))
         return _clients[key]
 
 
@@ -171,7 +180,7 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     attempt = db.attempt(task_id)
     request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
                          params=params, output_schema=schema, attempt=attempt)
-    response = llm_client(book).complete(
+    response = llm_client(book, rv).complete(
         request, CallContext(book=book.name, task=task_id, scene=scene.id, phase=phase),
         validate=phases.OUTPUT_MODELS[phase].model_validate)
     values.update(
@@ -187,3 +196,19 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     data["response"] = phases.response_artifact(response.request_hash, response.provider,
                                                 response.model, response.text)
     return data
+
+
+def llm_stats() -> dict:
+    """Totals of this process's LLM calls, plus requests now waiting in backoff."""
+    total = {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
+             "cost_usd": 0.0, "cost_avoided_usd": 0.0, "waiting_backoff": 0}
+    with _clients_lock:
+        clients = list(_clients.values())
+    for client in clients:
+        for key, value in client.stats.items():
+            total[key] += value
+        for provider in client.providers.values():
+            limiter = getattr(provider, "limiter", None)
+            if limiter is not None:
+                total["waiting_backoff"] += limiter.waiting_backoff
+    return total

@@ -15,6 +15,7 @@ KNOWN = {
     "allow_prompt_change": "1 to accept changed templates (needs reason=...)",
     "reason": "why the prompt changed (recorded in the ledger)",
     "force_resume": "1 to accept manual edits and stale pre-states (recorded in the ledger)",
+    "budget": "the most this run may spend on LLM calls, in USD (e.g. budget=5)",
 }
 
 
@@ -26,6 +27,7 @@ class RunVars:
     allow_prompt_change: bool = False
     reason: str = ""
     force_resume: bool = False
+    budget: float | None = None
 
 
 def _flag(name: str, value: str | None) -> bool:
@@ -47,7 +49,20 @@ def parse(raw: dict[str, str]) -> RunVars:
     return RunVars(book=raw.get("book") or None,
                    allow_prompt_change=_flag("allow_prompt_change", raw.get("allow_prompt_change")),
                    reason=(raw.get("reason") or "").strip(),
-                   force_resume=_flag("force_resume", raw.get("force_resume")))
+                   force_resume=_flag("force_resume", raw.get("force_resume")),
+                   budget=_money("budget", raw.get("budget")))
+
+
+def _money(name: str, value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        amount = float(value.lstrip("$"))
+    except ValueError:
+        amount = -1.0
+    if amount < 0 or amount != amount:
+        raise UserError(f"{name}={value} is not an amount in USD", fix=f"e.g. {name}=5")
+    return amount
 
 
 def from_doit() -> RunVars:

@@ -42,11 +42,35 @@ class LintSettings(Strict):
     forbidden: list[str] = ["TODO", "{{", "}}", "As an AI"]
 
 
+class Endpoint(Strict):
+    """How to reach the model; not part of any content address (changing it reruns nothing)."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
+    max_attempts: int = Field(6, ge=1)
+    max_retry_seconds: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(8, ge=1)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_reasks: int = Field(2, ge=0)
+    offline_latency_ms: float = Field(0.0, ge=0)
+
+
+class Price(Strict):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class BookConfig(Strict):
     title: str = Field(min_length=1)
     premise: str = ""
     style: Style = Style()
     model: ModelSettings = ModelSettings()
+    endpoint: Endpoint = Endpoint()
+    prices: dict[str, Price] = {}
+    max_cost_usd: float | None = Field(None, ge=0)
     lint: LintSettings = LintSettings()
     templates: dict[str, str] = {}
 

@@ -7,6 +7,7 @@ book is loaded once per process.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
@@ -45,6 +46,8 @@ def doit_config() -> dict:
         "check_file_uptodate": Blake3Checker,
         "default_tasks": ["guard"] + list(PHASES),
         "verbosity": 1,
+        # the live display on a terminal; plain lines in logs and pipes
+        "reporter": "scenemake" if sys.stdout.isatty() else "console",
     }
 
 
@@ -72,10 +75,17 @@ def _inputs_unchanged(task, values, expected: str) -> bool:
     return values.get("inputs_hash") == expected
 
 
+@functools.cache
+def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
+    book, _ = context()
+    return {scene.id: phases.layout(book, scene.id) for scene in book.scenes}
+
+
 def _phase_tasks(phase: str):
     book, _ = context()
+    layouts = _layouts()
     for scene in book.scenes:
-        files = phases.layout(book, scene.id)[phase]
+        files = layouts[scene.id][phase]
         file_dep = list(files.inputs.values()) + list(files.templates.values())
         yield {
             "name": scene.id,

@@ -21,9 +21,11 @@ from jsonschema.exceptions import SchemaError, best_match
 from pipeline.errors import UserError
 from pipeline.hashing import hash_json
 
+from .budget import Budget
 from .cache import CachedResponse, ResponseCache
 from .calllog import CallLog
-from .offline import OfflineProvider
+from .offline import OfflineProvider, estimate_tokens
+from .pricing import PriceTable
 from .request import CallContext, LLMRequest, LLMResponse, Provider
 
 _MAX_ERROR_CHARS = 300
@@ -34,13 +36,28 @@ class LLMOutputError(UserError):
 
 
 def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Provider]:
-    """The built-in providers: ``{"offline": OfflineProvider}``.
+    """The built-in providers for an endpoint's settings (``pipeline.schemas.Endpoint``).
 
-    ``settings["latency_ms"]`` sets the offline provider's simulated latency (benchmarks);
-    it is not part of any request hash.
+    Always ``offline`` (``offline_latency_ms`` or ``latency_ms`` simulates a slow model for
+    benchmarks; not part of any request hash); ``openai`` too when ``base_url`` is set.
     """
+    from .openai_compat import OpenAICompatProvider, RetryPolicy
+    from .ratelimit import RateLimiter
+
     settings = settings or {}
-    return {"offline": OfflineProvider(latency_ms=float(settings.get("latency_ms", 0.0)))}
+    latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
+    providers: dict[str, Provider] = {"offline": OfflineProvider(latency_ms=float(latency))}
+    if settings.get("base_url"):
+        providers["openai"] = OpenAICompatProvider(
+            settings["base_url"], api_key_env=settings.get("api_key_env"),
+            timeout_s=float(settings.get("timeout_s", 60.0)),
+            response_format=settings.get("response_format", "auto"),
+            retry=RetryPolicy(max_attempts=int(settings.get("max_attempts", 6)),
+                              max_total_s=float(settings.get("max_retry_seconds", 120.0))),
+            limiter=RateLimiter(int(settings.get("max_concurrency", 8)),
+                                settings.get("requests_per_minute"),
+                                settings.get("tokens_per_minute")))
+    return providers
 
 
 def _one_line(text: str) -> str:
@@ -82,6 +99,8 @@ class LLMClient:
         call_log: Path,
         providers: Mapping[str, Provider] | None = None,
         max_reasks: int = 2,
+        prices: PriceTable | None = None,
+        budget: Budget | None = None,
     ):
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
@@ -91,6 +110,11 @@ class LLMClient:
             dict(providers) if providers is not None else default_providers()
         )
         self.max_reasks = max_reasks
+        self.prices = prices or PriceTable()
+        self.budget = budget or Budget()
+        # Running totals of this process, for the progress display.
+        self.stats = {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
+                      "cost_usd": 0.0, "cost_avoided_usd": 0.0}
         self._guard = threading.Lock()
         self._locks: dict[str, list] = {}  # hash -> [lock, number of threads using it]
         self._validators: dict[str, Draft202012Validator] = {}
@@ -240,9 +264,7 @@ class LLMClient:
                 took = (time.perf_counter() - start) * 1000
                 self._log(ctx, current, current_key, "hit", cached, took, try_index)
             else:
-                start = time.perf_counter()
-                result = provider.generate(current)
-                took = (time.perf_counter() - start) * 1000
+                result, took = self._ask(provider, current, ctx)
                 answer = CachedResponse(
                     text=result.text,
                     tokens_in=result.tokens_in,
@@ -287,6 +309,27 @@ class LLMClient:
             f"answer in {tries} {'try' if tries == 1 else 'tries'}; last error: {last_error}"
         )
 
+    def _ask(self, provider: Provider, request: LLMRequest, ctx: CallContext):
+        """One paid call: reserve its worst case in the budget, ask, price what it used."""
+        prompt = "\n".join(str(m.get("content", "")) for m in request.messages
+                           if isinstance(m, dict))
+        worst = self.prices.cost(request.model, estimate_tokens(prompt),
+                                 int(request.params.get("max_tokens") or 0))
+        reserved = self.budget.reserve(worst, ctx.task)
+        result = None
+        start = time.perf_counter()
+        try:
+            result = provider.generate(request)
+        finally:
+            took = (time.perf_counter() - start) * 1000
+            cost = 0.0
+            if result is not None:
+                cost = result.cost_usd or self.prices.cost(request.model, result.tokens_in,
+                                                           result.tokens_out)
+                result = dataclasses.replace(result, cost_usd=cost)
+            self.budget.settle(reserved, cost)
+        return result, took
+
     def _log(
         self,
         ctx: CallContext,
@@ -298,6 +341,13 @@ class LLMClient:
         try_index: int,
     ) -> None:
         hit = cache == "hit"
+        with self._guard:
+            st = self.stats
+            st["calls"] += 1
+            st["hits" if hit else "misses"] += 1
+            st["tokens_in"] += answer.tokens_in
+            st["tokens_out"] += answer.tokens_out
+            st["cost_usd" if not hit else "cost_avoided_usd"] += answer.cost_usd
         self.log.record(
             ctx,
             request_hash=key,

@@ -1,0 +1,208 @@
+"""The OpenAI-compatible chat completions provider (OpenAI, vLLM, llama.cpp, Ollama, ...).
+
+Retries 429, 5xx, timeouts, broken connections and truncated or non-JSON bodies with
+exponential backoff and jitter, honours Retry-After, and caps both the number of
+attempts and the total time. Other 4xx are reported at once with the server's message.
+The API key is read from an environment variable at call time and never appears in a
+repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from pipeline.errors import UserError
+
+from .offline import estimate_tokens
+from .ratelimit import RateLimiter
+from .request import LLMRequest, ProviderResult
+
+
+class ProviderError(UserError):
+    """The provider could not give an answer (after retries, or a non-retryable error)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts, backoff (base * 2**n, capped, jittered), total time."""
+
+    max_attempts: int = 6
+    base_delay_s: float = 0.5
+    max_delay_s: float = 20.0
+    max_total_s: float = 120.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Backoff before try ``attempt + 1`` (attempt counts from 1): equal jitter."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None,
+                 throttled: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
+class OpenAICompatProvider:
+    """Chat completions over HTTP; one instance (and limiter) per endpoint, shared by threads."""
+
+    name = "openai"
+
+    def __init__(self, base_url: str, *, api_key_env: str | None = None,
+                 timeout_s: float = 60.0, response_format: str = "auto",
+                 retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.timeout_s = timeout_s
+        self.response_format = response_format
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter or RateLimiter()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s))
+        # "auto" learns once whether the server takes json_schema or needs json_object.
+        self._json_mode: str | None = None if response_format == "auto" else response_format
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatProvider(base_url={self.base_url!r})"
+
+    # -- the request ----------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ProviderError(f"environment variable {self.api_key_env} is not set",
+                                    fix="export it, or change endpoint.api_key_env in book.json")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            text = text.replace(key, "***")
+        return " ".join(text.split())[:300]
+
+    def _body(self, request: LLMRequest, mode: str | None) -> dict:
+        body = {"model": request.model, "messages": list(request.messages)}
+        for name in ("temperature", "max_tokens", "seed"):
+            if request.params.get(name) is not None:
+                body[name] = request.params[name]
+        schema = request.output_schema
+        if schema is not None:
+            if mode == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "output", "schema": schema, "strict": False}}
+        return body
+
+    def _post(self, body: dict) -> ProviderResult:
+        """One HTTP attempt; raises _Retryable or ProviderError."""
+        url = f"{self.base_url}/chat/completions"
+        try:
+            resp = self._http.post(url, json=body, headers=self._headers())
+        except httpx.TimeoutException:
+            raise _Retryable(f"timed out after {self.timeout_s:g}s") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        if resp.status_code == 429:
+            raise _Retryable("429 Too Many Requests", retry_after_seconds(
+                resp.headers.get("retry-after")), throttled=True)
+        if resp.status_code >= 500:
+            raise _Retryable(f"{resp.status_code} {self._server_message(resp)}",
+                             retry_after_seconds(resp.headers.get("retry-after")))
+        if resp.status_code >= 400:
+            raise ProviderError(f"{resp.status_code} from {self.base_url}: "
+                                f"{self._server_message(resp)}")
+        try:
+            data = resp.json()
+            text = data["choices"][0]["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise _Retryable(f"unreadable answer body ({type(exc).__name__})") from None
+        usage = data.get("usage") or {}
+        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        return ProviderResult(
+            text=text,
+            tokens_in=int(usage.get("prompt_tokens") or estimate_tokens(prompt)),
+            tokens_out=int(usage.get("completion_tokens") or estimate_tokens(text)))
+
+    def _server_message(self, resp: httpx.Response) -> str:
+        try:
+            err = resp.json().get("error")
+            msg = err.get("message") if isinstance(err, dict) else err or resp.json()
+            return self._scrub(str(msg))
+        except (ValueError, AttributeError):
+            return self._scrub(resp.text or resp.reason_phrase)
+
+    # -- the retry loop -------------------------------------------------------------------
+    def generate(self, request: LLMRequest) -> ProviderResult:
+        """Ask the server, retrying what may succeed later, within the policy's caps."""
+        started = time.monotonic()
+        tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
+        attempt = 0
+        while True:
+            attempt += 1
+            mode = self._json_mode
+            self.limiter.acquire(tokens)
+            throttled = False
+            try:
+                result = self._post(self._body(request, mode))
+                if request.output_schema is not None and mode is None:
+                    self._json_mode = "json_schema"
+                return result
+            except _Retryable as exc:
+                throttled = exc.throttled
+                error: Exception = exc
+                if (request.output_schema is not None and mode is None
+                        and not exc.throttled and str(exc).startswith("500")):
+                    # llama.cpp's Python server answers json_schema with a 500: switch once.
+                    self._json_mode = "json_object"
+                    attempt -= 1
+                    continue
+            except ProviderError:
+                if request.output_schema is not None and mode is None:
+                    self._json_mode = "json_object"  # a 4xx for json_schema: try json_object
+                    attempt -= 1
+                    continue
+                raise
+            finally:
+                self.limiter.release(throttled=throttled)
+            elapsed = time.monotonic() - started
+            delay = self.retry.delay(attempt, self._rng)
+            if isinstance(error, _Retryable) and error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_total_s:
+                raise ProviderError(
+                    f"{self.base_url}: gave up after {attempt} attempt(s) in {elapsed:.1f}s; "
+                    f"last error: {error}",
+                    fix="check the server, or raise endpoint.max_attempts/max_retry_seconds")
+            self.limiter.backoff(delay, self._sleep)

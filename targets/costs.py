@@ -1,0 +1,125 @@
+"""doit commands ``cost`` (what the book's LLM calls cost so far) and ``estimate``
+(what the next run would cost), both from the call log and the build DB."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from doit.cmd_base import DoitCmdBase
+from rich.console import Console
+from rich.table import Table
+
+
+def _console(outstream) -> Console:
+    return Console(file=outstream, width=120)
+
+
+class Cost(DoitCmdBase):
+    """Calls, cache hits, tokens, dollars spent and dollars the cache saved, per phase."""
+
+    name = "cost"
+    doc_purpose = "print what the book's LLM calls cost: per phase and in total"
+    doc_usage = ""
+    doc_description = "Read from workspace/.scenemake/llm_calls.jsonl (every call, hit or miss)."
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        from pipeline.book import LLM_PHASES
+        from pipeline.llm import read_calls
+        from targets.book import context
+
+        book, _ = context()
+        self.dep_manager.close()
+        calls = [c for c in read_calls(book.workspace.call_log) if c.get("book") == book.name]
+        rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+        for c in calls:
+            for key in (c.get("phase") or "?", "total"):
+                r = rows[key]
+                r["calls"] += 1
+                r["hits"] += c["cache"] == "hit"
+                r["tokens_in"] += c["tokens_in"] if c["cache"] == "miss" else 0
+                r["tokens_out"] += c["tokens_out"] if c["cache"] == "miss" else 0
+                r["spent"] += c.get("cost_usd", 0.0)
+                r["avoided"] += c.get("cost_avoided_usd", 0.0) or 0.0
+        table = Table(title=f"LLM cost of book '{book.name}'")
+        for col in ("phase", "calls", "cache hits", "tokens in", "tokens out", "spent $",
+                    "avoided by cache $"):
+            table.add_column(col, justify="left" if col == "phase" else "right")
+        order = [p for p in LLM_PHASES if p in rows] + sorted(
+            k for k in rows if k not in LLM_PHASES and k != "total")
+        for key in order + (["total"] if calls else []):
+            r = rows[key]
+            table.add_row(key, f"{int(r['calls'])}", f"{int(r['hits'])}",
+                          f"{int(r['tokens_in'])}", f"{int(r['tokens_out'])}",
+                          f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
+                          style="bold" if key == "total" else None)
+        _console(self.outstream).print(table)
+        return 0
+
+
+class Estimate(DoitCmdBase):
+    """Before a run: the stale tasks, the LLM calls they need and their estimated cost."""
+
+    name = "estimate"
+    doc_purpose = "estimate the next run: stale tasks, LLM calls and cost, before running"
+    doc_usage = ""
+    doc_description = ("Tokens per call come from this book's earlier calls of the same phase "
+                       "and model; calls served from the response cache would cost nothing.")
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        from pipeline.book import LLM_PHASES, PHASES
+        from pipeline.llm import read_calls
+        from pipeline.llm.pricing import PriceTable
+        from targets.book import context
+        from targets.commands import downstream
+
+        book, _ = context()
+        tasks = {t.name: t for t in self.task_list}
+        phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
+        try:
+            stale = [n for n in phase_tasks
+                     if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
+        finally:
+            self.dep_manager.close()
+        affected = set(downstream(self.task_list, stale)) & set(phase_tasks)
+        model = book.config.model
+        history: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for c in read_calls(book.workspace.call_log):
+            if (c.get("book") == book.name and c["cache"] == "miss" and c.get("try", 0) == 0
+                    and c.get("model") == model.model):
+                history[c["phase"]].append((c["tokens_in"], c["tokens_out"]))
+        every = [t for runs in history.values() for t in runs]
+        prices = PriceTable({m: p.model_dump() for m, p in book.config.prices.items()})
+        table = Table(title=f"Next run of book '{book.name}' ({model.provider}:{model.model})")
+        for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
+                    "est. cost $"):
+            table.add_column(col, justify="left" if col == "phase" else "right")
+        total_calls, total_tokens, total_cost, unknown = 0, 0, 0.0, False
+        for phase in PHASES:
+            now = sum(1 for n in stale if n.startswith(phase + ":"))
+            may = sum(1 for n in affected if n.startswith(phase + ":"))
+            calls = may if phase in LLM_PHASES else 0
+            tokens, cost = "-", "-"
+            if calls:
+                runs = history.get(phase) or every
+                if runs:
+                    t_in = sum(r[0] for r in runs) / len(runs)
+                    t_out = sum(r[1] for r in runs) / len(runs)
+                    tokens = f"{int((t_in + t_out) * calls)}"
+                    c = prices.cost(model.model, int(t_in), int(t_out)) * calls
+                    cost = f"{c:.4f}"
+                    total_tokens += int((t_in + t_out) * calls)
+                    total_cost += c
+                else:
+                    tokens, cost, unknown = "?", "?", True
+            total_calls += calls
+            table.add_row(phase, str(now), str(may), str(calls), tokens, cost)
+        table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
+                      str(total_tokens) + ("+?" if unknown else ""),
+                      f"{total_cost:.4f}" + ("+?" if unknown else ""), style="bold")
+        con = _console(self.outstream)
+        con.print(table)
+        if unknown:
+            con.print("? no earlier calls of this model to estimate from")
+        return 0

@@ -1,0 +1,94 @@
+"""Cost per call, `doit cost`, `doit estimate` and the budget, with a priced offline model."""
+
+from __future__ import annotations
+
+from conftest import executed
+
+BOOK = "workspace/books/example/book.json"
+PRICE = {"offline-1": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
+
+
+def _price(project) -> None:
+    project.edit_json(BOOK, lambda d: d.update(prices=PRICE))
+
+
+def test_calls_are_priced_and_totalled(project):
+    _price(project)
+    project.build()
+    misses = project.misses()
+    for c in misses:
+        assert c["cost_usd"] == (c["tokens_in"] * 1000 + c["tokens_out"] * 2000) / 1e6
+    total = sum(c["cost_usd"] for c in misses)
+    out = project.build("cost").stdout
+    assert f"{total:.4f}" in out and "write" in out
+    ledger = project.ledger("ch001_sc002")
+    write = ledger["phases"]["write"]["llm"]
+    assert write["cost_usd"] > 0
+    assert ledger["totals"]["cost_usd"] == sum(
+        e["llm"]["cost_usd"] for e in ledger["phases"].values() if e.get("llm"))
+
+    # the cache's savings show up as "avoided" after a reset
+    project.build("reset")
+    project.build()
+    out = project.build("cost").stdout
+    assert f"{total:.4f}" in out  # spent did not grow
+    assert out.count(f"{total:.4f}") >= 2  # and the same amount was avoided
+
+
+def test_budget_stops_before_it_is_exceeded_and_resume_loses_nothing(project):
+    _price(project)
+    proc = project.doit("budget=3")
+    assert proc.returncode != 0
+    assert "budget: $" in proc.out and "of $3.0000 spent in this run" in proc.out
+    assert "Traceback" not in proc.out
+    spent = sum(c["cost_usd"] for c in project.misses())
+    assert 0 < spent <= 3
+    done = project.db_tasks() - {"guard"}
+    paid = len(project.misses())
+
+    again = project.build()
+    assert not (set(executed(again)) & done)
+    tasks = [c["task"] for c in project.misses()]
+    assert len(tasks) == len(set(tasks)) == 30  # nothing paid twice
+    assert len(project.misses()) > paid
+
+
+def test_budget_from_config(project):
+    project.edit_json(BOOK, lambda d: d.update(prices=PRICE, max_cost_usd=2))
+    proc = project.doit()
+    assert proc.returncode != 0 and "of $2.0000 spent" in proc.out
+    assert sum(c["cost_usd"] for c in project.misses()) <= 2
+
+
+def test_bad_budget_is_refused(project):
+    proc = project.doit("budget=lots")
+    assert proc.returncode != 0 and "budget=lots is not an amount in USD" in proc.out
+    assert project.calls() == []
+
+
+def test_estimate_before_a_run(built):
+    _price(built)
+    # priced history: rerun everything once so the call log has costs to estimate from
+    built.build("rerun-from", "--all")
+    built.edit_json("workspace/books/example/outline.json",
+                    lambda d: d["chapters"][1]["scenes"][1].update(brief="Mara waits."))
+    # the brief is read by its scene's plan and, as "the scene before", by the next one's
+    dry = built.build("rerun-from", "--dry-run", "plan:ch002_sc002", "plan:ch002_sc003").stdout
+    llm = [line for line in dry.splitlines() if line.startswith("would forget ")
+           and line.split()[-1].split(":")[0] in
+           ("plan", "continuity_pack", "write", "repair", "state_repair")]
+    n = len(built.calls())
+    out = built.build("estimate").stdout
+    assert built.calls()[n:] == []  # estimating calls nothing
+    total = [line for line in out.splitlines() if "total" in line][0]
+    cells = [c.strip() for c in total.split("│") if c.strip()]
+    assert cells[0] == "total" and cells[1] == "2" and int(cells[3]) == len(llm)
+    assert float(cells[5]) > 0
+    plan = [line for line in out.splitlines() if "│ plan " in line][0]
+    assert [c.strip() for c in plan.split("│") if c.strip()][1] == "2"
+
+
+def test_unknown_model_costs_nothing_with_one_warning(project):
+    proc = project.build(env={"SCENEMAKE_MODEL": "offline:mystery-9"})
+    assert proc.stderr.count("no price for model 'mystery-9'") == 1
+    assert all(c["cost_usd"] == 0 and c["model"] == "mystery-9" for c in project.calls())
