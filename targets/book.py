@@ -45,7 +45,7 @@ def doit_config() -> dict:
         "dep_file": str(db_path),
         "check_file_uptodate": Blake3Checker,
         "default_tasks": ["guard"] + list(PHASES),
-        "verbosity": 1,
+        "verbosity": 2,
         # the live display on a terminal; plain lines in logs and pipes
         "reporter": "scenemake" if sys.stdout.isatty() else "console",
     }
@@ -96,7 +96,8 @@ def _phase_tasks(phase: str):
                                                  phases.inputs_hash(book, scene, phase)})],
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
-            "verbosity": 1,
+            # 2: nothing captured, so a failure shows its one message and no empty dumps
+            "verbosity": 2,
         }
 
 
@@ -121,7 +122,7 @@ def _guard() -> TaskFailed | None:
 
 def task_guard():
     """Checks templates and hand edits for the whole book before any LLM call."""
-    return {"actions": [_guard], "uptodate": [False], "verbosity": 1}
+    return {"actions": [_guard], "uptodate": [False], "verbosity": 2}
 
 
 def task_plan():

@@ -72,22 +72,29 @@ class ProgressReporter(ConsoleReporter):
     def add_success(self, task):
         if task.name in self.running:
             self.running.remove(task.name)
-        self.done += 1
-        self.ran += 1
+        if task.actions:  # group tasks (``plan`` for all plans) are not counted
+            self.done += 1
+            self.ran += 1
 
     def skip_uptodate(self, task):
-        self.done += 1
-        self.skipped += 1
+        if task.actions:
+            self.done += 1
+            self.skipped += 1
 
     def skip_ignore(self, task):
-        self.done += 1
+        if task.actions:
+            self.done += 1
 
     def add_failure(self, task, fail):
         if task.name in self.running:
             self.running.remove(task.name)
         self.done += 1
         self.failed += 1
-        self.failures.append({"task": task, "exception": fail})
+        result = {"task": task, "exception": fail}
+        if fail.report:
+            self.failures.append(result)
+            self.console.print(Text(f"{fail.get_name()} - taskid:{task.name}\n{fail.get_msg()}",
+                                    style="red"))
 
     def complete_run(self):
         if self.live is not None:

@@ -92,3 +92,14 @@ def test_unknown_model_costs_nothing_with_one_warning(project):
     proc = project.build(env={"SCENEMAKE_MODEL": "offline:mystery-9"})
     assert proc.stderr.count("no price for model 'mystery-9'") == 1
     assert all(c["cost_usd"] == 0 and c["model"] == "mystery-9" for c in project.calls())
+
+
+def test_progress_reporter_counts_tasks_calls_and_cost(project):
+    _price(project)
+    out = project.build("--reporter", "scenemake").stdout
+    spent = sum(c["cost_usd"] for c in project.misses())
+    assert "49/49 tasks" in out and "ran 49" in out
+    assert "LLM 30 calls, 0 cache hits" in " ".join(out.split())
+    assert f"${spent:.4f}" in out.replace("\n", "")
+    out = project.build("--reporter", "scenemake").stdout
+    assert "49/49 tasks  ran 1  up-to-date 48" in out
