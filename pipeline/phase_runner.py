@@ -14,9 +14,7 @@ from pipeline.book import LLM_PHASES, Book
 from pipeline.builddb import SceneDB, now_iso
 from pipeline.errors import UserError
 from pipeline.hashing import hash_bytes, hash_file, hash_json, remember
-from pipeline.llm import CallContext, LLMClient, LLMRequest, default_providers
-from pipeline.llm.budget import Budget
-from pipeline.llm.pricing import PriceTable
+from pipeline.llm import CallContext, LLMClient, LLMRequest, build_client
 from pipeline.policies import (
     PolicyError,
     changed_templates,
@@ -42,17 +40,10 @@ def llm_client(book: Book, rv: RunVars | None = None) -> LLMClient:
     key = str(ws.root.resolve())
     with _clients_lock:
         if key not in _clients:
-            settings = book.config.endpoint.model_dump()
-            # Simulated latency of the offline model, for benchmarks of parallel runs.
-            env_latency = os.environ.get("SCENEMAKE_OFFLINE_LATENCY_MS")
-            if env_latency:
-                settings["offline_latency_ms"] = float(env_latency)
             cap = rv.budget if rv and rv.budget is not None else book.config.max_cost_usd
-            _clients[key] = LLMClient(
-                ws.cache_dir, ws.call_log, providers=default_providers(settings),
-                max_reasks=book.config.endpoint.max_reasks,
-                prices=PriceTable({m: p.model_dump() for m, p in book.config.prices.items()}),
-                budget=Budget(cap))
+            _clients[key] = build_client(ws.state_dir, book.config.endpoint.model_dump(),
+                                         {m: p.model_dump() for m, p in
+                                          book.config.prices.items()}, cap)
         return _clients[key]
 
 

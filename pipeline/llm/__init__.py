@@ -2,7 +2,7 @@
 
 from .cache import CachedResponse, ResponseCache
 from .calllog import CALL_FIELDS, CallLog, read_calls
-from .client import LLMClient, LLMOutputError, default_providers
+from .client import LLMClient, LLMOutputError, build_client, default_providers
 from .offline import OfflineProvider, estimate_tokens
 from .request import CallContext, LLMRequest, LLMResponse, Provider, ProviderResult
 
@@ -19,6 +19,7 @@ __all__ = [
     "Provider",
     "ProviderResult",
     "ResponseCache",
+    "build_client",
     "default_providers",
     "estimate_tokens",
     "read_calls",

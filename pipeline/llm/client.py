@@ -60,6 +60,29 @@ def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Pr
     return providers
 
 
+def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
+                 prices: Mapping[str, Mapping[str, float]] | None = None,
+                 max_cost_usd: float | None = None) -> LLMClient:
+    """The LLM client every family uses: the workspace's cache and call log under
+    ``state_dir`` (``workspace/.scenemake``), providers from ``endpoint`` settings
+    (``pipeline.schemas.Endpoint``), a price table and a budget for this run.
+
+    ``SCENEMAKE_OFFLINE_LATENCY_MS`` sets the offline model's simulated latency (benchmarks).
+    """
+    import os
+
+    settings = dict(endpoint or {})
+    env_latency = os.environ.get("SCENEMAKE_OFFLINE_LATENCY_MS")
+    if env_latency:
+        settings["offline_latency_ms"] = float(env_latency)
+    state_dir = Path(state_dir)
+    return LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
+                     providers=default_providers(settings),
+                     max_reasks=int(settings.get("max_reasks", 2)),
+                     prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
+                     budget=Budget(max_cost_usd))
+
+
 def _one_line(text: str) -> str:
     text = " ".join(str(text).split())
     if len(text) > _MAX_ERROR_CHARS:
