@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from llamafixture import llama_server, pytest_runtest_setup  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,24 +78,24 @@ def snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
-    root = tmp_path / "proj"
-    root.mkdir()
+def make_project(root: Path) -> Path:
+    """dodo.py and the shipped workspace (inputs only) in ``root``."""
+    root.mkdir(parents=True)
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
     shutil.copytree(REPO / "workspace", root / "workspace",
                     ignore=shutil.ignore_patterns("draft", ".scenemake", "artifacts"))
-    return Project(root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(make_project(tmp_path / "proj"))
 
 
 @pytest.fixture(scope="session")
 def built_template(tmp_path_factory) -> Path:
     """One full offline build, copied by tests that start from a built book."""
-    root = tmp_path_factory.mktemp("built") / "proj"
-    root.mkdir()
-    shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    shutil.copytree(REPO / "workspace", root / "workspace",
-                    ignore=shutil.ignore_patterns("draft", ".scenemake", "artifacts"))
+    root = make_project(tmp_path_factory.mktemp("built") / "proj")
     Project(root).build()
     return root
 

@@ -168,7 +168,7 @@ class OpenAICompatProvider:
         """Ask the server, retrying what may succeed later, within the policy's caps."""
         started = time.monotonic()
         tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             attempt += 1
             mode = self._json_mode
@@ -196,7 +196,8 @@ class OpenAICompatProvider:
                 raise
             finally:
                 self.limiter.release(throttled=throttled)
-            elapsed = time.monotonic() - started
+            # (slept time counted even if the sleep function is not the clock's)
+            elapsed = max(time.monotonic() - started, waited)
             delay = self.retry.delay(attempt, self._rng)
             if isinstance(error, _Retryable) and error.retry_after is not None:
                 delay = max(delay, error.retry_after)
@@ -206,3 +207,4 @@ class OpenAICompatProvider:
                     f"last error: {error}",
                     fix="check the server, or raise endpoint.max_attempts/max_retry_seconds")
             self.limiter.backoff(delay, self._sleep)
+            waited += delay
