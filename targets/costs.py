@@ -54,6 +54,13 @@ class Cost(DoitCmdBase):
                           f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
                           style="bold" if key == "total" else None)
         _console(self.outstream).print(table)
+        # the book's totals beside its phase ledgers, for tools that read files
+        from pipeline.store import atomic_write_json
+
+        atomic_write_json(book.draft / "context" / "cost_totals.json", {
+            "book": book.name,
+            "phases": {k: {n: round(v, 6) for n, v in rows[k].items()} for k in order},
+            "total": {n: round(v, 6) for n, v in rows["total"].items()} if calls else {}})
         return 0
 
 

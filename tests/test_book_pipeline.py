@@ -324,3 +324,20 @@ def test_unknown_variable_is_refused(built):
     assert proc.returncode != 0 and "unknown variable 'force_resme=1'" in proc.out
     assert "Traceback" not in proc.out
     assert built.calls()[n:] == []
+
+
+def test_several_books_keep_short_task_names_and_separate_dbs(project):
+    import shutil
+
+    shutil.copytree(project.book, project.book.parent / "other")
+    project.edit_json("workspace/books/other/book.json", lambda d: d.update(title="Other"))
+    project.build("book=other", "plan:ch001_sc001")
+    assert [(c["book"], c["task"]) for c in project.calls()] == [("other", "plan:ch001_sc001")]
+    assert (project.root / "workspace/books/other/draft/scenes/ch001_sc001/plan").is_dir()
+    assert not project.draft.exists()  # the default book is untouched
+    assert (project.root / "workspace/.scenemake/books/other.sqlite").exists()
+    # the workspace default is `example`
+    proc = project.build("plan:ch001_sc001")
+    assert "plan:ch001_sc001" in executed(proc) and project.calls()[-1]["book"] == "example"
+    bad = project.doit("book=nope", "list")
+    assert bad.returncode != 0 and "no book 'nope'" in bad.out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import executed
 
 BOOK = "workspace/books/example/book.json"
@@ -21,6 +23,9 @@ def test_calls_are_priced_and_totalled(project):
     total = sum(c["cost_usd"] for c in misses)
     out = project.build("cost").stdout
     assert f"{total:.4f}" in out and "write" in out
+    totals = json.loads((project.draft / "context" / "cost_totals.json").read_text())
+    assert totals["total"]["calls"] == 30 and abs(totals["total"]["spent"] - total) < 1e-5
+    assert totals["phases"]["write"]["calls"] == 6
     ledger = project.ledger("ch001_sc002")
     write = ledger["phases"]["write"]["llm"]
     assert write["cost_usd"] > 0
