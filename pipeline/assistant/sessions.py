@@ -54,6 +54,12 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def session_order(session: dict) -> tuple:
+    """Sort key: sessions in the order they were started."""
+    return (str(session.get("created_at", "")), int(session.get("created_ns") or 0),
+            str(session.get("session_id", "")))
+
+
 def render_report(run_id: str, sessions: list[dict]) -> str:
     """The run's readable report: every session's questions and visible answers."""
     lines = [f"# Assistant run {run_id}", "",
@@ -84,6 +90,7 @@ class SessionStore:
             session_id = "s" + secrets.token_hex(6)
             session: dict[str, Any] = {
                 "run_id": self.run_id, "session_id": session_id, "created_at": now_iso(),
+                "created_ns": time.time_ns(),  # orders sessions started within one second
                 "updated_at": now_iso(), "turns": [], "result_sets": {},
                 "semantic_memory": {"active_result_set_id": None},
             }
@@ -124,6 +131,6 @@ class SessionStore:
                     continue
                 if isinstance(data, dict) and data.get("run_id") == run_id:
                     runs.append(data)
-            runs.sort(key=lambda s: (s.get("created_at", ""), s["session_id"]))
+            runs.sort(key=session_order)
             atomic_write_text(reports_dir(self.runs_dir) / f"{run_id}.md",
                               render_report(run_id, runs))

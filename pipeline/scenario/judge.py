@@ -1,0 +1,142 @@
+"""LLM judge: each visible answer scored 0-100 against a weighted rubric in ``score_specs/``.
+
+The rubric (``score_specs/score_spec_answer.json``) names weighted criteria; the model
+scores each 0-100 with a reason (structured output, validated), and a step's score is the
+weighted mean. Calls go through the one LLM client: cached by content, logged with the
+task ``review_judge:<run_id>``, and made at all only when the review task is stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.errors import UserError
+from pipeline.llm import CallContext, LLMClient, LLMRequest
+from pipeline.schemas import Endpoint, ModelSettings
+
+from .contracts import parse, read_document
+from .layout import RunLayout, StepRef
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    weight: float = Field(gt=0)
+    description: str = Field(min_length=1)
+
+
+class ScoreSpec(BaseModel):
+    """A weighted rubric and the model that applies it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    comment: str | list[str] = Field("", alias="$comment")
+    name: str = Field(min_length=1)
+    description: str = ""
+    pass_score: float = Field(80, ge=0, le=100)
+    model: ModelSettings = ModelSettings(temperature=0.0, max_tokens=600)
+    endpoint: Endpoint = Endpoint()
+    criteria: list[Criterion] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ScoreSpec:
+        ids = [c.id for c in self.criteria]
+        if len(set(ids)) != len(ids):
+            raise ValueError("criteria ids must be unique")
+        return self
+
+
+def load_score_spec(path: Path) -> ScoreSpec:
+    """The rubric at ``path``; UserError naming the file and field when invalid."""
+    return parse(ScoreSpec, read_document(path, "score spec"), path)
+
+
+def output_schema(spec: ScoreSpec) -> dict:
+    """The JSON Schema of the judge's answer: a score and a reason per criterion."""
+    one = {"type": "object",
+           "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100},
+                          "reason": {"type": "string", "minLength": 1, "maxLength": 400}},
+           "required": ["score", "reason"], "additionalProperties": False}
+    return {"type": "object", "properties": {c.id: one for c in spec.criteria},
+            "required": [c.id for c in spec.criteria], "additionalProperties": False}
+
+
+def request_for(spec: ScoreSpec, question: str, reply: str, capability: str) -> LLMRequest:
+    """The judge request of one answer (its content address decides cache hits)."""
+    rubric = "\n".join(f"- {c.id} (weight {c.weight:g}): {c.description}"
+                       for c in spec.criteria)
+    system = ("You review a business assistant's visible answer for a business user. Score "
+              "each criterion from 0 to 100 and give a one-sentence reason. Judge only what "
+              "the user sees. Answer with JSON only.")
+    user = (f"Rubric '{spec.name}':\n{rubric}\n\nQuestion:\n{question}\n\n"
+            f"Assistant capability status: {capability}\n\nVisible answer:\n{reply}")
+    m = spec.model
+    return LLMRequest(provider=m.provider, model=m.model,
+                      messages=({"role": "system", "content": system},
+                                {"role": "user", "content": user}),
+                      params={"temperature": m.temperature, "max_tokens": m.max_tokens,
+                              "seed": m.seed},
+                      output_schema=output_schema(spec))
+
+
+def judge_step(client: LLMClient, spec: ScoreSpec, step: StepRef, run_id: str) -> dict:
+    """Score one captured step (``score`` None when it has no answer)."""
+    row: dict[str, Any] = {"scenario_id": step.scenario_id, "step_id": step.step_id}
+    response = step.response()
+    if response is None:
+        row.update(score=None, status="not_judged", reason="no captured answer")
+        return row
+    state = step.state() or {}
+    request = request_for(spec, state.get("question") or step.spec.get("question", ""),
+                          str(response.get("reply", "")),
+                          (response.get("capability") or {}).get("status", "answered"))
+    ctx = CallContext(book=f"scenario:{run_id}", task=f"review_judge:{run_id}",
+                      scene=step.key, phase="judge")
+    answer = client.complete(request, ctx)
+    data = answer.data
+    total_weight = sum(c.weight for c in spec.criteria)
+    score = sum(data[c.id]["score"] * c.weight for c in spec.criteria) / total_weight
+    row.update(score=round(score, 1), status="pass" if score >= spec.pass_score else "below",
+               criteria={c.id: data[c.id] for c in spec.criteria},
+               request_hash=answer.request_hash, cache=answer.cache)
+    return row
+
+
+def build(layout: RunLayout, client: LLMClient, spec: ScoreSpec, spec_path: str) -> dict:
+    """``judge_review.json`` for a run."""
+    steps = []
+    for step in layout.steps():
+        try:
+            steps.append(judge_step(client, spec, step, layout.run_id))
+        except UserError as exc:  # the model gave no valid score: say so, keep the others
+            steps.append({"scenario_id": step.scenario_id, "step_id": step.step_id,
+                          "score": None, "status": "error", "reason": str(exc)})
+    scores = [s["score"] for s in steps if s["score"] is not None]
+    score = round(sum(scores) / len(scores), 1) if scores else None
+    return {"kind": "judge_review", "run_id": layout.run_id, "score_spec": spec_path,
+            "rubric": spec.name, "pass_score": spec.pass_score,
+            "model": f"{spec.model.provider}/{spec.model.model}",
+            "score": score, "steps_judged": len(scores),
+            "status": "not_judged" if score is None else
+                      ("pass" if score >= spec.pass_score else "below"),
+            "steps": steps}
+
+
+def render_md(review: dict) -> str:
+    """``judge_review.md``."""
+    lines = [f"# Judge review: {review['run_id']}", "",
+             f"**Score: {review['score']}** (rubric `{review['rubric']}`, pass at "
+             f"{review['pass_score']:g}, model {review['model']}); "
+             f"{review['steps_judged']} step(s) judged.", ""]
+    for s in review["steps"]:
+        lines.append(f"## {s['scenario_id']}/{s['step_id']}: {s['score']}")
+        if s.get("reason"):
+            lines.append(f"- {s['reason']}")
+        for cid, c in (s.get("criteria") or {}).items():
+            lines.append(f"- {cid}: {c['score']}: {c['reason']}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""doit tasks of the scenario loop: every review artifact is a target of the run it reviews.
+
+For a captured run ``<run_id>``:
+
+- ``review_truth:<run_id>`` -> ``truth_review.json/md``
+- ``review_business:<run_id>`` -> ``business_review.json/md``
+- ``review_judge:<run_id>`` -> ``judge_review.json/md`` (LLM calls, through the one client)
+
+and for a saved GUI run, ``review_gui:<run_id>`` -> the five bridge files. Their
+``file_dep`` are the captured step files (and the manifests holding the facts, the score
+spec), checked with blake3 and recorded in a per-run ``scenemake`` DB under
+``workspace/.scenemake/scenarios/``, so reviewing an unchanged run again runs nothing and
+calls no LLM. The tasks run in-process (``DoitMain(ModuleTaskLoader(...))``); nothing
+here is loaded by ``dodo.py``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit.cmd_base import ModuleTaskLoader
+from doit.doit_cmd import DoitMain
+from doit.exceptions import TaskFailed
+from doit.reporter import ZeroReporter
+from doit.tools import config_changed
+
+from pipeline.errors import UserError
+from pipeline.hashing import Blake3Checker
+from pipeline.llm import build_client
+from pipeline.scenario import bridge, business_review, judge, truth_review
+from pipeline.scenario.layout import RunLayout
+from pipeline.store import atomic_write_json, atomic_write_text
+
+# Bump when a review's logic changes: its tasks then rerun on every run reviewed again.
+VERSIONS = {"truth": 1, "business": 1, "judge": 1, "gui": 1}
+
+
+def db_path(workspace: Path, run_id: str) -> Path:
+    """The build DB of one run's reviews."""
+    return Path(workspace) / ".scenemake" / "scenarios" / f"{run_id}.sqlite"
+
+
+def _step_deps(layout: RunLayout) -> list[str]:
+    deps = [str(p) for p in layout.manifest_files() if p.exists()]
+    for step in layout.steps():
+        for name in ("step_state.json", "assistant_response.json"):
+            path = step.file(name)
+            if path.exists():
+                deps.append(str(path))
+    return deps
+
+
+def _write(json_path: Path, review: dict, md: str) -> None:
+    atomic_write_json(json_path, review)
+    atomic_write_text(json_path.with_suffix(".md"), md)
+
+
+def _truth(run_dir: str) -> dict:
+    layout = RunLayout.load(Path(run_dir))
+    review = truth_review.build(layout)
+    _write(layout.dir / "truth_review.json", review, truth_review.render_md(review))
+    return {"overall_status": review["summary"]["overall_status"]}
+
+
+def _business(run_dir: str) -> dict:
+    layout = RunLayout.load(Path(run_dir))
+    review = business_review.build(layout)
+    _write(layout.dir / "business_review.json", review, business_review.render_md(review))
+    return {"overall_business_status": review["overall_business_status"]}
+
+
+def _judge(run_dir: str, workspace: str, spec_path: str) -> dict | TaskFailed:
+    try:
+        layout = RunLayout.load(Path(run_dir))
+        spec = judge.load_score_spec(Path(spec_path))
+        client = build_client(Path(workspace) / ".scenemake",
+                              spec.endpoint.model_dump(), {}, None)
+        review = judge.build(layout, client, spec, spec_path)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    _write(layout.dir / "judge_review.json", review, judge.render_md(review))
+    return {"score": review["score"]}
+
+
+def _gui(run_id: str, runs_dir: str, out_dir: str) -> dict | TaskFailed:
+    try:
+        review = bridge.build(run_id, Path(runs_dir), Path(out_dir))
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    return {"next_action": review["summary"]["next_action"]}
+
+
+def review_namespace(layout: RunLayout, workspace: Path, score_spec: Path | None) -> dict:
+    """The doit namespace (task generators) reviewing one captured run."""
+    run_dir = str(layout.dir)
+    deps = _step_deps(layout)
+    rid = layout.run_id
+
+    def task_review_truth():
+        """Truth review: expected facts against the captured answers."""
+        yield {"name": rid, "actions": [(_truth, [run_dir])], "file_dep": deps,
+               "targets": [str(layout.dir / "truth_review.json"),
+                           str(layout.dir / "truth_review.md")],
+               "uptodate": [config_changed({"version": VERSIONS["truth"]})]}
+
+    def task_review_business():
+        """Business review: the visible answers, business-first."""
+        yield {"name": rid, "actions": [(_business, [run_dir])], "file_dep": deps,
+               "targets": [str(layout.dir / "business_review.json"),
+                           str(layout.dir / "business_review.md")],
+               "uptodate": [config_changed({"version": VERSIONS["business"]})]}
+
+    namespace: dict[str, Any] = {"task_review_truth": task_review_truth,
+                                 "task_review_business": task_review_business}
+    if score_spec is not None:
+        def task_review_judge():
+            """LLM judge score (0-100) against the score spec's rubric."""
+            yield {"name": rid,
+                   "actions": [(_judge, [run_dir, str(workspace), str(score_spec)])],
+                   "file_dep": deps + [str(score_spec)],
+                   "targets": [str(layout.dir / "judge_review.json"),
+                               str(layout.dir / "judge_review.md")],
+                   "uptodate": [config_changed({"version": VERSIONS["judge"]})]}
+
+        namespace["task_review_judge"] = task_review_judge
+    return namespace
+
+
+def gui_namespace(run_id: str, runs_dir: Path, out_dir: Path) -> dict:
+    """The doit namespace of the GUI run review bridge for one saved run."""
+    report, sessions = bridge.sources(runs_dir, run_id)
+    deps = [str(p) for p in ([report] if report else []) + sessions]
+
+    def task_review_gui():
+        """GUI run review: run_review, pairs, question quality, repair targets."""
+        yield {"name": run_id, "actions": [(_gui, [run_id, str(runs_dir), str(out_dir)])],
+               "file_dep": deps,
+               "targets": [str(out_dir / name) for name in bridge.OUTPUTS],
+               "uptodate": [config_changed({"version": VERSIONS["gui"]})]}
+
+    return {"task_review_gui": task_review_gui}
+
+
+@dataclass
+class TaskRun:
+    """What one in-process doit run did."""
+
+    code: int
+    ran: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_tasks(namespace: dict, db: Path, log_dir: Path | None = None) -> TaskRun:
+    """Run every task of ``namespace`` through doit with the ``scenemake`` backend."""
+    outcome = TaskRun(code=0)
+
+    class Collect(ZeroReporter):
+        desc = "collects results for the scenario CLI"
+
+        def execute_task(self, task):
+            if task.actions:
+                outcome.ran.append(task.name)
+
+        def skip_uptodate(self, task):
+            if task.actions:
+                outcome.up_to_date.append(task.name)
+
+        def add_failure(self, task, fail):
+            message = fail.get_msg().strip()
+            if log_dir is not None and "Traceback" in message:
+                log = Path(log_dir) / "review_errors.log"
+                atomic_write_text(log, message + "\n")
+                message = f"{message.splitlines()[-1]} (details in {log})"
+            outcome.failed.append((task.name, message.splitlines()[-1] if message else "failed"))
+
+        def runtime_error(self, msg):
+            outcome.failed.append(("doit", msg.strip().splitlines()[-1] if msg else "error"))
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    ns = dict(namespace)
+    ns["DOIT_CONFIG"] = {"backend": "scenemake", "dep_file": str(db),
+                         "check_file_uptodate": Blake3Checker, "reporter": Collect,
+                         "verbosity": 0}
+    try:
+        outcome.code = DoitMain(ModuleTaskLoader(ns), config_filenames=()).run([])
+    except Exception as exc:  # noqa: BLE001 - reported as one line by the caller
+        outcome.code = 3
+        outcome.failed.append(("doit", f"{type(exc).__name__}: {exc}"))
+        if log_dir is not None:
+            atomic_write_text(Path(log_dir) / "review_errors.log", traceback.format_exc())
+    return outcome
