@@ -12,5 +12,6 @@ from targets.book import (  # noqa: F401  (doit collects task_* from this module
     task_state_repair,
     task_write,
 )
+from targets.l7 import task_l7  # noqa: F401  (the L7 prompt map runner's stages: doit l7)
 
 DOIT_CONFIG = doit_config()

@@ -1,0 +1,70 @@
+"""The L7 side of the LLM layer: model settings, the one client, requests and calls.
+
+Settings come from the session objective (``model``, ``endpoint``, ``prices``,
+``max_cost_usd``); ``SCENEMAKE_MODEL``/``SCENEMAKE_BASE_URL``/``SCENEMAKE_API_KEY_ENV``
+override them exactly as they do for books.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.book import apply_env_overrides, display_path
+from pipeline.llm import CallContext, LLMClient, LLMRequest, LLMResponse, build_client
+from pipeline.schemas import BookConfig, Endpoint, ModelSettings
+from pipeline.templates import render
+
+from .contracts import SessionObjective
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_clients: dict[str, LLMClient] = {}
+_lock = threading.Lock()
+
+
+def settings(obj: SessionObjective, objective_path: str) -> tuple[ModelSettings, Endpoint]:
+    """The objective's model and endpoint with the environment overrides applied."""
+    # apply_env_overrides takes a book config; a minimal one carries the two fields.
+    config = BookConfig(title=obj.session_id, model=obj.model, endpoint=obj.endpoint)
+    config = apply_env_overrides(config, display_path(objective_path))
+    return config.model, config.endpoint
+
+
+def client(state_dir: str, obj: SessionObjective, objective_path: str) -> LLMClient:
+    """The one LLM client of this process for ``state_dir`` (cache, call log, budget)."""
+    key = str(Path(state_dir).resolve())
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            _, endpoint = settings(obj, objective_path)
+            found = _clients[key] = build_client(
+                Path(state_dir), endpoint.model_dump(),
+                {m: p.model_dump() for m, p in obj.prices.items()}, obj.max_cost_usd)
+        return found
+
+
+def template(name: str) -> str:
+    """Path of an L7 prompt template (hashed as a file dependency of its tasks)."""
+    return str(TEMPLATES / f"{name}.j2")
+
+
+def messages(name: str, context: dict[str, Any]) -> list[dict]:
+    """System and user messages of the prompt ``name``."""
+    return [{"role": "system", "content": render(template("system"), context)},
+            {"role": "user", "content": render(template(name), context)}]
+
+
+def request(model: dict, msgs: list[dict], schema: dict, attempt: int) -> LLMRequest:
+    """An LLM request; ``model`` is the generation settings (generation.json)."""
+    params = {"temperature": model["temperature"], "max_tokens": model["max_tokens"],
+              "seed": model["seed"]}
+    return LLMRequest(provider=model["provider"], model=model["model"], messages=tuple(msgs),
+                      params=params, output_schema=schema, attempt=attempt)
+
+
+def ask(llm: LLMClient, req: LLMRequest, ctx: CallContext,
+        validate: Callable[[Any], Any]) -> LLMResponse:
+    """One structured call through the shared client (cache, call log, re-asks)."""
+    return llm.complete(req, ctx, validate=validate)

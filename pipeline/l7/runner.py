@@ -1,0 +1,99 @@
+"""Runs one L7 session: validate, then build its doit tasks in-process, then map the
+result to the spec's exit codes (0 success, 1 gate failed, 2 config/runtime/contract).
+
+Each session keeps its own build DB (``<state_dir>/l7/<session_id>/build.sqlite``, the
+``scenemake`` backend, committed per task) and work files beside it; the LLM response
+cache and call log are the workspace's, shared with every family.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from doit.cmd_base import ModuleTaskLoader
+from doit.doit_cmd import DoitMain
+from doit.reporter import ConsoleReporter
+
+from pipeline.book import display_path
+from pipeline.errors import UserError
+from pipeline.hashing import Blake3Checker
+
+from . import export, stages
+from .session import RunConfig, session_for
+
+OK, GATE_FAILED, ERROR = 0, 1, 2
+
+
+class L7Reporter(ConsoleReporter):
+    """doit's line reporter, minus its failure dump: the runner prints one line instead."""
+
+    desc = "task lines; failures are reported by the L7 runner"
+
+    def add_failure(self, task, fail):
+        self.failures.append({"task": task, "exception": fail})
+
+    def complete_run(self):
+        if self.runtime_errors:
+            for error in self.runtime_errors:
+                self.write(f"{error}\n")
+
+
+@contextmanager
+def session_lock(path: Path, session_id: str) -> Iterator[None]:
+    """One run per session at a time: both would write the same work files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another L7 run of session '{session_id}' is in progress",
+                            path=display_path(path), fix="wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def doit_config(db: Path) -> dict:
+    """DOIT_CONFIG of an L7 run: the per-task-commit sqlite DB and the blake3 checker."""
+    return {"backend": "scenemake", "dep_file": str(db), "check_file_uptodate": Blake3Checker,
+            "verbosity": 2, "reporter": L7Reporter, "default_tasks": ["l7"]}
+
+
+def run(cfg: RunConfig, err: TextIO | None = None) -> int:
+    """Run the session described by ``cfg``; returns the exit code (messages on ``err``)."""
+    from targets.l7 import l7_tasks
+
+    err = err or sys.stderr
+    try:
+        session = session_for(cfg)
+        export.recover(Path(cfg.out_dir))
+        export.check_out_dir(cfg.out_dir)
+        lay = session.layout
+        with session_lock(lay.lock, session.session_id):
+            stages.FAILURES.clear()
+            namespace = {"task_l7": lambda: l7_tasks(cfg), "DOIT_CONFIG": doit_config(lay.db)}
+            code = DoitMain(ModuleTaskLoader(namespace), config_filenames=()).run(["l7"])
+    except UserError as exc:
+        err.write(f"scenemake-l7: error: {exc}\n")
+        return ERROR
+    failures = list(stages.FAILURES)
+    gate = [f for f in failures if f[2] == "gate"]
+    if code == 0 and not failures:
+        print(f"scenemake-l7: session '{session.session_id}' passed the gates; outputs in "
+              f"{display_path(cfg.out_dir)}")
+        return OK
+    if gate and len(gate) == len(failures):
+        err.write(f"scenemake-l7: gate failed: {gate[0][1]}\n")
+        return GATE_FAILED
+    if failures:
+        err.write(f"scenemake-l7: error: {failures[0][0]}: {failures[0][1]}\n")
+    else:
+        err.write(f"scenemake-l7: error: the build stopped (doit exit code {code}); see above\n")
+    return ERROR
