@@ -3,6 +3,7 @@ failing or contract-breaking assistant gives a clear step status; the pack goes 
 
 from __future__ import annotations
 
+import fcntl
 import json
 
 import pytest
@@ -158,3 +159,13 @@ def test_other_bad_input_is_one_line(sproject):  # noqa: F811
     one_line_error(sproject.cli("review", "assistant-stage1-nope"),
                    "no saved run assistant-stage1-nope")
     one_line_error(sproject.cli("review", "bad/id"), "not a run id")
+
+
+def test_a_run_is_captured_by_one_process_at_a_time(sproject):  # noqa: F811
+    lock = sproject.runs / ".locks" / "pack-warehouse_basics.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        proc = sproject.cli("run-pack", "--pack", PACK, "--base-url", "http://127.0.0.1:9")
+    one_line_error(proc, "run pack-warehouse_basics is being captured by another process")
+    assert not (sproject.runs / "pack-warehouse_basics").exists()

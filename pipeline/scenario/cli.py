@@ -16,7 +16,10 @@ Exit codes: 0 accepted / done, 1 not accepted / refused by the gate, 2 bad input
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -145,41 +148,56 @@ def _archive(run_dir: Path, artifacts: Path) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def _run_lock(artifacts: Path, run_id: str):
+    """One capture of a run at a time: a second one would interleave the same files."""
+    path = artifacts / ".locks" / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run {run_id} is being captured by another process",
+                            fix="wait for it to finish, or pass another --run-id") from None
+        yield
+
+
 def _capture(args, kind: str, spec: Pack | Scenario, run_id: str, source: str | None) -> int:
+    if args.timeout <= 0 or args.retries < 0:
+        raise UserError("--timeout must be > 0 and --retries >= 0")
     workspace = args.workspace
     artifacts = (args.artifacts_dir or workspace / "artifacts" / "domain_runs").resolve()
     run_dir = artifacts / _check_run_id(run_id)
-    if args.timeout <= 0 or args.retries < 0:
-        raise UserError("--timeout must be > 0 and --retries >= 0")
     _check_score_spec(args)
-    if args.restart and run_dir.exists():
-        dest = _archive(run_dir, artifacts)
-        db = _review_db(workspace, run_id)
-        db.unlink(missing_ok=True)
-        print(f"restart: previous run moved to {display_path(dest)}")
-    managed = None
-    base_url = (args.base_url or DEFAULT_BASE_URL).rstrip("/")
-    if (args.base_url is None or args.start_assistant) and not healthy(base_url):
-        managed = ManagedAssistant(base_url, workspace)
-        print(f"starting the reference assistant on {base_url} (log "
-              f"{display_path(managed.log)})")
-        managed.start()
-    client = AssistantClient(base_url, timeout_s=args.timeout, retries=args.retries)
-    capturer = Capturer(client)
-    try:
-        layout = _prepare(kind, spec, run_id, run_dir, source, capturer)
-        name = f"{kind} {layout.manifest.get('pack_id') or layout.scenarios[0].scenario_id}"
-        print(f"{name}: run {run_id} -> {display_path(run_dir)}")
-        scenarios = spec.scenarios if isinstance(spec, Pack) else [spec]
-        for scenario, ref in zip(scenarios, layout.scenarios, strict=True):
-            capturer.capture(scenario, ref.dir, run_id, _scenario_extra(kind, spec, source),
-                             on_step=lambda: status.write(layout, None))
-            status.write(layout, None)
-    finally:
-        client.close()
-        if managed is not None:
-            managed.stop()
-    return _finish(args, layout, capturer)
+    with _run_lock(artifacts, run_id):
+        if args.restart and run_dir.exists():
+            dest = _archive(run_dir, artifacts)
+            _review_db(workspace, run_id).unlink(missing_ok=True)
+            print(f"restart: previous run moved to {display_path(dest)}")
+        managed = None
+        base_url = (args.base_url or DEFAULT_BASE_URL).rstrip("/")
+        if (args.base_url is None or args.start_assistant) and not healthy(base_url):
+            managed = ManagedAssistant(base_url, workspace)
+            print(f"starting the reference assistant on {base_url} (log "
+                  f"{display_path(managed.log)})")
+            managed.start()
+        client = AssistantClient(base_url, timeout_s=args.timeout, retries=args.retries)
+        capturer = Capturer(client)
+        try:
+            layout = _prepare(kind, spec, run_id, run_dir, source, capturer)
+            name = f"{kind} {layout.manifest.get('pack_id') or layout.scenarios[0].scenario_id}"
+            print(f"{name}: run {run_id} -> {display_path(run_dir)}")
+            scenarios = spec.scenarios if isinstance(spec, Pack) else [spec]
+            for scenario, ref in zip(scenarios, layout.scenarios, strict=True):
+                capturer.capture(scenario, ref.dir, run_id,
+                                 _scenario_extra(kind, spec, source),
+                                 on_step=lambda: status.write(layout, None))
+                status.write(layout, None)
+        finally:
+            client.close()
+            if managed is not None:
+                managed.stop()
+        return _finish(args, layout, capturer)
 
 
 def _scenario_extra(kind: str, spec: Pack | Scenario, source: str | None) -> dict:
@@ -380,9 +398,15 @@ COMMANDS = {"run-case": cmd_run_case, "run-scenario": cmd_run_scenario,
             "save": cmd_save}
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on every error, never a traceback."""
     args = build_parser().parse_args(argv)
+    # SIGTERM ends a run like Ctrl-C: finished steps stay, a started assistant is stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
