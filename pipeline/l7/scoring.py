@@ -154,7 +154,8 @@ def rubric(spec: ScoreSpec) -> list[dict]:
 def judge_schema(criteria: list[dict]) -> dict:
     """JSON Schema of a judgement: per criterion an integer 1..5 and a reason."""
     one = {"type": "object",
-           "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
+           # an enum, not minimum/maximum: llama.cpp's grammars enforce enums only
+           "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
                           "reason": {"type": "string", "minLength": 1, "maxLength": 300}},
            "required": ["score", "reason"], "additionalProperties": False}
     return {"type": "object", "properties": {c["id"]: one for c in criteria},
