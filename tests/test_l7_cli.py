@@ -230,6 +230,14 @@ def test_bad_input_is_exit_2_with_one_line(l7, breakage, needles):
     assert l7.calls() == []
 
 
+def test_out_dir_holding_an_input_is_refused(l7_built):
+    before = l7_built.snapshot()
+    proc = l7_built.cli("--scenes-v2", f"{OUT}/scenes_v2.json", "--scene-id", "scene_003",
+                        "--base-prompt-map-pack", f"{OUT}/prompt_map_pack.json")
+    one_line_error(proc, 2, "--out-dir holds", "an input of this run")
+    assert l7_built.snapshot() == before
+
+
 def test_objective_pointing_at_a_missing_score_spec(l7):
     l7.edit_json(OBJECTIVE, lambda d: d.update(score_spec_ref="score_specs/nope.json"))
     one_line_error(l7.cli(), 2, "score_specs/nope.json", "score spec not found")

@@ -226,9 +226,15 @@ def recover(out_dir: Path) -> None:
             shutil.rmtree(leftover)
 
 
-def check_out_dir(out_dir: str | os.PathLike) -> None:
-    """The out-dir is a folder (or absent) holding nothing but L7 outputs."""
+def check_out_dir(out_dir: str | os.PathLike, inputs: list[str] | tuple = ()) -> None:
+    """The out-dir is a folder (or absent) holding nothing but L7 outputs, and none of
+    this run's ``inputs`` (replacing the folder would replace them)."""
     path = Path(out_dir)
+    for inp in inputs:
+        if os.path.realpath(os.path.dirname(os.path.abspath(inp))) == os.path.realpath(path):
+            raise UserError(f"--out-dir holds {display_path(inp)}, an input of this run; "
+                            "the folder is replaced as a whole", path=display_path(path),
+                            fix="write the outputs to another folder (e.g. l7_rerun_output)")
     if path.exists() and not path.is_dir():
         raise UserError("--out-dir is a file, not a folder", path=display_path(path),
                         fix="choose a folder for the outputs")

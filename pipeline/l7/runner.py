@@ -74,7 +74,10 @@ def run(cfg: RunConfig, err: TextIO | None = None) -> int:
     try:
         session = session_for(cfg)
         export.recover(Path(cfg.out_dir))
-        export.check_out_dir(cfg.out_dir)
+        export.check_out_dir(cfg.out_dir, [cfg.session_input, cfg.session_objective,
+                                           cfg.scenes_v2, session.spec_path,
+                                           *([cfg.base_prompt_map_pack]
+                                             if cfg.base_prompt_map_pack else [])])
         lay = session.layout
         with session_lock(lay.lock, session.session_id):
             stages.FAILURES.clear()
