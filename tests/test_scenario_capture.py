@@ -244,3 +244,23 @@ def test_an_edited_question_recaptures_the_scenario_in_a_fresh_session(sproject)
     assert list((run / ".stale").iterdir())
     turn = json.loads((step_dir(run, None, "step_03_value") / "turn.json").read_text())
     assert turn["question"] == "What is the stock value of SAF-GLOV?"
+
+
+def test_capture_only_then_review_later(sproject):  # noqa: F811
+    a = sproject.assistant()
+    proc = sproject.cli("run-scenario", "--scenario",
+                        "workspace/scenarios/supplier_overview.json", "--base-url", a.url,
+                        "--no-review", check=True)
+    assert "reviews:" not in proc.out
+    run = sproject.runs / "scenario-supplier_overview"
+    assert not (run / "truth_review.json").exists()
+    state = json.loads((run / "scenario_state.json").read_text())
+    assert state["reviewed"] is False and state["acceptance_gate_passed"] is False
+    assert "Reviews have not run yet" in (run / "final_status.md").read_text()
+
+    review = sproject.cli("review-run", str(run), "--no-judge", check=True)
+    assert "reviews: 2 ran, 0 up to date" in review.out and "judge score skipped" in review.out
+    assert not (run / "judge_review.json").exists()
+    state = json.loads((run / "scenario_state.json").read_text())
+    assert state["reviewed"] is True and state["acceptance_gate_passed"] is True
+    assert not [c for c in sproject.calls() if c["task"].startswith("review_judge")]

@@ -52,6 +52,9 @@ def test_unresolved_names_the_placeholder_and_what_was_there(template, reason, a
 def test_a_blocked_earlier_step_has_no_answer():
     with pytest.raises(ph.Unresolved, match="'step_01' has no captured answer"):
         ph.resolve("{{step_01.entries[0].item}}", {"step_01": None})
+    with pytest.raises(ph.Unresolved, match="no earlier step .* has an answer, so there is no "
+                                            "semantic_memory yet"):
+        ph.resolve("{{semantic_memory.active_result_set_id}}", {"step_01": None})
 
 
 def test_static_check_finds_unknown_and_later_step_references():

@@ -272,7 +272,8 @@ def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
           + (f" (asked {capturer.asked}, resumed {capturer.skipped})" if capturer else ""))
     if reviews is not None:
         r = result["reviews"]
-        print(f"  truth {r['truth']}, business {r['business']}, judge score {r['judge_score']}")
+        judged = "skipped" if args.no_judge else r["judge_score"]
+        print(f"  truth {r['truth']}, business {r['business']}, judge score {judged}")
     gate = result["acceptance_gate"]
     failed = [cond["name"] for cond in gate["conditions"] if not cond["passed"]]
     print(f"  acceptance gate: {'passed' if gate['passed'] else 'not passed'}"

@@ -108,6 +108,9 @@ def _describe(value: Any, where: str) -> list[str]:
 def lookup(context: dict[str, Any], ph: Placeholder) -> Any:
     """The value ``ph`` names in ``context``; Unresolved with what was there otherwise."""
     root = ph.root
+    if root in SPECIAL_ROOTS and context.get(root) is None:
+        raise Unresolved(ph, f"no earlier step of this scenario has an answer, so there is no "
+                             f"{root} yet", sorted(k for k in context if context[k] is not None))
     if root not in context:
         raise Unresolved(ph, f"'{root}' is not an earlier captured step",
                          sorted(k for k in context if context[k] is not None))
