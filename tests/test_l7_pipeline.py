@@ -159,6 +159,69 @@ def test_changing_only_a_weight_rescores_and_reselects_without_generating(l7_bui
     assert after["score_spec"]["blake3"] != before["score_spec"]["blake3"]
 
 
+def test_more_candidates_asks_only_the_new_ones(l7_built):
+    n = len(l7_built.calls())
+    l7_built.edit_json(OBJECTIVE, lambda d: d.update(candidates_per_scene=4))
+    proc = l7_built.cli()
+    assert proc.returncode == 0, proc.out
+    new = [c for c in l7_built.misses(n) if c["phase"] == "candidates"]
+    assert sorted(c["scene"] for c in new) == SCENE_IDS  # one new candidate per scene
+    cands = l7_built.out("candidates_prompt.json")["scenes"]
+    assert all(sum(c["kind"] == "initial" for c in s["candidates"]) == 4 for s in cands)
+
+
+def test_a_second_run_of_the_same_session_at_once_is_refused(l7_built):
+    import fcntl
+    import os
+
+    lock = l7_built.path(f"workspace/.scenemake/l7/{SESSION}/lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        one_line_error(l7_built.cli(), 2, "another L7 run of session 'sess_harbour_001' is in "
+                                         "progress")
+    finally:
+        os.close(fd)
+    assert l7_built.cli().returncode == 0
+
+
+def test_kill_9_mid_run_keeps_the_old_set_and_pays_nothing_twice(l7_built):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from l7_helpers import INPUT, clean_env
+
+    before = l7_built.snapshot()
+    n = len(l7_built.calls())
+    # a new style keyword changes every scene: every candidate is asked again, slowly
+    l7_built.edit_json(OBJECTIVE, lambda d: d["style_preset"]["keywords"].append("rain haze"))
+    argv = [sys.executable, "-m", "pipeline.l7", "--session-input", INPUT,
+            "--session-objective", OBJECTIVE, "--scenes-v2", SCENES, "--out-dir", OUT]
+    proc = subprocess.Popen(argv, cwd=l7_built.root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=clean_env({"SCENEMAKE_OFFLINE_LATENCY_MS": "150"}))
+    deadline = time.time() + 120
+    try:
+        while len(l7_built.misses(n)) < 10 and time.time() < deadline:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert l7_built.snapshot() == before  # the old set, whole
+    paid = {c["request_hash"] for c in l7_built.misses(n)}
+    m = len(l7_built.calls())
+    again = l7_built.cli()
+    assert again.returncode == 0, again.out
+    assert l7_built.snapshot() != before
+    assert "rain haze" in l7_built.out("prompt_map_pack.json")["style_preset"]["keywords"]
+    repaid = [c for c in l7_built.misses(m) if c["request_hash"] in paid]
+    assert repaid == []  # an answer received before the kill is never paid for again
+
+
 def test_no_candidate_can_meet_a_hard_constraint_is_exit_1(l7_built):
     n = len(l7_built.calls())
     l7_built.edit_json(SPEC, lambda d: d["criteria"][0]["params"].update(min_words=500,

@@ -126,7 +126,8 @@ def generate(ctx: dict, model: dict, n: int, generation: int, client: LLMClient,
     out = []
     for index in range(1, n + 1):
         angle = ANGLES[(index - 1) % len(ANGLES)]
-        msgs = llm.messages("candidate", {**ctx, "index": index, "total": n, "angle": angle})
+        # N is not in the request: asking for more candidates asks only the new ones.
+        msgs = llm.messages("candidate", {**ctx, "index": index, "angle": angle})
         response = llm.ask(client, llm.request(model, msgs, schema, generation), call,
                            parse_draft)
         out.append(make_candidate(ctx, response.data, kind="initial", index=index,
