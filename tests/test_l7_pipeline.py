@@ -349,6 +349,21 @@ def test_interrupted_publication_never_leaves_a_mix(l7_built, monkeypatch):
     assert [p.name for p in out.parent.iterdir() if ".l7-" in p.name] == []
 
 
+def test_a_hand_edited_output_is_never_silently_replaced(l7_built):
+    pack = l7_built.path(f"{OUT}/prompt_map_pack.json")
+    pack.write_text(pack.read_text().replace("Style:", "Style (mine):"))
+    before = l7_built.snapshot()
+    assert l7_built.cli().returncode == 0  # nothing to publish: the edit stays
+    l7_built.edit_json(SPEC, lambda d: d["criteria"][2].update(weight=3.0))
+    proc = l7_built.cli()
+    one_line_error(proc, 2, "l7_publish", "prompt_map_pack.json was changed since the run "
+                   "that wrote it", "move the edited file elsewhere")
+    assert l7_built.snapshot() == before
+    pack.unlink()
+    assert l7_built.cli().returncode == 0
+    assert sorted(l7_built.snapshot()) == sorted(OUTPUTS)
+
+
 def test_new_out_dir_gets_the_whole_set_without_new_work(l7_built):
     n = len(l7_built.calls())
     proc = l7_built.cli("--out-dir", "workspace/l7/elsewhere")

@@ -9,6 +9,7 @@ next run puts back before it starts. Readers never see a mix of old and new file
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -247,6 +248,25 @@ def check_out_dir(out_dir: str | os.PathLike, inputs: list[str] | tuple = ()) ->
                             fix="choose an empty folder or an earlier L7 output folder")
 
 
+def check_no_hand_edits(out_dir: Path) -> None:
+    """Refuse to replace an output that changed since the run that wrote it.
+
+    ``session_output.json`` holds the blake3 of every other output of its set: a file that
+    no longer matches was edited by hand, and replacing the set would silently lose it.
+    """
+    try:
+        recorded = json.loads((out_dir / "session_output.json").read_text(encoding="utf-8"))
+        outputs = recorded["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no set of ours to protect
+    for name, ref in outputs.items():
+        path = out_dir / name
+        if name in OUTPUT_FILES and path.is_file() and hash_file(str(path)) != ref.get("blake3"):
+            raise UserError(f"{name} was changed since the run that wrote it, and the "
+                            "out-dir is replaced as a whole", path=display_path(path),
+                            fix="move the edited file elsewhere (or delete it) and run again")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -261,6 +281,7 @@ def publish_set(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)
     check_out_dir(out)
+    check_no_hand_edits(out)
     staging, old = _siblings(out)
     staging.mkdir()
     for name, data in files.items():

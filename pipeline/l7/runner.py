@@ -73,13 +73,13 @@ def run(cfg: RunConfig, err: TextIO | None = None) -> int:
     err = err or sys.stderr
     try:
         session = session_for(cfg)
-        export.recover(Path(cfg.out_dir))
-        export.check_out_dir(cfg.out_dir, [cfg.session_input, cfg.session_objective,
-                                           cfg.scenes_v2, session.spec_path,
-                                           *([cfg.base_prompt_map_pack]
-                                             if cfg.base_prompt_map_pack else [])])
         lay = session.layout
         with session_lock(lay.lock, session.session_id):
+            export.recover(Path(cfg.out_dir))
+            export.check_out_dir(cfg.out_dir, [cfg.session_input, cfg.session_objective,
+                                               cfg.scenes_v2, session.spec_path,
+                                               *([cfg.base_prompt_map_pack]
+                                                 if cfg.base_prompt_map_pack else [])])
             stages.FAILURES.clear()
             namespace = {"task_l7": lambda: l7_tasks(cfg), "DOIT_CONFIG": doit_config(lay.db)}
             code = DoitMain(ModuleTaskLoader(namespace), config_filenames=()).run(["l7"])
