@@ -182,8 +182,9 @@ def runtime_log(session: Session, task_names: list[str], values_of: Callable[[st
     total["cost_usd"] = round(total["cost_usd"], 6)
     return {"schema_version": "l7.runtime_log.v1", "session_id": session.session_id,
             "objective_id": session.objective_id,
-            "note": "each task's figures are from its latest execution; a task that was up "
-                    "to date keeps those of the run that built it",
+            "note": "per task, its latest execution as of when this output set was "
+                    "published; a task that was up to date keeps the figures of the run "
+                    "that built it",
             "stages": list(stages.values()), "totals": total, "tasks": tasks}
 
 
