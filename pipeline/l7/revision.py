@@ -45,7 +45,7 @@ def revise(ctx: dict, current: dict, findings: list[dict], model: dict, generati
 
 
 def blocked_by_continuity(ctx: dict, cands: list[dict], evals: list[dict],
-                          neighbour_ctxs: list[dict], sid: str) -> dict[str, str]:
+                          neighbour_ctxs: list[dict]) -> dict[str, str]:
     """Candidates that would still have an error finding next to these neighbours."""
     blocked = {}
     by_id = {e["candidate_id"]: e for e in evals}
@@ -59,12 +59,11 @@ def blocked_by_continuity(ctx: dict, cands: list[dict], evals: list[dict],
     return blocked
 
 
-def reselect(spec: ScoreSpec, ctx: dict, cands: list[dict], evals: list[dict],
-             revised: dict, revised_eval: dict, neighbour_ctxs: list[dict]) -> dict:
+def reselect(ctx: dict, cands: list[dict], evals: list[dict], revised: dict,
+             revised_eval: dict, neighbour_ctxs: list[dict]) -> dict:
     """The revision round: every candidate, revised one included, without continuity errors."""
     pool, pool_evals = [*cands, revised], [*evals, revised_eval]
-    blocked = blocked_by_continuity(ctx, pool, pool_evals, neighbour_ctxs,
-                                    ctx["scene"]["scene_id"])
+    blocked = blocked_by_continuity(ctx, pool, pool_evals, neighbour_ctxs)
     return selection.select(pool_evals, "revision", blocked)
 
 

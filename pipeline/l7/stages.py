@@ -184,7 +184,7 @@ def revise(session: Session, task: str, sid: str) -> None:
         cands = load(lay.scene(sid, "candidates"))["candidates"]
         evals = load(lay.scene(sid, "scores"))["evaluations"]
         others = [load(lay.scene(n, "context")) for _, n in around]
-        rnd = revision.reselect(spec, ctx, cands, evals, cand, ev, others)
+        rnd = revision.reselect(ctx, cands, evals, cand, ev, others)
         by_id = {c["candidate_id"]: c for c in [*cands, cand]}
         ev_by_id = {e["candidate_id"]: e for e in [*evals, ev]}
         final = sel["view"]
