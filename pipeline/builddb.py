@@ -34,6 +34,7 @@ create table if not exists sm_events (
 create table if not exists sm_failures (
     task_id text not null primary key, error text not null, data json, ts text not null);
 create table if not exists sm_attempts (task_id text not null primary key, n integer not null);
+create table if not exists sm_dirty (task_id text not null primary key);
 """
 
 
@@ -132,7 +133,10 @@ class SceneDB:
             self._cache.pop(task_id, None)
             self._raw.pop(task_id, None)
             self._dirty.discard(task_id)
-            self._conn.execute("delete from doit where task_id=?", (task_id,))
+            with self._conn:
+                self._conn.execute("begin")
+                self._conn.execute("delete from doit where task_id=?", (task_id,))
+                self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
         self._notify(task_id, "removed")
 
     def remove_all(self) -> None:
@@ -154,9 +158,24 @@ class SceneDB:
 
     def _write(self, task_id: str) -> None:
         raw = json.dumps(self._cache[task_id])
-        self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
+        # The record and its "views are stale" mark commit together: a kill before the
+        # listeners ran (the ledger export) is repaired by the next run (``stale_views``).
+        with self._conn:
+            self._conn.execute("begin")
+            self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
+            self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
         self._raw[task_id] = raw
         self._dirty.discard(task_id)
+
+    def stale_views(self) -> list[str]:
+        """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("select task_id from sm_dirty")]
+
+    def views_written(self, task_id: str) -> None:
+        """The views of ``task_id`` now reflect its record."""
+        with self._lock:
+            self._conn.execute("delete from sm_dirty where task_id=?", (task_id,))
 
     def _notify(self, task_id: str, what: str) -> None:
         for listener in _listeners:

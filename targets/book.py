@@ -54,8 +54,16 @@ def doit_config() -> dict:
 def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
     """After doit commits or drops a phase's record, rewrite that scene's ledger."""
     phase, _, sid = task_id.partition(":")
+    db = builddb.current()
     if phase in PHASES and sid:
-        ledger.export(builddb.current(), book, sid)
+        ledger.export(db, book, sid)
+    db.views_written(task_id)
+
+
+def _refresh_stale_ledgers(book: Book, db) -> None:
+    """Ledgers a killed run left behind its DB (committed, not yet exported)."""
+    for task_id in db.stale_views():
+        _on_task_recorded(book, task_id, "saved")
 
 
 def _act(phase: str, sid: str, changed: list[str]):
@@ -104,6 +112,7 @@ def _phase_tasks(phase: str):
 def _guard() -> TaskFailed | None:
     book, rv = context()
     db = builddb.current()
+    _refresh_stale_ledgers(book, db)
     task_templates = {}
     for scene in book.scenes:
         for phase in LLM_PHASES:

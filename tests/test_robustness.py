@@ -170,3 +170,18 @@ def test_ledger_is_rewritten_from_the_db(built):
     path.write_text('{"scene_id": "ch001_sc003", "phases": {}}')
     proc = built.build("ledger", "ch001_sc003")
     assert json.loads(proc.stdout) == truth == json.loads(path.read_text())
+
+
+def test_a_ledger_left_behind_by_a_kill_is_rewritten_by_the_next_run(built):
+    # A kill between a task's DB commit and its ledger export leaves the task marked.
+    path = built.draft / "context" / "phase_history" / "ch001_sc002.json"
+    truth = json.loads(path.read_text())
+    path.write_text('{"scene_id": "ch001_sc002", "phases": {}}')
+    db = built.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("insert into sm_dirty values ('commit:ch001_sc002')")
+    n = len(built.calls())
+    assert executed(built.build()) == ["guard"] and built.calls()[n:] == []
+    assert json.loads(path.read_text()) == truth
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from sm_dirty").fetchone()[0] == 0

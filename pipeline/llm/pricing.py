@@ -38,7 +38,8 @@ class PriceTable:
                 if model not in _warned:
                     _warned.add(model)
                     print(f"scenemake: warning: no price for model '{model}'; its calls count "
-                          "as $0 (add it under \"prices\" in book.json)", file=sys.stderr)
+                          "as $0 (add it to \"prices\" in the config that names the model)",
+                          file=sys.stderr)
             return 0.0
         return (tokens_in * price.get("input_per_mtok", 0.0)
                 + tokens_out * price.get("output_per_mtok", 0.0)) / 1_000_000
