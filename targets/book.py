@@ -16,7 +16,6 @@ from pipeline import builddb, ledger, phases, policies
 from pipeline.book import LLM_PHASES, PHASES, Book, Workspace, load_book
 from pipeline.errors import UserError
 from pipeline.hashing import Blake3Checker
-from pipeline.phase_runner import run_phase
 from pipeline.runvars import RunVars, from_doit
 
 WORKSPACE = Path("workspace")
@@ -67,6 +66,8 @@ def _refresh_stale_ledgers(book: Book, db) -> None:
 
 
 def _act(phase: str, sid: str, changed: list[str]):
+    from pipeline.phase_runner import run_phase  # the LLM stack loads only when a phase runs
+
     book, rv = context()
     task_id = f"{phase}:{sid}"
     db = builddb.current()
