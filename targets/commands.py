@@ -118,7 +118,9 @@ class RerunFrom(Run):
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")
-        self.sel_tasks = None  # then build the default tasks
+        from targets.book import doit_config
+
+        self.sel_tasks = doit_config()["default_tasks"]  # then build, as a plain `doit` would
         self.control = None
         return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
                                 par_type, single, auto_delayed_regex, force_verbosity,
