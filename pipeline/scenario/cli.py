@@ -5,6 +5,8 @@ Sub-commands:
 - ``run-case --question TEXT | --case FILE``: one question;
 - ``run-scenario --scenario FILE``: ordered steps in one assistant session;
 - ``run-pack --pack FILE``: several scenarios in one aggregate backlog;
+- ``run-pack-loop --pack FILE``: the autonomous analyst/coder loop over a pack
+  (:mod:`pipeline.scenario.loop`);
 - ``review-run RUN_DIR``: review a captured run again (up-to-date reviews are skipped);
 - ``review assistant-stage1-<id> [--print-summary]``: the GUI run review bridge;
 - ``save --spec FILE --validated-run-dir DIR``: the save gate into the autoruns store.
@@ -16,24 +18,18 @@ Exit codes: 0 accepted / done, 1 not accepted / refused by the gate, 2 bad input
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import shutil
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from pipeline.book import display_path
 from pipeline.errors import UserError
-from pipeline.store import atomic_write_json
 
-from . import autoruns, save_gate, status
+from . import autoruns, runner, save_gate, status
+from .analyst import AnalystGate
 from .capture import Capturer
-from .client import AssistantClient
 from .contracts import (
-    ID_PATTERN,
     Case,
     Pack,
     Scenario,
@@ -44,14 +40,11 @@ from .contracts import (
     read_document,
     scenario_from_case,
     slug,
-    spec_hash,
 )
-from .judge import load_score_spec
 from .layout import RunLayout, read_json_or_none
-from .managed import ManagedAssistant, healthy
-
-DEFAULT_BASE_URL = "http://127.0.0.1:8765"
-DEFAULT_SCORE_SPEC = Path("score_specs/score_spec_answer.json")
+from .loop import DEFAULT_MAX_ITERATIONS
+from .repair import DEFAULT_MAX_TARGETS
+from .runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC
 
 
 def _add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -96,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     pack = sub.add_parser("run-pack", help="capture several scenarios into one backlog")
     pack.add_argument("--pack", type=Path, required=True, help="pack manifest")
     _add_capture_options(pack)
+    loop = sub.add_parser("run-pack-loop",
+                          help="autonomous loop: run the pack, analyst verdict, repair, coder, "
+                               "rerun, until the gate passes or a stop condition")
+    loop.add_argument("--pack", type=Path, required=True, help="pack manifest")
+    loop.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS,
+                      help=f"stop after this many pack runs (default {DEFAULT_MAX_ITERATIONS})")
+    loop.add_argument("--target-score", type=float, default=80.0,
+                      help="analyst score the gate needs, 0-100 (default 80)")
+    loop.add_argument("--max-targets", type=int, default=DEFAULT_MAX_TARGETS,
+                      help=f"repair targets handed to the coder per iteration (default "
+                           f"{DEFAULT_MAX_TARGETS})")
+    loop.add_argument("--coder-config", type=Path, default=None,
+                      help="coder command config (JSON); without it the loop stops with the "
+                           "repair prepared (awaiting_coder)")
+    _add_capture_options(loop)
     rr = sub.add_parser("review-run", help="review a captured run (again)")
     rr.add_argument("run_dir", type=Path, help="the run folder")
     rr.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -122,140 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- capture --------------------------------------------------------------------------------
-def _check_run_id(run_id: str) -> str:
-    import re
-
-    if not re.match(ID_PATTERN, run_id) or len(run_id) > 120:
-        raise UserError(f"--run-id '{run_id}' is not a folder-safe id (letters, digits, '_', "
-                        "'.', '-')")
-    return run_id
-
-
 def _check_score_spec(args) -> None:
     """A bad rubric is bad input: refuse it before asking or reviewing anything."""
     if args.no_judge or args.no_review:
         return
-    if not args.score_spec.exists():
-        raise UserError("score spec not found", path=display_path(args.score_spec),
-                        fix="pass --score-spec FILE or --no-judge")
-    load_score_spec(args.score_spec)
-
-
-def _archive(run_dir: Path, artifacts: Path) -> Path:
-    dest = artifacts / ".archive" / f"{run_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(run_dir), str(dest))
-    return dest
-
-
-@contextlib.contextmanager
-def _run_lock(artifacts: Path, run_id: str):
-    """One capture of a run at a time: a second one would interleave the same files."""
-    path = artifacts / ".locks" / f"{run_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run {run_id} is being captured by another process",
-                            fix="wait for it to finish, or pass another --run-id") from None
-        yield
+    runner.check_score_spec(args.score_spec)
 
 
 def _capture(args, kind: str, spec: Pack | Scenario, run_id: str, source: str | None) -> int:
-    if args.timeout <= 0 or args.retries < 0:
-        raise UserError("--timeout must be > 0 and --retries >= 0")
-    workspace = args.workspace
-    artifacts = (args.artifacts_dir or workspace / "artifacts" / "domain_runs").resolve()
-    run_dir = artifacts / _check_run_id(run_id)
+    opts = runner.CaptureOptions.from_args(args)
+    opts.check()
+    run_dir = opts.artifacts / runner.check_run_id(run_id)
     _check_score_spec(args)
-    with _run_lock(artifacts, run_id):
-        if args.restart and run_dir.exists():
-            dest = _archive(run_dir, artifacts)
-            _review_db(workspace, run_id).unlink(missing_ok=True)
-            print(f"restart: previous run moved to {display_path(dest)}")
-        managed = None
-        base_url = (args.base_url or DEFAULT_BASE_URL).rstrip("/")
-        if (args.base_url is None or args.start_assistant) and not healthy(base_url):
-            managed = ManagedAssistant(base_url, workspace)
-            print(f"starting the reference assistant on {base_url} (log "
-                  f"{display_path(managed.log)})")
-            managed.start()
-        client = AssistantClient(base_url, timeout_s=args.timeout, retries=args.retries)
-        capturer = Capturer(client)
-        try:
-            layout = _prepare(kind, spec, run_id, run_dir, source, capturer)
-            name = f"{kind} {layout.manifest.get('pack_id') or layout.scenarios[0].scenario_id}"
-            print(f"{name}: run {run_id} -> {display_path(run_dir)}")
-            scenarios = spec.scenarios if isinstance(spec, Pack) else [spec]
-            for scenario, ref in zip(scenarios, layout.scenarios, strict=True):
-                capturer.capture(scenario, ref.dir, run_id,
-                                 _scenario_extra(kind, spec, source),
-                                 on_step=lambda: status.write(layout, None))
-                status.write(layout, None)
-        finally:
-            client.close()
-            if managed is not None:
-                managed.stop()
-        return _finish(args, layout, capturer)
-
-
-def _scenario_extra(kind: str, spec: Pack | Scenario, source: str | None) -> dict:
-    if kind == "pack":
-        return {"pack_id": spec.pack_id}  # type: ignore[union-attr]
-    return {"pack_id": None, "spec_path": source, "spec_hash": spec_hash(spec),
-            "acceptance_gate": {}, "business_waivers": []}
-
-
-def _prepare(kind: str, spec: Pack | Scenario, run_id: str, run_dir: Path, source: str | None,
-             capturer: Capturer) -> RunLayout:
-    """Write the manifests (the run's layout) before the first question."""
-    if kind == "pack":
-        assert isinstance(spec, Pack)
-        atomic_write_json(run_dir / "pack_manifest.json", {
-            "kind": "pack_manifest", "run_id": run_id, "pack_id": spec.pack_id,
-            "title": spec.title, "domain": spec.domain, "brief": spec.brief,
-            "spec_path": source, "spec_hash": spec_hash(spec),
-            "acceptance_gate": spec.acceptance_gate.model_dump(mode="json"),
-            "business_waivers": [w.model_dump(mode="json") for w in spec.business_waivers],
-            "scenarios": [{"scenario_id": s.scenario_id,  # type: ignore[union-attr]
-                           "steps": [st.step_id for st in s.steps]}  # type: ignore[union-attr]
-                          for s in spec.scenarios]})
-        pairs = [(s, run_dir / "scenarios" / s.scenario_id) for s in spec.scenarios]
-    else:
-        assert isinstance(spec, Scenario)
-        pairs = [(spec, run_dir)]
-    for scenario, sdir in pairs:
-        capturer.prepare(scenario, sdir, run_id, _scenario_extra(kind, spec, source))
-    return RunLayout.load(run_dir)
-
-
-def _review_db(workspace: Path, run_id: str) -> Path:
-    from targets.scenario import db_path
-
-    return db_path(workspace, run_id)
-
-
-def _reviews(layout: RunLayout, workspace: Path,
-             score_spec: Path | None) -> tuple[dict, bool]:
-    """Run the review tasks: (the current reviews by name, whether one failed)."""
-    from targets.scenario import review_namespace, run_tasks
-
-    outcome = run_tasks(review_namespace(layout, workspace, score_spec),
-                        _review_db(workspace, layout.run_id), log_dir=layout.dir)
-    for task, message in outcome.failed:
-        print(f"  review {task} failed: {message}")
-    failed = {t for t, _ in outcome.failed}
-    reviews = {}
-    for name in ("truth", "business", "judge"):
-        task = f"review_{name}:{layout.run_id}"
-        if task in failed or task not in outcome.ran + outcome.up_to_date:
-            continue
-        data = read_json_or_none(layout.dir / f"{name}_review.json")
-        if isinstance(data, dict):
-            reviews[name] = data
-    print(f"  reviews: {len(outcome.ran)} ran, {len(outcome.up_to_date)} up to date")
-    return reviews, bool(outcome.failed)
+    layout, capturer = runner.capture(opts, kind, spec, run_id, run_dir, source,
+                                      restart=args.restart)
+    return _finish(args, layout, capturer)
 
 
 def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
@@ -263,7 +152,7 @@ def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
     review_failed = False
     if not args.no_review:
         spec = None if args.no_judge else args.score_spec
-        reviews, review_failed = _reviews(layout, args.workspace, spec)
+        reviews, review_failed = runner.reviews(layout, args.workspace, spec)
     result = status.write(layout, reviews)
     c = result["counts"]
     print(f"final status: {result['final_status']}")
@@ -394,9 +283,48 @@ def cmd_save(args) -> int:
     return 0
 
 
+def cmd_run_pack_loop(args) -> int:
+    from .coder import load_config
+    from .loop import LoopConfig, PackLoop, restart
+
+    if args.no_review:
+        raise UserError("--no-review: the loop judges every run by its reviews")
+    if args.max_iterations < 1 or args.max_targets < 1:
+        raise UserError("--max-iterations and --max-targets must be >= 1")
+    if not 0 <= args.target_score <= 100:
+        raise UserError("--target-score must be between 0 and 100")
+    pack = load_pack(args.pack)
+    coder_config, coder_base = (load_config(args.coder_config) if args.coder_config
+                                else (None, None))
+    opts = runner.CaptureOptions.from_args(args)
+    opts.check()
+    loop_id = runner.check_run_id(args.run_id or f"loop-{pack.pack_id}")
+    loop_dir = opts.artifacts / loop_id
+    if args.restart and loop_dir.exists():
+        with runner.run_lock(opts.artifacts, loop_id):
+            dest = restart(loop_dir, loop_id, args.workspace)
+        print(f"restart: previous loop moved to {display_path(dest)}")
+    gate = AnalystGate(target_score=args.target_score)
+    rerun = (f"python -m pipeline.scenario run-pack-loop --pack {display_path(args.pack)} "
+             f"--run-id {loop_id}")
+    config = LoopConfig(capture=opts, gate=gate, max_iterations=args.max_iterations,
+                        max_targets=args.max_targets,
+                        score_spec=None if args.no_judge else args.score_spec,
+                        coder=coder_config, coder_base=coder_base, rerun_command=[rerun])
+    print(f"pack loop {loop_id}: pack {pack.pack_id} -> {display_path(loop_dir)}")
+    state = PackLoop(args.pack, loop_dir, loop_id, config).run()
+    last = (state.get("iterations") or [{}])[-1]
+    print(f"loop {loop_id}: {state['status']} after {len(state.get('iterations', []))} "
+          f"iteration(s) (last score {last.get('score')})")
+    if state.get("stop_reason"):
+        print(f"  {state['stop_reason']}")
+    print(f"  see {display_path(loop_dir / 'loop_summary.md')}")
+    return 0 if state["status"] == "accepted" else 1
+
+
 COMMANDS = {"run-case": cmd_run_case, "run-scenario": cmd_run_scenario,
-            "run-pack": cmd_run_pack, "review-run": cmd_review_run, "review": cmd_review,
-            "save": cmd_save}
+            "run-pack": cmd_run_pack, "run-pack-loop": cmd_run_pack_loop,
+            "review-run": cmd_review_run, "review": cmd_review, "save": cmd_save}
 
 
 def _terminate(signum, frame):
