@@ -7,6 +7,8 @@ Sub-commands:
 - ``run-pack --pack FILE``: several scenarios in one aggregate backlog;
 - ``run-pack-loop --pack FILE``: the autonomous analyst/coder loop over a pack
   (:mod:`pipeline.scenario.loop`);
+- ``stage plan|run|ingest-gui-run|prepare-repair|run-repair|status|summarize --manifest M``:
+  the stage-level AGENT loop (:mod:`pipeline.scenario.stage`);
 - ``review-run RUN_DIR``: review a captured run again (up-to-date reviews are skipped);
 - ``review assistant-stage1-<id> [--print-summary]``: the GUI run review bridge;
 - ``save --spec FILE --validated-run-dir DIR``: the save gate into the autoruns store.
@@ -74,6 +76,17 @@ def _add_review_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-review", action="store_true", help="capture only, no reviews")
 
 
+STAGE_STEPS = {
+    "plan": "check the manifest and its pack; write stage_loop_plan.json",
+    "run": "run the pack loop under the stage gate; save an accepted run; summarize",
+    "ingest-gui-run": "review a GUI run under the stage and set the next action",
+    "prepare-repair": "write the next repair iteration (plan, prompt, checklist)",
+    "run-repair": "run (or with --dry-run, only write) the coder command of the repair",
+    "status": "print where the stage is (writes only stage_repair_handoff.md/json)",
+    "summarize": "rewrite stage_loop_summary.json and stage_loop_handoff.md",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scenemake-scenario",
                                 description="Scenario capture against an assistant HTTP API.")
@@ -104,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="coder command config (JSON); without it the loop stops with the "
                            "repair prepared (awaiting_coder)")
     _add_capture_options(loop)
+    stage = sub.add_parser("stage", help="the stage-level AGENT loop (plan, run, "
+                                         "ingest-gui-run, prepare-repair, run-repair, status, "
+                                         "summarize)")
+    stage_sub = stage.add_subparsers(dest="stage_command", required=True, metavar="STEP")
+    for name, text in STAGE_STEPS.items():
+        sp = stage_sub.add_parser(name, help=text)
+        sp.add_argument("--manifest", type=Path, required=True, help="the stage manifest")
+        if name == "ingest-gui-run":
+            sp.add_argument("--run-id", required=True, help="assistant-stage1-<id>")
+        if name == "run-repair":
+            sp.add_argument("--dry-run", action="store_true",
+                            help="write and print the coder command without running it")
+        if name == "run":
+            sp.add_argument("--restart", action="store_true",
+                            help="archive the stage's pack loop and start it over")
     rr = sub.add_parser("review-run", help="review a captured run (again)")
     rr.add_argument("run_dir", type=Path, help="the run folder")
     rr.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -322,9 +350,105 @@ def cmd_run_pack_loop(args) -> int:
     return 0 if state["status"] == "accepted" else 1
 
 
+def _print_stage(summary: dict) -> None:
+    gate = summary["stage_closing_gate"]
+    g = summary["next_step_guidance"]
+    print(f"next action: {summary['next_action']} ({g['why']})")
+    print(f"closing gate: {gate['status']} (accepted_gate {str(summary['accepted_gate']).lower()}"
+          f", loop_accepted_gate {str(summary['loop_accepted_gate']).lower()})")
+    gui = summary["latest_gui_run"]
+    print("latest GUI run: " + (f"{gui['run_id']} ({gui['next_action']}; unresolved P0 "
+                                f"{gui['summary']['unresolved_p0']}, P1 "
+                                f"{gui['summary']['unresolved_p1']})" if gui else "none"))
+    c = summary["latest_repair_coder"]
+    print("latest repair coder: " + (f"iteration {c['repair_iteration']}: {c['status']}"
+                                     + (f" ({c['reason']})" if c.get("reason") else "")
+                                     if c else "none"))
+    v = summary["latest_repair_validation"]
+    print("latest repair validation: " + (
+        f"iteration {v['repair_iteration']} by {v['validation_run_id']}: "
+        f"{'accepted' if v['accepted'] else 'not accepted'} (remaining P0 {v['remaining_p0']}, "
+        f"P1 {v['remaining_p1']})" if v else "none"))
+    print(f"next: {g['recommended_command']}")
+
+
+def cmd_stage(args) -> int:
+    from .stage import SUMMARY, Stage
+
+    st = Stage(args.manifest)
+    step = args.stage_command
+    print(f"stage {st.m.stage_id}" + (f": {st.m.title}" if st.m.title else ""))
+    if step == "plan":
+        plan = st.plan()
+        summary = st.write_summary()
+        steps = sum(s["steps"] for s in plan["pack"]["scenarios"])
+        print(f"pack {plan['pack']['pack_id']}: {len(plan['pack']['scenarios'])} scenario(s), "
+              f"{steps} step(s); gate: score >= {plan['stage_gate']['target_score']:g}, "
+              f"flags {', '.join(plan['stage_gate']['required_flags']) or 'none'}; "
+              f"at most {plan['max_iterations']} iteration(s); coder "
+              + (" ".join(plan["coder"]["command"]) if plan["coder"] else "none"))
+        print(f"plan: {display_path(st.dir / 'stage_loop_plan.json')}")
+        _print_stage(summary)
+        return 0
+    if step == "run":
+        summary = st.run(restart=args.restart)
+        loop = summary["loop"] or {}
+        print(f"pack loop: {loop.get('status')} after {loop.get('iterations')} iteration(s), "
+              f"score {loop.get('score')}")
+        _print_stage(summary)
+        print(f"see {display_path(st.dir / SUMMARY)}")
+        return 0 if summary["accepted_gate"] else 1
+    if step == "ingest-gui-run":
+        record = st.ingest(args.run_id)
+        s = record["summary"]
+        print(f"{record['run_id']}: {s['pairs']} answers; business "
+              f"{s['overall_business_status']} (unresolved P0 {s['unresolved_p0']}, "
+              f"P1 {s['unresolved_p1']}); review {record['review_dir']}")
+        if record["validation"]:
+            v = record["validation"]
+            print(f"validation of repair iteration {v['repair_iteration']}: "
+                  f"{'accepted' if v['accepted'] else 'not accepted'}")
+        _print_stage(st.compute())
+        return 0
+    if step == "prepare-repair":
+        plan = st.prepare_repair()
+        if plan is None:
+            summary = st.compute()
+            print(f"nothing to repair: no open P0/P1 target in the newest review "
+                  f"(next action {summary['next_action']})")
+            return 1
+        print(f"repair iteration {plan['repair_iteration']} from {plan['source']['kind']} "
+              f"{plan['source']['run_id']}: {len(plan['targets'])} target(s) "
+              f"({', '.join(t['code'] for t in plan['targets'])}), "
+              f"{len(plan['deferred_targets'])} deferred")
+        print(f"prompt: {display_path(plan['dir'] / 'repair_prompt.md')}")
+        _print_stage(st.compute())
+        return 0
+    if step == "run-repair":
+        ex = st.run_repair(args.dry_run)
+        if args.dry_run:
+            print(f"dry run of repair iteration {ex['repair_iteration']} (nothing executed):")
+            print(f"  cd {ex['cwd']} && {ex['command_line']}")
+        else:
+            print(f"coder of repair iteration {ex['repair_iteration']}: {ex['coder_status']} "
+                  f"({ex['reason']})")
+        _print_stage(st.compute())
+        return 0 if args.dry_run or ex["coder_status"] == "patched" else 1
+    if step == "status":
+        summary = st.compute()
+        st.write_repair_handoff(summary)
+        _print_stage(summary)
+        return 0
+    summary = st.write_summary()
+    _print_stage(summary)
+    print(f"summary: {display_path(st.dir / SUMMARY)}")
+    return 0
+
+
 COMMANDS = {"run-case": cmd_run_case, "run-scenario": cmd_run_scenario,
             "run-pack": cmd_run_pack, "run-pack-loop": cmd_run_pack_loop,
-            "review-run": cmd_review_run, "review": cmd_review, "save": cmd_save}
+            "review-run": cmd_review_run, "review": cmd_review, "save": cmd_save,
+            "stage": cmd_stage}
 
 
 def _terminate(signum, frame):
