@@ -84,6 +84,14 @@ def test_stage_loop_from_run_to_a_validated_repair(sproject):  # noqa: F811
     assert s["latest_gui_run"]["run_id"] == "assistant-stage1-gui1"
     assert s["accepted_gate"] is False and s["stage_closing_gate"]["status"] == \
         "blocked_by_gui_review"
+    # running the accepted stage loop again changes nothing: the GUI review stays newest
+    asked = len(a.requests())
+    rerun = _stage(sproject, "run")
+    assert rerun.returncode == 1 and "already accepted" in rerun.out, rerun.out
+    assert len(a.requests()) == asked
+    assert summary(sproject)["next_action"] == "continue_repair_from_gui_review_p0"
+    index = sproject.ws / "llm_normalizer/data/autoruns/index.jsonl"
+    assert len(index.read_text().splitlines()) == 1  # saved once
 
     prep = _stage(sproject, "prepare-repair")
     assert prep.returncode == 0, prep.out

@@ -373,9 +373,18 @@ def _print_stage(summary: dict) -> None:
 
 
 def cmd_stage(args) -> int:
-    from .stage import SUMMARY, Stage
+    from .stage import Stage, stage_lock
 
     st = Stage(args.manifest)
+    if args.stage_command == "status":  # read-only: no lock, nothing but the handoff written
+        return _stage_step(st, args)
+    with stage_lock(st):
+        return _stage_step(st, args)
+
+
+def _stage_step(st, args) -> int:
+    from .stage import SUMMARY
+
     step = args.stage_command
     print(f"stage {st.m.stage_id}" + (f": {st.m.title}" if st.m.title else ""))
     if step == "plan":

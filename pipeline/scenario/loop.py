@@ -245,11 +245,12 @@ class PackLoop:
                            review_failed=failed)
             return False
         if step == "reviewed":
-            reviews = {name: data for name in ("truth", "business", "judge")
+            index = read_json_or_none(folder / "reviews_index.json") or {}
+            # only the reviews that ran for this capture (a failed one may have left an old file)
+            names = [n for n in index.get("reviews", []) if n in ("truth", "business", "judge")]
+            reviews = {name: data for name in names
                        if isinstance(data := read_json_or_none(run_dir / f"{name}_review.json"),
                                      dict)}
-            if self.config.score_spec is None:
-                reviews.pop("judge", None)  # judged earlier, skipped now: not part of it
             result = status.evaluate(layout, reviews)
             v = analyst.verdict(layout, result, reviews, self.config.gate, n,
                                 bool(entry.get("review_failed")))

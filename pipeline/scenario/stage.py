@@ -32,6 +32,8 @@ loop is clean; otherwise ``stage_closing_gate.status`` says what blocks it
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shlex
 import time
@@ -90,6 +92,28 @@ WHY = {
 
 def _ns() -> int:
     return time.time_ns()
+
+
+def _progress(state: dict | None) -> tuple | None:
+    """What a pack loop has done so far (equal before and after: the run did nothing)."""
+    if not state:
+        return None
+    return (state.get("status"), state.get("stop_reason"),
+            tuple((e["iteration"], e["step"]) for e in state.get("iterations", [])))
+
+
+@contextlib.contextmanager
+def stage_lock(stage: Stage):
+    """One changing stage command at a time (``status`` only reads: it takes no lock)."""
+    path = stage.artifacts / ".locks" / f"{stage.loop_id}.stage.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another stage command is running for {stage.m.stage_id}",
+                            fix="wait for it to finish") from None
+        yield
 
 
 class Stage:
@@ -476,7 +500,13 @@ class Stage:
                 dest = loop_restart(self.loop_dir, self.loop_id, self.workspace)
             print(f"restart: previous pack loop moved to {display_path(dest)}")
         self.plan()
+        before = _progress(read_state(self.loop_dir))
         state = PackLoop(self.pack_path, self.loop_dir, self.loop_id, self.loop_config()).run()
+        record = read_json_or_none(self.dir / "stage_run_record.json")
+        if _progress(state) == before and isinstance(record, dict):
+            # the loop did nothing new (say, already accepted): a later GUI review or repair
+            # stays the newest event, and the run is not saved twice
+            return self.write_summary()
         saved = None
         if state["status"] == "accepted" and self.m.save_autorun:
             saved = self._save(state)
