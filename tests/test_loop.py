@@ -173,7 +173,7 @@ def test_loop_killed_in_the_coder_resumes_without_redoing_finished_steps(sprojec
 
 
 def test_loop_killed_in_the_capture_resumes_the_capture(sproject):  # noqa: F811
-    a = sproject.assistant(delay_ms=150)
+    a = sproject.assistant(delay_ms=300)
     sproject.rules(direct_answer_first=False)
     coder = coder_config(sproject)
     proc = subprocess.Popen(sproject.cli_cmd(*loop_args(a.url, "--coder-config", coder)),
@@ -215,3 +215,20 @@ def test_bad_loop_input_is_one_line(sproject):  # noqa: F811
                    "--no-review")
     one_line_error(sproject.cli(*loop_args("http://127.0.0.1:9", "--coder-config", "nope.json")),
                    "nope.json", "not found")
+
+
+def test_a_gate_no_repair_target_can_meet_needs_a_user_decision(sproject):  # noqa: F811
+    a = sproject.assistant()
+    sproject.write("workspace/scenarios/packs/strict.json", {
+        "pack_id": "strict", "scenarios": [{"path": "../supplier_overview.json"}],
+        "acceptance_gate": {"min_judge_score": 100}})
+    coder = coder_config(sproject)
+    proc = sproject.cli(*loop_args(a.url, "--coder-config", coder,
+                                   pack="workspace/scenarios/packs/strict.json"))
+    assert proc.returncode == 1, proc.out
+    state = _json(sproject.runs / "loop-strict" / "loop_state.json")
+    assert state["status"] == "requires_user_decision" and len(state["iterations"]) == 1
+    v = _json(sproject.runs / "loop-strict" / "iterations/1/analyst_verdict.json")
+    assert v["user_decisions"][0]["code"] == "gate_without_repair_target"
+    assert "pack_min_judge_score" in v["user_decision_reason"]
+    assert not (sproject.runs / "loop-strict" / "iterations/1/repair_coder_result.json").exists()

@@ -20,7 +20,8 @@ An absent component drops out and the others are renormalised.
 
 **Gate** (:class:`AnalystGate`): ``score >= target_score`` (80 by default), at most
 ``max_unresolved_p0`` (0) open P0 findings and ``max_unresolved_p1`` (any, by default) open
-P1, no blocked step, and every flag of ``required_flags`` clean. ``accepted`` is the gate.
+P1, no blocked step, every review run, the pack's own ``min_judge_score`` when it sets one,
+and every flag of ``required_flags`` clean. ``accepted`` is the gate.
 
 **Repair targets** group the open findings (business findings by code, with the assistant
 rule that controls them; failed facts; capability gaps; unexpected routes), worst first,
@@ -30,7 +31,9 @@ through the same grouping as the GUI run review bridge.
 a structured fact (``equals``, ``count``, ``includes``, ``present``) that fails on a captured
 answer (the data contradicts the pack: whether the pack or the product is wrong is a business
 call, and "fixing" it would mean guessing a missing observation), or a step whose question
-references a value the earlier answers do not hold (the chain itself must be re-decided).
+references a value the earlier answers do not hold (the chain itself must be re-decided);
+and when the gate fails with no open P0/P1 target left for the coder (a judge score below
+the pack's minimum, say): going on would be guessing.
 
 **Blocked**: a step has no answer because the assistant runtime failed (connection, timeout,
 5xx, non-JSON, contract, lost session). The loop stops there instead of patching.
@@ -269,6 +272,11 @@ def verdict(layout: RunLayout, result: dict, reviews: dict, gate: AnalystGate,
                        f"{len(runtime_blocked)} step(s) without an answer from the runtime"))
     conditions.append(("reviews_complete", not review_failed and "business" in reviews,
                        "every review ran" if not review_failed else "a review failed"))
+    min_judge = layout.acceptance_gate.get("min_judge_score")
+    if min_judge is not None:  # the pack's own gate asks for a judge score: honour it too
+        judged = (reviews.get("judge") or {}).get("score")
+        conditions.append(("pack_min_judge_score", judged is not None and judged >= min_judge,
+                           f"judge score {judged} (the pack needs >= {min_judge:g})"))
     for name in gate.required_flags:
         conditions.append((f"flag_{name}", flag_values[name],
                            f"{name} {'clean' if flag_values[name] else 'NOT clean'}"))
@@ -276,6 +284,16 @@ def verdict(layout: RunLayout, result: dict, reviews: dict, gate: AnalystGate,
     accepted = all(r["passed"] for r in rows)
     decisions = [{"target_id": t["target_id"], "code": t["code"], "reason": t["decision_reason"],
                   "steps": t["steps"]} for t in targets if t["requires_user_decision"]]
+    repairable = [t for t in targets
+                  if not t["requires_user_decision"] and t["priority"] in ("P0", "P1")]
+    if not accepted and not runtime_blocked and not repairable and not decisions:
+        # nothing left for the coder, yet the gate fails: going on would mean guessing
+        failed = ", ".join(r["name"] for r in rows if not r["passed"])
+        decisions.append({"target_id": None, "code": "gate_without_repair_target",
+                          "reason": f"the gate is not met ({failed}) but no open P0/P1 "
+                                    "target is left for the coder: lower the target or "
+                                    "decide what to change",
+                          "steps": []})
     requires = bool(decisions) and not accepted and not runtime_blocked
     if accepted:
         outcome = "accepted"
@@ -287,8 +305,9 @@ def verdict(layout: RunLayout, result: dict, reviews: dict, gate: AnalystGate,
         outcome = "needs_repair"
     reason = None
     if requires:
-        reason = "; ".join(f"{d['code']} ({', '.join(d['steps'][:3])}): {d['reason']}"
-                           for d in decisions)
+        reason = "; ".join(f"{d['code']}"
+                           + (f" ({', '.join(d['steps'][:3])})" if d["steps"] else "")
+                           + f": {d['reason']}" for d in decisions)
     return {
         "kind": "analyst_verdict", "run_id": layout.run_id, "iteration": iteration,
         "verdict": outcome, "accepted": accepted, "score": score,
