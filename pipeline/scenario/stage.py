@@ -667,3 +667,11 @@ class Stage:
         atomic_write_json(folder / EXECUTION, summary)
         return summary
 
+
+
+if __name__ == "__main__":  # python -m pipeline.scenario.stage STEP --manifest M
+    import sys
+
+    from .stage_cli import main
+
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""``python -m pipeline.scenario.stage_cli STEP --manifest M``: the stage-level AGENT loop.
+"""``python -m pipeline.scenario.stage_cli STEP --manifest M`` (or ``python -m
+pipeline.scenario.stage``): the stage-level AGENT loop.
 
 The same as ``python -m pipeline.scenario stage STEP --manifest M`` (steps: plan, run,
 ingest-gui-run, prepare-repair, run-repair, status, summarize).
