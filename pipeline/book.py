@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import UserError
+
+# re-exported: older imports name pipeline.book
+from pipeline.jsonio import display_path, parse_model, read_json, validation_error  # noqa: F401
 from pipeline.schemas import SCENE_ID, BookConfig, Outline, OutlineScene, State
 
 PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
@@ -19,46 +18,6 @@ PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repa
 LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
 TEMPLATE_NAMES = ("system",) + LLM_PHASES
 DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
-M = TypeVar("M", bound=BaseModel)
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """A path as users see it: relative to the current folder when inside it."""
-    p = os.path.abspath(path)
-    rel = os.path.relpath(p)
-    return p if rel.startswith("..") else rel
-
-
-def read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file, turning every failure into a one-line UserError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} not found", path=display_path(path),
-                        fix="create it or check the book name") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what}: {exc.strerror}", path=display_path(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        path=display_path(path), fix="fix the JSON syntax") from None
-
-
-def validation_error(exc: ValidationError, path: str) -> UserError:
-    """The first pydantic error as a one-line UserError naming the field."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return UserError(f"{err['msg']}{more}", path=path, field=loc)
-
-
-def parse_model(model: type[M], data: Any, path: str) -> M:
-    """Validate ``data`` with ``model``; errors name the file and field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, path) from None
 
 
 @dataclass
@@ -255,12 +214,16 @@ def load_book(workspace: Workspace, name: str) -> Book:
         raise UserError(f"no book '{name}'", path=display_path(book_dir),
                         fix="create the folder or pass another book=NAME")
     cfg_path = book_dir / "book.json"
-    config = parse_model(BookConfig, read_json(cfg_path, "book config"), display_path(cfg_path))
+    fix = "create it or check the book name"
+    config = parse_model(BookConfig, read_json(cfg_path, "book config", fix),
+                         display_path(cfg_path))
     config = apply_env_overrides(config, display_path(cfg_path))
     outline_path = book_dir / "outline.json"
-    outline = parse_model(Outline, read_json(outline_path, "outline"), display_path(outline_path))
+    outline = parse_model(Outline, read_json(outline_path, "outline", fix),
+                          display_path(outline_path))
     state_path = book_dir / "state.json"
-    state = parse_model(State, read_json(state_path, "initial state"), display_path(state_path))
+    state = parse_model(State, read_json(state_path, "initial state", fix),
+                        display_path(state_path))
     scenes = _check_world(outline, state, display_path(outline_path))
     templates = resolve_templates(book_dir, config)
     return Book(name=name, dir=book_dir, workspace=workspace, config=config, outline=outline,

@@ -139,7 +139,7 @@ def load_input(path: str, model: type[BaseModel] | None) -> Any:
     """Read an artifact that a phase consumes; a broken one is a UserError naming it."""
     from pathlib import Path
 
-    from pipeline.book import parse_model, read_json
+    from pipeline.jsonio import parse_model, read_json
 
     if model is None:
         try:

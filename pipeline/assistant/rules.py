@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.book import display_path, parse_model, read_json
+from pipeline.jsonio import display_path, parse_model, read_json
 from pipeline.schemas import Endpoint, ModelSettings
 
 

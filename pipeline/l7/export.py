@@ -15,9 +15,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
 from pipeline.hashing import hash_bytes, hash_file
+from pipeline.jsonio import display_path
 from pipeline.store import atomic_write_bytes, dump_json
 
 from . import continuity, selection

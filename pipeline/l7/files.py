@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
 from pipeline.hashing import hash_bytes, hash_file, remember
+from pipeline.jsonio import display_path
 from pipeline.store import atomic_write_bytes, dump_json
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import apply_env_overrides, display_path
+from pipeline.book import apply_env_overrides
+from pipeline.jsonio import display_path
 from pipeline.llm import CallContext, LLMClient, LLMRequest, LLMResponse, build_client
 from pipeline.schemas import BookConfig, Endpoint, ModelSettings
 from pipeline.templates import render

@@ -20,9 +20,9 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 from doit.reporter import ConsoleReporter
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
 from pipeline.hashing import Blake3Checker
+from pipeline.jsonio import display_path
 
 from . import export, stages
 from .session import RunConfig, session_for

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import display_path, parse_model, read_json
 from pipeline.errors import UserError
 from pipeline.hashing import hash_file
+from pipeline.jsonio import display_path, parse_model, read_json
 from pipeline.schemas import ModelSettings
 
 from . import llm, policies, scoring
