@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import display_path
+from pipeline.jsonio import display_path
 from pipeline.store import append_line, atomic_write_bytes, atomic_write_json
 
 from .layout import RunLayout

@@ -25,8 +25,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
+from pipeline.jsonio import display_path, read_json
 
 from . import autoruns, runner, save_gate, status
 from .analyst import AnalystGate
@@ -39,7 +39,6 @@ from .contracts import (
     load_pack,
     load_scenario,
     parse,
-    read_document,
     scenario_from_case,
     slug,
 )
@@ -273,7 +272,7 @@ def cmd_review(args) -> int:
 
 
 def _load_spec(path: Path) -> Pack | Scenario:
-    data = read_document(path, "spec")
+    data = read_json(path, "spec")
     if isinstance(data, dict) and "pack_id" in data:
         return load_pack(path)
     if isinstance(data, dict) and "scenario_id" in data:

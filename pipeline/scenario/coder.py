@@ -37,11 +37,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.book import display_path
 from pipeline.hashing import hash_bytes
+from pipeline.jsonio import display_path, read_json
 from pipeline.store import atomic_write_json, atomic_write_text
 
-from .contracts import parse, read_document
+from .contracts import parse
 from .layout import read_json_or_none
 from .status import now_iso
 
@@ -83,7 +83,7 @@ class CoderConfig(BaseModel):
 
 def load_config(path: Path) -> tuple[CoderConfig, Path]:
     """The coder configuration in ``path`` and the folder its ``cwd`` is relative to."""
-    return parse(CoderConfig, read_document(path, "coder config"), path), Path(path).parent
+    return parse(CoderConfig, read_json(path, "coder config"), path), Path(path).parent
 
 
 def resolve_cwd(config: CoderConfig, base: Path | None) -> Path:

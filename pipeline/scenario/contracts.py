@@ -7,7 +7,6 @@ Every loading error is one line naming the file and the JSON path of the bad fie
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
 from pipeline.hashing import hash_json
+from pipeline.jsonio import display_path, read_json
 
 from . import placeholders
 
@@ -196,23 +195,6 @@ def json_path(loc: tuple) -> str:
     return out
 
 
-def read_document(path: Path, what: str) -> Any:
-    """The JSON in ``path``; UserError naming the file (and line) otherwise."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} not found", path=display_path(path)) from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what}: {exc.strerror}", path=display_path(path)) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} is not UTF-8 text", path=display_path(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        path=display_path(path), fix="fix the JSON syntax") from None
-
-
 def parse(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
     """Validate ``data``; the error names the file and the JSON path of the first problem."""
     try:
@@ -230,17 +212,17 @@ def parse(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> An
 
 def load_scenario(path: Path) -> Scenario:
     """A scenario file (``run-scenario --scenario``)."""
-    return parse(Scenario, read_document(path, "scenario"), path)
+    return parse(Scenario, read_json(path, "scenario"), path)
 
 
 def load_case(path: Path) -> Case:
     """A case file (``run-case --case``)."""
-    return parse(Case, read_document(path, "case"), path)
+    return parse(Case, read_json(path, "case"), path)
 
 
 def load_pack(path: Path) -> Pack:
     """A pack manifest with every ``{"path": ...}`` scenario loaded inline."""
-    pack: Pack = parse(Pack, read_document(path, "pack manifest"), path)
+    pack: Pack = parse(Pack, read_json(path, "pack manifest"), path)
     scenarios: list[Scenario | ScenarioRef] = []
     for i, item in enumerate(pack.scenarios):
         if isinstance(item, ScenarioRef):
@@ -248,7 +230,7 @@ def load_pack(path: Path) -> Pack:
             if not ref.exists():
                 raise UserError(f"$.scenarios[{i}].path: scenario file '{item.path}' not found",
                                 path=display_path(path))
-            item = parse(Scenario, read_document(ref, "scenario"), ref)
+            item = parse(Scenario, read_json(ref, "scenario"), ref)
         scenarios.append(item)
     ids = [s.scenario_id for s in scenarios]  # type: ignore[union-attr]
     for i, sid in enumerate(ids):

@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.errors import UserError
+from pipeline.jsonio import read_json
 from pipeline.llm import CallContext, LLMClient, LLMRequest
 from pipeline.schemas import Endpoint, ModelSettings
 
-from .contracts import parse, read_document
+from .contracts import parse
 from .layout import RunLayout, StepRef
 
 
@@ -52,7 +53,7 @@ class ScoreSpec(BaseModel):
 
 def load_score_spec(path: Path) -> ScoreSpec:
     """The rubric at ``path``; UserError naming the file and field when invalid."""
-    return parse(ScoreSpec, read_document(path, "score spec"), path)
+    return parse(ScoreSpec, read_json(path, "score spec"), path)
 
 
 def output_schema(spec: ScoreSpec) -> dict:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import display_path
+from pipeline.jsonio import display_path
 from pipeline.store import atomic_write_json, atomic_write_text
 
 from . import analyst, coder, repair, runner, status

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
+from pipeline.jsonio import display_path
 from pipeline.store import atomic_write_json
 
 from . import status

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import display_path
 from pipeline.errors import UserError
+from pipeline.jsonio import display_path
 from pipeline.store import append_line, atomic_write_json, atomic_write_text
 
 from . import autoruns, coder, repair, runner, save_gate

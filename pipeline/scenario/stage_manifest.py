@@ -15,11 +15,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.jsonio import read_json
 from pipeline.store import atomic_write_text
 
 from .analyst import AnalystGate, Flag
 from .coder import CoderConfig
-from .contracts import ID_PATTERN, parse, read_document
+from .contracts import ID_PATTERN, parse
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / \
     "stage_agent_loop_manifest.schema.json"
@@ -86,7 +87,7 @@ class StageManifest(BaseModel):
 
 def load(path: Path) -> StageManifest:
     """The manifest at ``path``; UserError naming the file and JSON path when invalid."""
-    return parse(StageManifest, read_document(path, "stage manifest"), path)
+    return parse(StageManifest, read_json(path, "stage manifest"), path)
 
 
 def schema() -> dict:
