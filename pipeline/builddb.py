@@ -112,6 +112,10 @@ class SceneDB:
             data = self._data(task_id)
             if data is None:
                 data = self._cache[task_id] = {}
+            if dependency == "result:" and value == data.get("_values_:"):
+                # doit saves a dict result twice (result: and _values_:); half of every row
+                data.pop("result:", None)
+                return
             data[dependency] = value
             self._dirty.add(task_id)
             if dependency != "deps:":
@@ -199,12 +203,22 @@ class SceneDB:
         return {p: {"known": json.loads(k), "state": json.loads(s) if s else None}
                 for p, k, s in rows}
 
-    def all_outputs(self) -> dict[str, dict]:
-        """Every recorded artifact: path -> {task_id, known, state}."""
+    def output_rows(self, paths: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+        """Raw (path, task_id, known, state) rows of recorded artifacts, all or ``paths``.
+
+        JSON is left undecoded: a no-op over a big book only needs the stat check.
+        """
         with self._lock:
-            rows = self._conn.execute("select path, task_id, known, state from sm_outputs")
-            return {p: {"task_id": t, "known": json.loads(k),
-                        "state": json.loads(s) if s else None} for p, t, k, s in rows}
+            if paths is None:
+                return self._conn.execute(
+                    "select path, task_id, known, state from sm_outputs").fetchall()
+            out = []
+            for i in range(0, len(paths), 500):
+                chunk = paths[i:i + 500]
+                out += self._conn.execute(
+                    "select path, task_id, known, state from sm_outputs where path in "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            return out
 
     def announce_outputs(self, task_id: str, hashes: dict[str, str]) -> None:
         """Before a task writes its artifacts: add their hashes to the known set.

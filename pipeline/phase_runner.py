@@ -54,8 +54,7 @@ def _check_inputs_not_edited(db: SceneDB, inputs: dict[str, str], outputs: dict[
         return
     from pipeline.policies import find_edits
 
-    watched = set(inputs.values()) | set(outputs.values())
-    edits = [e for e in find_edits(db) if e.path in watched]
+    edits = find_edits(db, sorted(set(inputs.values()) | set(outputs.values())))
     if edits:
         raise PolicyError(edit_report(edits) + " (accept with force_resume=1, or "
                           f"regenerate with doit rerun-from {edits[0].task_id})")

@@ -9,6 +9,7 @@ everything; each phase repeats the checks that concern it, so ``doit -s`` is saf
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -61,6 +62,13 @@ def current_templates(templates: dict[str, str],
     return out
 
 
+def _same_default(old: dict, cur: dict) -> bool:
+    """The package's own template, found at another install path, with the same content."""
+    tail = "pipeline/templates/"
+    return (old.get("hash") == cur["hash"] and tail in old["path"] and tail in cur["path"]
+            and old["path"].rsplit(tail, 1)[1] == cur["path"].rsplit(tail, 1)[1])
+
+
 def changed_templates(recorded: dict | None, now: dict[str, dict]) -> list[TemplateChange]:
     """What differs between the templates a phase last used and the ones it would use."""
     if not recorded:
@@ -70,7 +78,7 @@ def changed_templates(recorded: dict | None, now: dict[str, dict]) -> list[Templ
         old = recorded.get(role)
         if old is None:
             continue
-        if old["path"] != cur["path"]:
+        if old["path"] != cur["path"] and not _same_default(old, cur):
             changes.append(TemplateChange(cur["path"], old.get("hash"), cur["hash"],
                                           old_path=old["path"]))
         elif old.get("hash") != cur["hash"]:
@@ -121,22 +129,22 @@ def require_prompt_change_allowed(changes: list[TemplateChange], rv: RunVars) ->
                           "doit allow_prompt_change=1 reason=\"why the prompt changed\"")
 
 
-def find_edits(db: SceneDB, task_ids: set[str] | None = None) -> list[Edit]:
-    """Generated artifacts whose content is none the build wrote (edited by hand)."""
+def find_edits(db: SceneDB, paths: list[str] | None = None) -> list[Edit]:
+    """Generated artifacts (all, or those at ``paths``) whose content is none the build
+    wrote: edited by hand."""
     edits = []
-    for path, rec in db.all_outputs().items():
-        if task_ids is not None and rec["task_id"] not in task_ids:
-            continue
-        if rec["state"] and same_content(path, rec["state"]):
-            continue
+    for path, task_id, known_raw, state_raw in db.output_rows(paths):
+        st_rec = json.loads(state_raw) if state_raw else None
         try:
             st = os.stat(path)
         except FileNotFoundError:
             continue  # a missing artifact is rebuilt, not an edit
+        if st_rec and st.st_mtime_ns == st_rec[0] and st.st_size == st_rec[1]:
+            continue
         digest = hash_file(path, st)
-        if digest not in rec["known"]:
-            edits.append(Edit(path, rec["task_id"], rec["known"][-1],
-                              [st.st_mtime_ns, st.st_size, digest]))
+        known = json.loads(known_raw)
+        if digest not in known:
+            edits.append(Edit(path, task_id, known[-1], [st.st_mtime_ns, st.st_size, digest]))
     return edits
 
 

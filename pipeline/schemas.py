@@ -8,6 +8,7 @@ book's world), then by these models.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Literal
 
@@ -234,6 +235,12 @@ class PreflightReport(Strict):
 
 
 # -- narrowing the schemas sent to the model --------------------------------------------
+@functools.cache
+def _model_schema(model: type[BaseModel]) -> dict:
+    # pydantic rebuilds the schema on every call; the models never change at run time
+    return model.model_json_schema()
+
+
 def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict:
     """JSON Schema of ``model`` with some string fields narrowed to ``choices``.
 
@@ -242,7 +249,7 @@ def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict
     choice list makes a list field empty-only (``maxItems: 0``) and is refused for a
     plain string field.
     """
-    schema = copy.deepcopy(model.model_json_schema())
+    schema = copy.deepcopy(_model_schema(model))
     for key, values in choices.items():
         def_name, field = key.split(".")
         node = schema if def_name == model.__name__ else schema["$defs"][def_name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(path: str, source: str):
+    """A template compiled once per process for its exact source."""
+    return _env.from_string(source)
+
+
 def render(path: str, context: dict[str, Any]) -> str:
     """Render the template file at ``path``; errors name the file and line."""
     try:
@@ -22,7 +29,7 @@ def render(path: str, context: dict[str, Any]) -> str:
         raise UserError(f"cannot read template: {exc.strerror}", path=path,
                         fix="restore the file or remove the override") from None
     try:
-        return _env.from_string(source).render(**context).strip() + "\n"
+        return _compiled(path, source).render(**context).strip() + "\n"
     except TemplateSyntaxError as exc:
         raise UserError(f"template syntax error on line {exc.lineno}: {exc.message}",
                         path=path, fix="fix the template") from None

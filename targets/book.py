@@ -7,12 +7,13 @@ book is loaded once per process.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
-from pipeline import builddb, ledger, phases, policies
+from pipeline import builddb, phases
 from pipeline.book import LLM_PHASES, PHASES, Book, Workspace, load_book
 from pipeline.errors import UserError
 from pipeline.hashing import Blake3Checker
@@ -52,6 +53,8 @@ def doit_config() -> dict:
 
 def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
     """After doit commits or drops a phase's record, rewrite that scene's ledger."""
+    from pipeline import ledger
+
     phase, _, sid = task_id.partition(":")
     db = builddb.current()
     if phase in PHASES and sid:
@@ -84,6 +87,12 @@ def _inputs_unchanged(task, values, expected: str) -> bool:
     return values.get("inputs_hash") == expected
 
 
+# doit calls inspect.signature on every uptodate callable of every task: answer it once.
+_inputs_unchanged.__signature__ = inspect.signature(_inputs_unchanged)  # type: ignore[attr-defined]
+# Phases whose non-file inputs are the same for every scene: hash them once per load.
+_PER_SCENE_INPUTS = ("plan", "preflight")
+
+
 @functools.cache
 def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
     book, _ = context()
@@ -93,6 +102,8 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 def _phase_tasks(phase: str):
     book, _ = context()
     layouts = _layouts()
+    shared_hash = (None if phase in _PER_SCENE_INPUTS
+                   else phases.inputs_hash(book, book.scenes[0], phase))
     for scene in book.scenes:
         files = layouts[scene.id][phase]
         file_dep = list(files.inputs.values()) + list(files.templates.values())
@@ -101,8 +112,8 @@ def _phase_tasks(phase: str):
             "actions": [(_act, [phase, scene.id])],
             "file_dep": file_dep,
             "targets": list(files.outputs.values()),
-            "uptodate": [(_inputs_unchanged, [], {"expected":
-                                                 phases.inputs_hash(book, scene, phase)})],
+            "uptodate": [(_inputs_unchanged, [], {
+                "expected": shared_hash or phases.inputs_hash(book, scene, phase)})],
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
             # 2: nothing captured, so a failure shows its one message and no empty dumps
@@ -111,6 +122,8 @@ def _phase_tasks(phase: str):
 
 
 def _guard() -> TaskFailed | None:
+    from pipeline import ledger, policies
+
     book, rv = context()
     db = builddb.current()
     _refresh_stale_ledgers(book, db)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from doit.cmd_base import DoitCmdBase
-from rich.console import Console
-from rich.table import Table
 
 
-def _console(outstream) -> Console:
+def _console(outstream):
+    from rich.console import Console  # doit imports every command plugin on every command
+
     return Console(file=outstream, width=120)
 
 
@@ -24,6 +24,8 @@ class Cost(DoitCmdBase):
     cmd_options = ()
 
     def _execute(self, pos_args=None):
+        from rich.table import Table
+
         from pipeline.book import LLM_PHASES
         from pipeline.llm import read_calls
         from targets.book import context
@@ -75,6 +77,8 @@ class Estimate(DoitCmdBase):
     cmd_options = ()
 
     def _execute(self, pos_args=None):
+        from rich.table import Table
+
         from pipeline.book import LLM_PHASES, PHASES
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable

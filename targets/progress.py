@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 
 from doit.reporter import ConsoleReporter
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+
+# rich is imported in the methods: doit imports every reporter plugin for every run.
 
 
 def _llm_stats() -> dict:
@@ -26,12 +25,14 @@ class ProgressReporter(ConsoleReporter):
     desc = "live progress: tasks, running, cache hits, tokens, cost, backoff"
 
     def __init__(self, outstream, options):
+        from rich.console import Console
+
         super().__init__(outstream, options)
         self.console = Console(file=sys.stdout)
         self.total = 0
         self.done = self.ran = self.skipped = self.failed = 0
         self.running: list[str] = []
-        self.live: Live | None = None
+        self.live = None
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""
@@ -45,11 +46,15 @@ class ProgressReporter(ConsoleReporter):
             todo.extend(task.task_dep)
             todo.extend(task.setup_tasks)
         self.total = sum(1 for n in seen if tasks[n].actions)
+        from rich.live import Live
+
         self.live = Live(self._render(), console=self.console, refresh_per_second=4,
                          get_renderable=self._render, transient=True)
         self.live.start()
 
-    def _render(self) -> Text:
+    def _render(self):
+        from rich.text import Text
+
         st = _llm_stats()
         running = ", ".join(self.running[:4]) + (" ..." if len(self.running) > 4 else "")
         line = Text()
@@ -90,6 +95,8 @@ class ProgressReporter(ConsoleReporter):
             self.running.remove(task.name)
         self.done += 1
         self.failed += 1
+        from rich.text import Text
+
         result = {"task": task, "exception": fail}
         if fail.report:
             self.failures.append(result)

@@ -183,12 +183,13 @@ class LLMClient:
         key = hash_json(schema)
         validator = self._validators.get(key)
         if validator is None:
-            try:
-                Draft202012Validator.check_schema(schema)
-            except SchemaError as exc:
-                raise UserError(
-                    f"output_schema is not a valid JSON Schema: {_one_line(exc.message)}"
-                ) from exc
+            # The metaschema check costs more than the call it guards for small models, and
+            # every scene's narrowed schema is new: check the schema's top only, and let a
+            # deeper mistake surface as a SchemaError while validating (see _check).
+            if not isinstance(schema, dict) or schema.get("type") not in (None, "object",
+                                                                          "array", "string"):
+                raise UserError("output_schema is not a valid JSON Schema: expected an object "
+                                "schema")
             validator = Draft202012Validator(schema)
             with self._guard:
                 self._validators[key] = validator
@@ -223,7 +224,12 @@ class LLMClient:
             except json.JSONDecodeError as exc:
                 where = f"line {exc.lineno} column {exc.colno}"
                 return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
-            error = best_match(checker.iter_errors(value))
+            try:
+                error = best_match(checker.iter_errors(value))
+            except SchemaError as exc:
+                raise UserError(
+                    f"output_schema is not a valid JSON Schema: {_one_line(exc.message)}"
+                ) from exc
             if error is not None:
                 return None, _one_line(f"{error.json_path}: {error.message}")
         if validate is None:
