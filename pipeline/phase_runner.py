@@ -24,7 +24,7 @@ from pipeline.policies import (
     stale_state_acceptable,
 )
 from pipeline.runvars import RunVars
-from pipeline.store import atomic_write_bytes
+from pipeline.store import atomic_write_many
 
 _clients: dict[str, LLMClient] = {}
 _clients_lock = threading.Lock()
@@ -65,7 +65,7 @@ def write_outputs(db: SceneDB, task_id: str, paths: dict[str, str], data: dict[s
     """Announce, then atomically write, a phase's artifacts; returns their recorded states."""
     hashes = {paths[name]: hash_bytes(blob) for name, blob in data.items()}
     db.announce_outputs(task_id, hashes)
-    states = {}
+    changed = {}
     for name, blob in data.items():
         path = paths[name]
         try:
@@ -73,7 +73,11 @@ def write_outputs(db: SceneDB, task_id: str, paths: dict[str, str], data: dict[s
         except FileNotFoundError:
             same = False
         if not same:  # an identical file keeps its mtime, so nothing downstream re-hashes
-            atomic_write_bytes(path, blob)
+            changed[path] = blob
+    atomic_write_many(changed)
+    states = {}
+    for name in data:
+        path = paths[name]
         st = os.stat(path)
         remember(path, st, hashes[path])
         states[path] = [st.st_mtime_ns, st.st_size, hashes[path]]

@@ -20,9 +20,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, creating parent folders."""
-    path = Path(path)
+def _replace(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename (the folder is synced by the caller)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -38,11 +37,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def _sync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, creating parent folders."""
+    path = Path(path)
+    _replace(path, data)
+    _sync_dir(path.parent)
+
+
+def atomic_write_many(files: dict[str, bytes]) -> None:
+    """Write several files, each atomically; each folder is synced once, at the end.
+
+    A phase's artifacts share a folder: one folder fsync instead of one per file.
+    """
+    folders = []
+    for name, data in files.items():
+        path = Path(name)
+        _replace(path, data)
+        if path.parent not in folders:
+            folders.append(path.parent)
+    for folder in folders:
+        _sync_dir(folder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
