@@ -2,6 +2,7 @@
 
 from targets.book import (  # noqa: F401  (doit collects task_* from this module)
     doit_config,
+    task__stamp,
     task_commit,
     task_continuity_pack,
     task_guard,

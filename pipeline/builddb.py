@@ -21,6 +21,8 @@ from typing import Any
 from doit.dependency import DatabaseException
 
 _listeners: list[Callable[[str, str], None]] = []
+# Tasks whose records say nothing about the book's state: they do not move the generation.
+NO_GENERATION = {"guard", "_stamp"}
 _current: SceneDB | None = None
 
 _SCHEMA = """
@@ -35,6 +37,7 @@ create table if not exists sm_failures (
     task_id text not null primary key, error text not null, data json, ts text not null);
 create table if not exists sm_attempts (task_id text not null primary key, n integer not null);
 create table if not exists sm_dirty (task_id text not null primary key);
+create table if not exists sm_meta (key text not null primary key, n integer not null);
 """
 
 
@@ -112,6 +115,8 @@ class SceneDB:
             data = self._data(task_id)
             if data is None:
                 data = self._cache[task_id] = {}
+            if dependency == "ignore:":
+                self._bump()
             if dependency == "result:" and value == data.get("_values_:"):
                 # doit saves a dict result twice (result: and _values_:); half of every row
                 data.pop("result:", None)
@@ -141,10 +146,12 @@ class SceneDB:
                 self._conn.execute("begin")
                 self._conn.execute("delete from doit where task_id=?", (task_id,))
                 self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
+                self._bump()
         self._notify(task_id, "removed")
 
     def remove_all(self) -> None:
         with self._lock:
+            self._bump()
             self._conn.execute("delete from doit")
             self._cache.clear()
             self._raw.clear()
@@ -167,9 +174,22 @@ class SceneDB:
         with self._conn:
             self._conn.execute("begin")
             self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
-            self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
+            if task_id not in NO_GENERATION:
+                self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
+                self._bump()
         self._raw[task_id] = raw
         self._dirty.discard(task_id)
+
+    def _bump(self) -> None:
+        self._conn.execute("insert into sm_meta values ('generation', 1) "
+                           "on conflict(key) do update set n = n + 1")
+
+    def generation(self) -> int:
+        """Moves with every task commit and forget (the fast path's check of the DB)."""
+        with self._lock:
+            row = self._conn.execute(
+                "select n from sm_meta where key='generation'").fetchone()
+        return row[0] if row else 0
 
     def stale_views(self) -> list[str]:
         """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""

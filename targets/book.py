@@ -8,43 +8,88 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import os
 import sys
 from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from pipeline import builddb, phases
-from pipeline.book import LLM_PHASES, PHASES, Book, Workspace, load_book
+from pipeline.book import LLM_PHASES, PHASES, TEMPLATE_NAMES, Book, Workspace, load_book
 from pipeline.errors import UserError
-from pipeline.hashing import Blake3Checker
+from pipeline.hashing import Blake3Checker, hash_known
 from pipeline.runvars import RunVars, from_doit
 
 WORKSPACE = Path("workspace")
 
 
 @functools.cache
-def context() -> tuple[Book, RunVars]:
-    """The book this run builds and the validated command-line variables."""
+def _target() -> tuple[Workspace, str, RunVars]:
     try:
         rv = from_doit()
         ws = Workspace(WORKSPACE)
-        book = load_book(ws, rv.book or ws.default_book())
+        return ws, rv.book or ws.default_book(), rv
+    except UserError as exc:
+        raise InvalidDodoFile(str(exc)) from None
+
+
+@functools.cache
+def context() -> tuple[Book, RunVars]:
+    """The book this run builds and the validated command-line variables."""
+    ws, name, rv = _target()
+    inputs = [ws.root / "scenemake.json", ws.book_dir(name) / "book.json",
+              ws.book_dir(name) / "outline.json", ws.book_dir(name) / "state.json"]
+    # stats of the book's inputs as this run reads them (for the stamp it may write)
+    _input_stats.update({str(p): (st.st_mtime_ns, st.st_size) for p in inputs
+                         if (st := _stat(p)) is not None})
+    try:
+        book = load_book(ws, name)
     except UserError as exc:
         raise InvalidDodoFile(str(exc)) from None
     builddb.subscribe(functools.partial(_on_task_recorded, book))
     return book, rv
 
 
+_input_stats: dict[str, tuple[int, int]] = {}
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _stamp_path(ws: Workspace, name: str) -> Path:
+    return ws.state_dir / "books" / f"{name}.stamp.json"
+
+
+@functools.cache
+def fast() -> bool:
+    """A plain ``doit`` with nothing changed since the last complete build: load no task."""
+    from pipeline import stamp
+
+    if sys.argv[1:]:
+        return False  # task names, options or another command: the full path
+    ws, name, rv = _target()
+    if rv != RunVars(book=rv.book):
+        return False
+    return stamp.fresh(_stamp_path(ws, name), ws.db_path(name))
+
+
 def doit_config() -> dict:
     """DOIT_CONFIG for dodo.py: the per-task-commit sqlite DB of the book, blake3 checker."""
-    book, _ = context()
-    db_path = book.workspace.db_path(book.name)
+    ws, name, _ = _target()
+    db_path = ws.db_path(name)
+    if not fast():
+        context()  # load and check the book now: bad input stops every command
     db_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "backend": "scenemake",
         "dep_file": str(db_path),
         "check_file_uptodate": Blake3Checker,
-        "default_tasks": ["guard"] + list(PHASES),
+        "default_tasks": ["guard"] if fast() else ["guard"] + list(PHASES) + ["_stamp"],
         "verbosity": 2,
         # the live display on a terminal; plain lines in logs and pipes
         "reporter": "scenemake" if sys.stdout.isatty() else "console",
@@ -100,6 +145,8 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 
 
 def _phase_tasks(phase: str):
+    if fast():
+        return
     book, _ = context()
     layouts = _layouts()
     shared_hash = (None if phase in _PER_SCENE_INPUTS
@@ -145,7 +192,62 @@ def _guard() -> TaskFailed | None:
 
 def task_guard():
     """Checks templates and hand edits for the whole book before any LLM call."""
+    if fast():
+        return {"actions": [_nothing_changed], "uptodate": [False], "verbosity": 2}
     return {"actions": [_guard], "uptodate": [False], "verbosity": 2}
+
+
+def _nothing_changed() -> None:
+    """The fast path's guard: the stamp already showed every file as built."""
+
+
+def _write_stamp() -> None:
+    """After a complete build: the files as the DB recorded them, for the fast path."""
+    from pipeline import stamp
+
+    book, _ = context()
+    db = builddb.current()
+    path = _stamp_path(book.workspace, book.name)
+    files: dict[str, tuple[int, int]] = dict(_input_stats)
+    recorded: dict[str, list] = {}
+    for sid, layout in _layouts().items():
+        for phase, pf in layout.items():
+            task_id = f"{phase}:{sid}"
+            for dep in list(pf.inputs.values()) + list(pf.templates.values()):
+                state = db.get(task_id, dep)
+                if not state or recorded.setdefault(dep, state)[2] != state[2]:
+                    stamp.drop(path)  # the DB does not agree with itself: no fast path
+                    return
+    for out_path, _task, _known, state_raw in db.output_rows():
+        if not state_raw:
+            stamp.drop(path)
+            return
+        recorded[out_path] = json.loads(state_raw)
+    for dep, state in recorded.items():
+        # a touched file with the recorded content is stamped as it is now (hashed once,
+        # through the memo), so the next no-op need not hash it again
+        try:
+            if hash_known(dep, state) != state[2]:
+                stamp.drop(path)
+                return
+            st = os.stat(dep)
+        except OSError:
+            stamp.drop(path)
+            return
+        files[dep] = (st.st_mtime_ns, st.st_size)
+    # overrides that do not exist yet: one appearing changes which template a phase reads
+    absent = [str(book.dir / "templates" / f"{name}.j2") for name in TEMPLATE_NAMES
+              if name not in book.config.templates
+              and not (book.dir / "templates" / f"{name}.j2").exists()]
+    stamp.write(path, db.generation(), files, absent)
+
+
+def task__stamp():
+    """After every phase of the book succeeded: the fast path's stamp."""
+    if fast():
+        return {"actions": None, "uptodate": [True]}
+    return {"actions": [_write_stamp], "task_dep": list(PHASES), "uptodate": [False],
+            "verbosity": 2}
 
 
 def task_plan():

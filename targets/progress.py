@@ -45,7 +45,8 @@ class ProgressReporter(ConsoleReporter):
             task = tasks[name]
             todo.extend(task.task_dep)
             todo.extend(task.setup_tasks)
-        self.total = sum(1 for n in seen if tasks[n].actions)
+        # private tasks (``_stamp``) are not shown, as in doit's own output
+        self.total = sum(1 for n in seen if tasks[n].actions and not n.startswith("_"))
         from rich.live import Live
 
         self.live = Live(self._render(), console=self.console, refresh_per_second=4,
@@ -77,17 +78,17 @@ class ProgressReporter(ConsoleReporter):
     def add_success(self, task):
         if task.name in self.running:
             self.running.remove(task.name)
-        if task.actions:  # group tasks (``plan`` for all plans) are not counted
+        if task.actions and task.name[0] != "_":  # groups and private tasks are not counted
             self.done += 1
             self.ran += 1
 
     def skip_uptodate(self, task):
-        if task.actions:
+        if task.actions and task.name[0] != "_":
             self.done += 1
             self.skipped += 1
 
     def skip_ignore(self, task):
-        if task.actions:
+        if task.actions and task.name[0] != "_":
             self.done += 1
 
     def add_failure(self, task, fail):

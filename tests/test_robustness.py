@@ -157,11 +157,15 @@ def test_touched_shared_template_is_hashed_once_per_run(project, tmp_path):
     project.build()
     later = time.time_ns() + 5_000_000_000
     os.utime(shared, ns=(later, later))  # touched, content unchanged
-    for i in range(2):
-        log = tmp_path / f"hashed{i}.txt"
-        proc = project.build(env={"SCENEMAKE_HASH_LOG": str(log)})
-        assert executed(proc) == ["guard"]
-        assert log.read_text().splitlines() == ["workspace/books/example/templates/system.j2"]
+    log = tmp_path / "hashed.txt"
+    proc = project.build(env={"SCENEMAKE_HASH_LOG": str(log)})
+    assert log.read_text().splitlines() == ["workspace/books/example/templates/system.j2"]
+    assert executed(proc) == ["guard"] and "-- plan:ch001_sc001" in proc.stdout
+    # the next no-op takes the stamp's fast path: nothing is hashed, no phase is loaded
+    log2 = tmp_path / "hashed2.txt"
+    proc = project.build(env={"SCENEMAKE_HASH_LOG": str(log2)})
+    assert executed(proc) == ["guard"] and not log2.exists()
+    assert "-- plan:ch001_sc001" not in proc.stdout
 
 
 def test_ledger_is_rewritten_from_the_db(built):
@@ -185,3 +189,40 @@ def test_a_ledger_left_behind_by_a_kill_is_rewritten_by_the_next_run(built):
     assert json.loads(path.read_text()) == truth
     with sqlite3.connect(db) as conn:
         assert conn.execute("select count(*) from sm_dirty").fetchone()[0] == 0
+
+
+def _fast(proc) -> bool:
+    return executed(proc) == ["guard"] and "-- plan:" not in proc.stdout
+
+
+def test_plain_noop_takes_the_stamp_fast_path_until_anything_moves(built):
+    assert _fast(built.build())
+    # a forgotten task (any command that changes the DB) ends the fast path
+    built.build("forget", "plan:ch001_sc001")
+    n = len(built.calls())
+    proc = built.build()
+    assert "plan:ch001_sc001" in executed(proc) and built.misses(n) == []
+    assert _fast(built.build())
+    # so does another model, a variable, task names or options
+    assert not _fast(built.build(env={"SCENEMAKE_MODEL": "offline:offline-1"}))
+    assert not _fast(built.build("force_resume=0"))
+    assert not _fast(built.build("-n", "2"))
+    # and an edited input: the brief of one scene replans it
+    built.edit_json(OUTLINE, lambda d: d["chapters"][0]["scenes"][0].update(brief="Rain."))
+    n = len(built.calls())
+    proc = built.build()
+    assert "plan:ch001_sc001" in executed(proc) and built.misses(n)
+    assert _fast(built.build())
+
+
+def test_fast_path_never_hides_a_hand_edit_or_a_missing_file(built):
+    assert _fast(built.build())
+    prose = built.artifact("ch001_sc003", "write/prose.md")
+    prose.write_text(prose.read_text() + "An edit.\n")
+    proc = built.doit()
+    assert proc.returncode != 0 and "edited by hand" in proc.out
+    built.build("force_resume=1")
+    pack = built.artifact("ch002_sc001", "continuity_pack/pack.json")
+    pack.unlink()
+    proc = built.build()
+    assert "continuity_pack:ch002_sc001" in executed(proc) and pack.exists()
