@@ -70,8 +70,9 @@ def fast() -> bool:
     """A plain ``doit`` with nothing changed since the last complete build: load no task."""
     from pipeline import stamp
 
-    if sys.argv[1:]:
-        return False  # task names, options or another command: the full path
+    if sys.argv[1:] or os.path.basename(sys.argv[0]) not in ("doit", "__main__.py"):
+        # task names, options, another command, or doit's loader used from other code
+        return False
     ws, name, rv = _target()
     if rv != RunVars(book=rv.book):
         return False
