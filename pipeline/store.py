@@ -39,7 +39,8 @@ def _replace(path: Path, data: bytes) -> None:
         raise
 
 
-def _sync_dir(folder: Path) -> None:
+def sync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder, so the renames in it survive a crash."""
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -51,7 +52,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, creating parent folders."""
     path = Path(path)
     _replace(path, data)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 def atomic_write_many(files: dict[str, bytes]) -> None:
@@ -66,7 +67,7 @@ def atomic_write_many(files: dict[str, bytes]) -> None:
         if path.parent not in folders:
             folders.append(path.parent)
     for folder in folders:
-        _sync_dir(folder)
+        sync_dir(folder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

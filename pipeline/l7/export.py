@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.hashing import hash_bytes, hash_file
 from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_bytes, dump_json
+from pipeline.store import atomic_write_bytes, dump_json, sync_dir
 
 from . import continuity, selection
 from .contracts import OUTPUT_FILES, check_schema
@@ -268,14 +268,6 @@ def check_no_hand_edits(out_dir: Path) -> None:
                             fix="move the edited file elsewhere (or delete it) and run again")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish_set(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
     """Replace the out-dir by exactly ``files`` (name -> content), all or nothing."""
     out = Path(out_dir)
@@ -293,4 +285,4 @@ def publish_set(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
         shutil.rmtree(old)
     else:
         os.rename(staging, out)
-    _fsync_dir(out.parent)
+    sync_dir(out.parent)
