@@ -89,16 +89,23 @@ def archive(run_dir: Path, artifacts: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(artifacts: Path, run_id: str):
-    """One capture of a run at a time: a second one would interleave the same files."""
-    path = artifacts / ".locks" / f"{run_id}.lock"
+def exclusive(path: Path, busy: str, fix: str):
+    """Hold an exclusive lock on ``path`` or fail at once with ``busy`` (and ``fix``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"run {run_id} is being captured by another process",
-                            fix="wait for it to finish, or pass another --run-id") from None
+            raise UserError(busy, fix=fix) from None
+        yield
+
+
+@contextlib.contextmanager
+def run_lock(artifacts: Path, run_id: str):
+    """One capture of a run at a time: a second one would interleave the same files."""
+    with exclusive(artifacts / ".locks" / f"{run_id}.lock",
+                   f"run {run_id} is being captured by another process",
+                   "wait for it to finish, or pass another --run-id"):
         yield
 
 

@@ -33,7 +33,6 @@ loop is clean; otherwise ``stage_closing_gate.status`` says what blocks it
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shlex
 import time
@@ -105,14 +104,11 @@ def _progress(state: dict | None) -> tuple | None:
 @contextlib.contextmanager
 def stage_lock(stage: Stage):
     """One changing stage command at a time (``status`` only reads: it takes no lock)."""
-    path = stage.artifacts / ".locks" / f"{stage.loop_id}.stage.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another stage command is running for {stage.m.stage_id}",
-                            fix="wait for it to finish") from None
+    from .runner import exclusive
+
+    with exclusive(stage.artifacts / ".locks" / f"{stage.loop_id}.stage.lock",
+                   f"another stage command is running for {stage.m.stage_id}",
+                   "wait for it to finish"):
         yield
 
 
