@@ -6,12 +6,15 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 
 # re-exported: older imports name pipeline.book
 from pipeline.jsonio import display_path, parse_model, read_json, validation_error  # noqa: F401
-from pipeline.schemas import SCENE_ID, BookConfig, Outline, OutlineScene, State
+
+if TYPE_CHECKING:  # the models (pydantic) load with the book, not on a no-op doit
+    from pipeline.schemas import BookConfig, Outline, OutlineScene, State
 
 PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
           "commit")
@@ -111,6 +114,8 @@ class Book:
 
 def check_scene_id(scene_id: str) -> str:
     """Refuse ids that are not chNNN_scNNN (they become paths: ``../x`` must never pass)."""
+    from pipeline.schemas import SCENE_ID
+
     if not SCENE_ID.match(scene_id):
         raise UserError(f"scene id '{scene_id}' is not of the form chNNN_scNNN",
                         fix="e.g. ch001_sc002")
@@ -207,6 +212,8 @@ def apply_env_overrides(config: BookConfig, cfg_path: str) -> BookConfig:
 
 def load_book(workspace: Workspace, name: str) -> Book:
     """Load and validate a book; any problem is one UserError naming file and field."""
+    from pipeline.schemas import BookConfig, Outline, State
+
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"book name '{name}' is not a folder name", fix="e.g. book=example")
     book_dir = workspace.book_dir(name)

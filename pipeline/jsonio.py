@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import UserError
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic loads only where a model is validated (not on a no-op doit)
+    from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -54,6 +55,8 @@ def validation_error(exc: ValidationError, path: str) -> UserError:
 
 def parse_model(model: type[M], data: Any, path: str) -> M:
     """Validate ``data`` with ``model``; errors name the file and field."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -12,14 +12,18 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
-from pipeline import builddb, phases
+from pipeline import builddb
 from pipeline.book import LLM_PHASES, PHASES, TEMPLATE_NAMES, Book, Workspace, load_book
 from pipeline.errors import UserError
 from pipeline.hashing import Blake3Checker, hash_known
 from pipeline.runvars import RunVars, from_doit
+
+if TYPE_CHECKING:
+    from pipeline import phases
 
 WORKSPACE = Path("workspace")
 
@@ -141,6 +145,8 @@ _PER_SCENE_INPUTS = ("plan", "preflight")
 
 @functools.cache
 def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
+    from pipeline import phases
+
     book, _ = context()
     return {scene.id: phases.layout(book, scene.id) for scene in book.scenes}
 
@@ -148,6 +154,8 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 def _phase_tasks(phase: str):
     if fast():
         return
+    from pipeline import phases
+
     book, _ = context()
     layouts = _layouts()
     shared_hash = (None if phase in _PER_SCENE_INPUTS
