@@ -5,38 +5,84 @@ A crash never leaves a half-written artifact: readers see the old file or the ne
 
 from __future__ import annotations
 
-import functools
+import itertools
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_names = itertools.count()
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename (the folder is synced by the caller)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make artifacts private
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new, exclusive temp file beside ``path``: (fd, name).
+
+    ``os.open`` with mode 0666 lets the umask decide the permissions, as for any file the
+    user creates (``mkstemp`` makes 0600 files and needs an extra ``fchmod``).
+    """
+    while True:
+        tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_names)}.tmp"
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:  # left by a killed run with the same pid: take another
+            continue
+
+
+def _stage(path: Path, data: bytes) -> tuple[int, str]:
+    """``data`` in a new temp file beside ``path``: (open fd, temp name)."""
+    try:
+        fd, tmp = _temp_file(path)
+    except FileNotFoundError:  # folders are made on the first write only (a syscall saved)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temp_file(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
         raise
+    return fd, tmp
+
+
+def _unlink(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
+    """Stage every file, fsync them, then rename each over its target.
+
+    Written first and synced after, the files of one phase share a journal commit: the
+    first fsync flushes them all, the others find nothing left to do. Each file is on
+    disk before its rename, so a crash shows the old file or the whole new one.
+    """
+    staged: list[tuple[int, str, Path]] = []
+    try:
+        for path, data in files.items():
+            fd, tmp = _stage(path, data)
+            staged.append((fd, tmp, path))
+        if durable:
+            for fd, _, _ in staged:
+                os.fsync(fd)
+    except BaseException:
+        for fd, tmp, _ in staged:
+            os.close(fd)
+            _unlink(tmp)
+        raise
+    for fd, _, _ in staged:
+        os.close(fd)
+    for i, (_, tmp, path) in enumerate(staged):
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            for _, left, _ in staged[i:]:
+                _unlink(left)
+            raise
 
 
 def sync_dir(folder: str | os.PathLike) -> None:
@@ -48,25 +94,27 @@ def sync_dir(folder: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, creating parent folders."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically, creating parent folders.
+
+    ``durable=False`` skips the fsyncs: still all-or-nothing for readers and after a kill,
+    but a power cut may lose the file. Only for files that are a cache (a lost entry
+    is a miss), never for artifacts.
+    """
     path = Path(path)
-    _replace(path, data)
-    sync_dir(path.parent)
+    _replace_all({path: data}, durable)
+    if durable:
+        sync_dir(path.parent)
 
 
 def atomic_write_many(files: dict[str, bytes]) -> None:
-    """Write several files, each atomically; each folder is synced once, at the end.
+    """Write several files, each atomically; fsynced together, each folder synced once.
 
     A phase's artifacts share a folder: one folder fsync instead of one per file.
     """
-    folders = []
-    for name, data in files.items():
-        path = Path(name)
-        _replace(path, data)
-        if path.parent not in folders:
-            folders.append(path.parent)
-    for folder in folders:
+    paths = {Path(name): data for name, data in files.items()}
+    _replace_all(paths, durable=True)
+    for folder in dict.fromkeys(p.parent for p in paths):
         sync_dir(folder)
 
 

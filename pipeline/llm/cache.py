@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.hashing import hash_json
-from pipeline.store import atomic_write_json
+from pipeline.store import atomic_write_bytes
 
 _HASH_RE = re.compile(r"[0-9a-f]{8,128}")
 
@@ -76,7 +76,10 @@ class ResponseCache:
 
     def put(self, request_hash: str, request: dict, response: CachedResponse) -> None:
         """Store ``response`` for the request whose canonical form is ``request``."""
-        atomic_write_json(
-            self.path_for(request_hash),
-            {"request_hash": request_hash, "request": request, "response": response.to_json()},
-        )
+        entry = {"request_hash": request_hash, "request": request,
+                 "response": response.to_json()}
+        # Compact JSON (json's C encoder) and no fsync: a cache entry is read by code, and
+        # one lost to a power cut is a miss (``get`` checks every entry against its hash).
+        atomic_write_bytes(self.path_for(request_hash),
+                           json.dumps(entry, ensure_ascii=False).encode("utf-8"),
+                           durable=False)
