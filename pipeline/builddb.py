@@ -11,8 +11,10 @@ overrides (events), the last failure of a task, and rerun attempts.
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +44,11 @@ create table if not exists sm_meta (key text not null primary key, n integer not
 
 
 def subscribe(listener: Callable[[str, str], None]) -> None:
-    """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed."""
+    """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed.
+
+    Listeners run in order on one background thread (see ``SceneDB.flush_views``), so
+    the doit thread that saves results never waits on a ledger being written.
+    """
     if listener not in _listeners:
         _listeners.append(listener)
 
@@ -86,8 +92,15 @@ class SceneDB:
             ) from exc
         # Decoded lazily: a no-op run touches every row, but `doit list` does not.
         self._raw: dict[str, str] = dict(rows)
+        # Small tables, mirrored in memory: the ledger asks them for every phase of a
+        # scene after every task, and almost always the answer is "none".
+        self._failed = {r[0] for r in self._conn.execute("select task_id from sm_failures")}
+        self._evented = {r[0] for r in self._conn.execute("select task_id from sm_events")}
+        self._attempts = dict(self._conn.execute("select task_id, n from sm_attempts"))
         self._cache: dict[str, dict] = {}
         self._dirty: set[str] = set()
+        self._views: queue.SimpleQueue | None = None
+        self._views_thread: threading.Thread | None = None
         _current = self
         if threading.current_thread() is threading.main_thread():
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
@@ -125,11 +138,7 @@ class SceneDB:
             self._dirty.add(task_id)
             if dependency != "deps:":
                 return
-            self._write(task_id)
-            states = (data.get("_values_:") or {}).get("artifact_states")
-            if states:
-                # The task is committed: its artifacts' content is now the only known one.
-                self.settle_outputs(task_id, states)
+            self._write(task_id, success=True)
         self._notify(task_id, "saved")
 
     def in_(self, task_id: str) -> bool:
@@ -158,8 +167,9 @@ class SceneDB:
             self._dirty.clear()
 
     def dump(self) -> None:
-        """Flush what is left (e.g. ``ignore:`` marks) and close."""
+        """Flush what is left (e.g. ``ignore:`` marks), finish the views, and close."""
         global _current
+        self.flush_views()
         with self._lock:
             for task_id in list(self._dirty):
                 self._write(task_id)
@@ -167,16 +177,25 @@ class SceneDB:
             if _current is self:
                 _current = None
 
-    def _write(self, task_id: str) -> None:
-        raw = json.dumps(self._cache[task_id])
-        # The record and its "views are stale" mark commit together: a kill before the
-        # listeners ran (the ledger export) is repaired by the next run (``stale_views``).
+    def _write(self, task_id: str, success: bool = False) -> None:
+        data = self._cache[task_id]
+        raw = json.dumps(data)
+        # The record, its artifacts' states and its "views are stale" mark commit together:
+        # a kill before the listeners ran (the ledger export) is repaired by the next run
+        # (``stale_views``).
         with self._conn:
             self._conn.execute("begin")
             self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
             if task_id not in NO_GENERATION:
                 self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
                 self._bump()
+            states = (data.get("_values_:") or {}).get("artifact_states")
+            if success and states:
+                # The task is committed: its artifacts' content is now the only known one.
+                self._settle(task_id, states)
+            if success and task_id in self._failed:
+                self._failed.discard(task_id)
+                self._conn.execute("delete from sm_failures where task_id=?", (task_id,))
         self._raw[task_id] = raw
         self._dirty.discard(task_id)
 
@@ -202,8 +221,34 @@ class SceneDB:
             self._conn.execute("delete from sm_dirty where task_id=?", (task_id,))
 
     def _notify(self, task_id: str, what: str) -> None:
-        for listener in _listeners:
-            listener(task_id, what)
+        if not _listeners:
+            return
+        # doit saves every result on its one dispatching thread: a ledger written there
+        # (JSON, fsync) would hold back every task waiting to start. The views are
+        # written behind it, in commit order; a kill before they are is repaired from
+        # ``stale_views`` by the next run.
+        if self._views is None:
+            self._views = queue.SimpleQueue()
+            self._views_thread = threading.Thread(target=self._write_views, args=(self._views,),
+                                                  name="scenemake-views", daemon=True)
+            self._views_thread.start()
+        self._views.put((task_id, what))
+
+    def _write_views(self, views: queue.SimpleQueue) -> None:
+        while (item := views.get()) is not None:
+            for listener in list(_listeners):
+                try:
+                    listener(*item)
+                except Exception as exc:  # the record stays marked stale: the next run retries
+                    print(f"scenemake: could not rewrite the views of {item[0]}: {exc}",
+                          file=sys.stderr)
+
+    def flush_views(self) -> None:
+        """Wait until the listeners have seen every commit so far."""
+        if self._views_thread is not None:
+            self._views.put(None)
+            self._views_thread.join()
+            self._views = self._views_thread = None
 
     # -- scenemake records -----------------------------------------------------
     def values(self, task_id: str) -> dict:
@@ -246,7 +291,8 @@ class SceneDB:
         A run killed between the write and the commit then never mistakes the
         task's own output for a manual edit.
         """
-        with self._lock:
+        with self._lock, self._conn:
+            self._conn.execute("begin")  # one commit for the task's artifacts
             for path, digest in hashes.items():
                 row = self._conn.execute("select known from sm_outputs where path=?",
                                          (path,)).fetchone()
@@ -261,12 +307,16 @@ class SceneDB:
 
     def settle_outputs(self, task_id: str, states: dict[str, list]) -> None:
         """After a write (or an accepted edit): the file's state is now the only known one."""
-        with self._lock:
-            for path, state in states.items():
-                self._conn.execute(
-                    "insert or replace into sm_outputs(path, task_id, known, state) "
-                    "values (?,?,?,?)",
-                    (path, task_id, json.dumps([state[2]]), json.dumps(state)))
+        with self._lock, self._conn:
+            self._conn.execute("begin")
+            self._settle(task_id, states)
+
+    def _settle(self, task_id: str, states: dict[str, list]) -> None:
+        for path, state in states.items():
+            self._conn.execute(
+                "insert or replace into sm_outputs(path, task_id, known, state) "
+                "values (?,?,?,?)",
+                (path, task_id, json.dumps([state[2]]), json.dumps(state)))
 
     def drop_outputs(self, task_id: str) -> None:
         with self._lock:
@@ -277,9 +327,12 @@ class SceneDB:
         with self._lock:
             self._conn.execute("insert into sm_events(task_id, kind, data, ts) values (?,?,?,?)",
                                (task_id, kind, json.dumps(data), now_iso()))
+            self._evented.add(task_id)
 
     def events(self, task_id: str) -> list[dict]:
         with self._lock:
+            if task_id not in self._evented:
+                return []
             rows = self._conn.execute(
                 "select kind, data, ts from sm_events where task_id=? order by id", (task_id,)
             ).fetchall()
@@ -287,19 +340,26 @@ class SceneDB:
 
     def clear_events(self, task_id: str) -> None:
         with self._lock:
-            self._conn.execute("delete from sm_events where task_id=?", (task_id,))
+            if task_id in self._evented:
+                self._conn.execute("delete from sm_events where task_id=?", (task_id,))
+                self._evented.discard(task_id)
 
     def set_failure(self, task_id: str, error: str, data: dict | None = None) -> None:
         with self._lock:
             self._conn.execute("insert or replace into sm_failures values (?,?,?,?)",
                                (task_id, error, json.dumps(data or {}), now_iso()))
+            self._failed.add(task_id)
 
     def clear_failure(self, task_id: str) -> None:
         with self._lock:
-            self._conn.execute("delete from sm_failures where task_id=?", (task_id,))
+            if task_id in self._failed:
+                self._conn.execute("delete from sm_failures where task_id=?", (task_id,))
+                self._failed.discard(task_id)
 
     def failure(self, task_id: str) -> dict | None:
         with self._lock:
+            if task_id not in self._failed:
+                return None
             row = self._conn.execute("select error, data, ts from sm_failures where task_id=?",
                                      (task_id,)).fetchone()
         if row is None:
@@ -308,14 +368,13 @@ class SceneDB:
 
     def attempt(self, task_id: str) -> int:
         with self._lock:
-            row = self._conn.execute("select n from sm_attempts where task_id=?",
-                                     (task_id,)).fetchone()
-        return row[0] if row else 0
+            return self._attempts.get(task_id, 0)
 
     def bump_attempt(self, task_id: str) -> int:
         with self._lock:
             n = self.attempt(task_id) + 1
             self._conn.execute("insert or replace into sm_attempts values (?,?)", (task_id, n))
+            self._attempts[task_id] = n
         return n
 
     def forget(self, task_id: str) -> None:

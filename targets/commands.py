@@ -185,6 +185,7 @@ class Reset(DoitCmdBase):
                     db.forget(name)
                     count += 1
             # Forgetting re-exported empty ledgers; they belong to no run, drop them.
+            db.flush_views()
             if book.phase_history.exists():
                 shutil.rmtree(book.phase_history)
             book.phase_history.mkdir(parents=True, exist_ok=True)
