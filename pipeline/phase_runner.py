@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from pipeline import builddb, phases
+from pipeline import builddb, cpu_turn, phases
 from pipeline.book import LLM_PHASES, Book
 from pipeline.builddb import SceneDB, now_iso
 from pipeline.errors import UserError
@@ -142,6 +142,7 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
     else:  # pragma: no cover - the phase list is closed
         raise UserError(f"unknown phase {phase}")
 
+    cpu_turn.done()  # the rest is writing and fsyncing: let the next task's work start
     values["artifact_states"] = write_outputs(db, task_id, files.outputs, data)
     values["timestamp"] = now_iso()
     return values

@@ -15,9 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-
+from pipeline import cpu_turn
 from pipeline.errors import UserError
 from pipeline.hashing import hash_json
 
@@ -31,6 +29,25 @@ from .request import CallContext, LLMRequest, LLMResponse, Provider
 _MAX_ERROR_CHARS = 300
 
 
+class SchemaCheck:
+    """An output schema's validator, built when the first answer needs checking.
+
+    jsonschema then loads while the first model calls are still out, not before them.
+    """
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self._validator: Any = None
+
+    def iter_errors(self, value: Any) -> Iterator:
+        """jsonschema's errors of ``value`` (Draft 2020-12)."""
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+
+            self._validator = Draft202012Validator(self.schema)
+        return self._validator.iter_errors(value)
+
+
 class LLMOutputError(UserError):
     """The model gave no valid answer within the allowed re-asks."""
 
@@ -41,13 +58,13 @@ def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Pr
     Always ``offline`` (``offline_latency_ms`` or ``latency_ms`` simulates a slow model for
     benchmarks; not part of any request hash); ``openai`` too when ``base_url`` is set.
     """
-    from .openai_compat import OpenAICompatProvider, RetryPolicy
-    from .ratelimit import RateLimiter
-
     settings = settings or {}
     latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
     providers: dict[str, Provider] = {"offline": OfflineProvider(latency_ms=float(latency))}
     if settings.get("base_url"):
+        from .openai_compat import OpenAICompatProvider, RetryPolicy  # httpx: ~0.1 s to import
+        from .ratelimit import RateLimiter
+
         providers["openai"] = OpenAICompatProvider(
             settings["base_url"], api_key_env=settings.get("api_key_env"),
             timeout_s=float(settings.get("timeout_s", 60.0)),
@@ -140,7 +157,7 @@ class LLMClient:
                       "cost_usd": 0.0, "cost_avoided_usd": 0.0}
         self._guard = threading.Lock()
         self._locks: dict[str, list] = {}  # hash -> [lock, number of threads using it]
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, SchemaCheck] = {}
 
     # -- public
 
@@ -177,7 +194,7 @@ class LLMClient:
             raise UserError(f"unknown LLM provider '{name}' (known: {known})")
         return provider
 
-    def _validator(self, schema: dict | None) -> Draft202012Validator | None:
+    def _validator(self, schema: dict | None) -> SchemaCheck | None:
         if schema is None:
             return None
         key = hash_json(schema)
@@ -190,7 +207,7 @@ class LLMClient:
                                                                           "array", "string"):
                 raise UserError("output_schema is not a valid JSON Schema: expected an object "
                                 "schema")
-            validator = Draft202012Validator(schema)
+            validator = SchemaCheck(schema)
             with self._guard:
                 self._validators[key] = validator
         return validator
@@ -201,8 +218,12 @@ class LLMClient:
             slot = self._locks.setdefault(key, [threading.Lock(), 0])
             slot[1] += 1
         try:
-            with slot[0]:
+            with cpu_turn.waiting():  # another thread may hold it for a whole model call
+                slot[0].acquire()
+            try:
                 yield
+            finally:
+                slot[0].release()
         finally:
             with self._guard:
                 slot[1] -= 1
@@ -212,7 +233,7 @@ class LLMClient:
     def _check(
         self,
         text: str,
-        checker: Draft202012Validator | None,
+        checker: SchemaCheck | None,
         validate: Callable[[Any], Any] | None,
     ) -> tuple[Any, str | None]:
         """(data, None) for a valid answer, (None, error) otherwise."""
@@ -224,6 +245,8 @@ class LLMClient:
             except json.JSONDecodeError as exc:
                 where = f"line {exc.lineno} column {exc.colno}"
                 return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
+            from jsonschema.exceptions import SchemaError, best_match
+
             try:
                 error = best_match(checker.iter_errors(value))
             except SchemaError as exc:
@@ -244,7 +267,7 @@ class LLMClient:
         request: LLMRequest,
         key: str,
         ctx: CallContext,
-        checker: Draft202012Validator | None,
+        checker: SchemaCheck | None,
         validate: Callable[[Any], Any] | None,
     ) -> LLMResponse | None:
         start = time.perf_counter()
@@ -275,7 +298,7 @@ class LLMClient:
         key: str,
         ctx: CallContext,
         provider: Provider,
-        checker: Draft202012Validator | None,
+        checker: SchemaCheck | None,
         validate: Callable[[Any], Any] | None,
     ) -> LLMResponse:
         current, current_key = request, key
@@ -348,7 +371,8 @@ class LLMClient:
         result = None
         start = time.perf_counter()
         try:
-            result = provider.generate(request)
+            with cpu_turn.waiting():
+                result = provider.generate(request)
         finally:
             took = (time.perf_counter() - start) * 1000
             cost = 0.0

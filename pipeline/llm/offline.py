@@ -29,7 +29,12 @@ class OfflineProvider:
         self.latency_ms = float(latency_ms)
 
     def generate(self, request: LLMRequest) -> ProviderResult:
-        """Free text, or a JSON instance of ``request.output_schema``, seeded by the request."""
+        """Free text, or a JSON instance of ``request.output_schema``, seeded by the request.
+
+        With ``latency_ms``, the call takes that long in all, its own work included, as a
+        server's answer would.
+        """
+        deadline = time.monotonic() + self.latency_ms / 1000
         rng = random.Random(int(request.request_hash(), 16))
         vocab = schemafill.Vocabulary.from_messages(request.messages)
         if request.output_schema is None:
@@ -38,7 +43,7 @@ class OfflineProvider:
             data = schemafill.fill_valid(request.output_schema, rng, vocab)
             text = json.dumps(data, ensure_ascii=False)
         if self.latency_ms > 0:
-            time.sleep(self.latency_ms / 1000)
+            time.sleep(max(0.0, deadline - time.monotonic()))
         prompt = "\n".join(
             m["content"]
             for m in request.messages

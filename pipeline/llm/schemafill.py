@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from pipeline.hashing import canonical_json
 
 # Beyond this nesting depth, or once a $ref recurses, optional branches are cut short
@@ -591,6 +589,8 @@ def fill_valid(schema: dict, rng: random.Random, vocab: Vocabulary, tries: int =
 
     Returns the last candidate if none validates, so the caller's own validation reports it.
     """
+    from jsonschema import Draft202012Validator  # loads with the first answer
+
     validator = Draft202012Validator(schema)
     value = None
     for _ in range(max(1, tries)):
