@@ -69,12 +69,58 @@ def _stamp_path(ws: Workspace, name: str) -> Path:
     return ws.state_dir / "books" / f"{name}.stamp.json"
 
 
+def _doit_cli() -> bool:
+    """Running as doit's own command line (not doit's loader used from other code)."""
+    return os.path.basename(sys.argv[0]) in ("doit", "__main__.py")
+
+
+@functools.cache
+def _cli_tasks() -> list[str] | None:
+    """The tasks named by ``doit [run] [options] [TASK...]`` ([] for the defaults).
+
+    None for anything else - another command, or options doit's parser refuses.
+    """
+    if not _doit_cli():
+        return None
+    from doit.cmd_base import DodoTaskLoader, DoitCmdBase
+    from doit.cmd_run import Run
+    from doit.cmdparse import CmdOption, CmdParse, CmdParseError
+
+    args = [a for a in sys.argv[1:] if a.startswith("-") or "=" not in a]  # drop NAME=value
+    if args and args[0] == "run":
+        args = args[1:]
+    options = DoitCmdBase.base_options + DodoTaskLoader.cmd_options + Run.cmd_options
+    try:
+        _, tasks = CmdParse([CmdOption(o) for o in options]).parse(args)
+    except CmdParseError:
+        return None
+    return tasks
+
+
+def book_tasks_only() -> bool:
+    """``doit`` naming only book tasks (or none: the defaults).
+
+    Other families (L7) then need not load: no book task depends on theirs. Anything
+    else - another command, a target file, an option doit's parser refuses - loads all.
+    """
+    tasks = _cli_tasks()
+    names = set(PHASES) | {"guard", "_stamp"}
+    return tasks is not None and all(t.partition(":")[0] in names for t in tasks)
+
+
+def plans_only() -> bool:
+    """``doit plan`` or ``doit plan:SCENE ...``: plans read no other phase's output (only
+    the outline, templates and config), so the other phases need not load."""
+    tasks = _cli_tasks()
+    return bool(tasks) and all(t.partition(":")[0] == "plan" for t in tasks)
+
+
 @functools.cache
 def fast() -> bool:
     """A plain ``doit`` with nothing changed since the last complete build: load no task."""
     from pipeline import stamp
 
-    if sys.argv[1:] or os.path.basename(sys.argv[0]) not in ("doit", "__main__.py"):
+    if sys.argv[1:] or not _doit_cli():
         # task names, options, another command, or doit's loader used from other code
         return False
     ws, name, rv = _target()
@@ -119,13 +165,15 @@ def _refresh_stale_ledgers(book: Book, db) -> None:
 
 
 def _act(phase: str, sid: str, changed: list[str]):
+    from pipeline import cpu_turn
     from pipeline.phase_runner import run_phase  # the LLM stack loads only when a phase runs
 
     book, rv = context()
     task_id = f"{phase}:{sid}"
     db = builddb.current()
     try:
-        values = run_phase(book, sid, phase, changed, rv)
+        with cpu_turn.turn():  # one task's Python work at a time; model calls overlap
+            values = run_phase(book, sid, phase, changed, rv)
     except UserError as exc:
         db.set_failure(task_id, str(exc))
         return TaskFailed(str(exc))
@@ -152,7 +200,7 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 
 
 def _phase_tasks(phase: str):
-    if fast():
+    if fast() or (phase != "plan" and plans_only()):
         return
     from pipeline import phases
 
@@ -253,7 +301,7 @@ def _write_stamp() -> None:
 
 def task__stamp():
     """After every phase of the book succeeded: the fast path's stamp."""
-    if fast():
+    if fast() or plans_only():
         return {"actions": None, "uptodate": [True]}
     return {"actions": [_write_stamp], "task_dep": list(PHASES), "uptodate": [False],
             "verbosity": 2}

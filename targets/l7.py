@@ -205,9 +205,9 @@ def _tasks(cfg: RunConfig, s: Session, model: dict) -> Iterator[dict]:
 
 def task_l7():
     """The L7 prompt map runner on the example session (workspace/l7)."""
-    from targets.book import fast
+    from targets.book import book_tasks_only
 
-    if fast():  # a book's no-op loads no task, so it need not read the L7 session either
+    if book_tasks_only():  # `doit`, `doit plan`, `doit write:ch001_sc001`: no L7 task runs
         return
     from pipeline.l7.session import RunConfig
 
