@@ -117,11 +117,13 @@ def plans_only() -> bool:
 
 @functools.cache
 def fast() -> bool:
-    """A plain ``doit`` with nothing changed since the last complete build: load no task."""
+    """A plain ``doit`` (or ``doit book=NAME``) with nothing changed since the last complete
+    build: load no task."""
     from pipeline import stamp
 
-    if sys.argv[1:] or not _doit_cli():
-        # task names, options, another command, or doit's loader used from other code
+    if any(not a.startswith("book=") for a in sys.argv[1:]) or not _doit_cli():
+        # task names, options, other variables, another command, or doit's loader used
+        # from other code (``book=NAME`` alone names the book and changes nothing else)
         return False
     ws, name, rv = _target()
     if rv != RunVars(book=rv.book):
