@@ -197,16 +197,20 @@ def _fast(proc) -> bool:
 
 def test_plain_noop_takes_the_stamp_fast_path_until_anything_moves(built):
     assert _fast(built.build())
-    assert _fast(built.build("book=example"))  # naming the book changes nothing
+    # variables cannot change a build in which nothing moved
+    assert _fast(built.build("book=example"))
+    assert _fast(built.build("force_resume=1", "budget=2"))
+    proc = built.doit("force_resme=1")  # but a typo is still refused
+    assert proc.returncode != 0 and "unknown variable 'force_resme=1'" in proc.out
     # a forgotten task (any command that changes the DB) ends the fast path
     built.build("forget", "plan:ch001_sc001")
     n = len(built.calls())
     proc = built.build()
     assert "plan:ch001_sc001" in executed(proc) and built.misses(n) == []
     assert _fast(built.build())
-    # so does another model, a variable, task names or options
+    # so does another model, task names or options
     assert not _fast(built.build(env={"SCENEMAKE_MODEL": "offline:offline-1"}))
-    assert not _fast(built.build("force_resume=0"))
+    assert not _fast(built.build("commit:ch002_sc003"))
     assert not _fast(built.build("-n", "2"))
     # and an edited input: the brief of one scene replans it
     built.edit_json(OUTLINE, lambda d: d["chapters"][0]["scenes"][0].update(brief="Rain."))
