@@ -218,8 +218,9 @@ class LLMClient:
             slot = self._locks.setdefault(key, [threading.Lock(), 0])
             slot[1] += 1
         try:
-            with cpu_turn.waiting():  # another thread may hold it for a whole model call
-                slot[0].acquire()
+            if not slot[0].acquire(blocking=False):
+                with cpu_turn.waiting():  # another thread holds it for a whole model call
+                    slot[0].acquire()
             try:
                 yield
             finally:
