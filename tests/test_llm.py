@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
+from pipeline import cpu_turn
 from pipeline.errors import UserError
 from pipeline.llm import (
     CALL_FIELDS,
@@ -190,7 +192,10 @@ def test_unknown_provider_is_a_user_error(client):
     assert "\n" not in str(info.value)
 
 
-def test_concurrent_identical_requests_pay_once(paths):
+@pytest.mark.parametrize("turns", [False, True], ids=["plain threads", "taking turns"])
+def test_concurrent_identical_requests_pay_once(paths, turns):
+    # With turns (as book phases run), a thread waiting for another's identical request
+    # must give its turn up, or the one that asked could never finish.
     provider = ScriptedProvider("the one answer", delay_s=0.05)
     client = LLMClient(*paths, providers={"scripted": provider})
     barrier = threading.Barrier(8)
@@ -198,13 +203,15 @@ def test_concurrent_identical_requests_pay_once(paths):
 
     def ask() -> None:
         barrier.wait()
-        results.append(client.complete(_scripted_request(None), CTX))
+        with cpu_turn.turn() if turns else contextlib.nullcontext():
+            results.append(client.complete(_scripted_request(None), CTX))
 
-    threads = [threading.Thread(target=ask) for _ in range(8)]
+    threads = [threading.Thread(target=ask, daemon=True) for _ in range(8)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 30  # a deadlock fails the test instead of hanging it
     for thread in threads:
-        thread.join()
+        thread.join(max(0.0, deadline - time.monotonic()))
 
     assert provider.calls == 1
     assert sorted(r.cache for r in results) == ["hit"] * 7 + ["miss"]
