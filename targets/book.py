@@ -181,8 +181,7 @@ def _act(phase: str, sid: str, changed: list[str]):
     except UserError as exc:
         db.set_failure(task_id, str(exc))
         return TaskFailed(str(exc))
-    db.clear_failure(task_id)
-    return values
+    return values  # its failure, if any, is cleared when doit commits the success
 
 
 def _inputs_unchanged(task, values, expected: str) -> bool:

@@ -6,6 +6,7 @@ Every assertion is on what a user sees: the LLM call log, the ledger, exit codes
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from conftest import executed, snapshot
 
@@ -241,7 +242,11 @@ def test_lint_failed_previously_resume_reruns_lint_only(built):
     assert not [t for t in ran if t.startswith(("repair:", "state_repair:", "write:"))]
     assert built.calls()[n:] == []
     ledger = built.ledger("ch001_sc001")
-    assert ledger["phases"]["lint"]["status"] == "success"
+    lint = ledger["phases"]["lint"]
+    assert lint["status"] == "success" and "error" not in lint
+    db = built.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    with sqlite3.connect(db) as conn:  # the failure went with the success's commit
+        assert conn.execute("select count(*) from sm_failures").fetchone()[0] == 0
     # retries update the phase in place: one entry per phase, never duplicates
     raw = (built.draft / "context" / "phase_history" / "ch001_sc001.json").read_text()
     assert raw.count('"lint": {') == 1
