@@ -6,7 +6,6 @@ dodo.py, so they live in the installed package and import the book lazily.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import defaultdict, deque
@@ -152,7 +151,9 @@ class Ledger(DoitCmdBase):
             raise InvalidCommand(str(exc)) from None
         finally:
             self.dep_manager.close()
-        self.outstream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        from pipeline.store import dump_json
+
+        self.outstream.write(dump_json(data))  # the same text as the ledger file
         return 0
 
 

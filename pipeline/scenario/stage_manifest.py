@@ -9,14 +9,13 @@ folder (manifests live in ``<workspace>/orchestration/``, so ``workspace`` defau
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.jsonio import read_json
-from pipeline.store import atomic_write_text
+from pipeline.store import atomic_write_text, dump_json
 
 from .analyst import AnalystGate, Flag
 from .coder import CoderConfig
@@ -98,7 +97,7 @@ def schema() -> dict:
 
 def schema_text() -> str:
     """The schema file's exact text."""
-    return json.dumps(schema(), indent=2, ensure_ascii=False) + "\n"
+    return dump_json(schema())
 
 
 if __name__ == "__main__":
