@@ -114,6 +114,26 @@ def _scripted_request(schema: dict | None) -> LLMRequest:
 # ---------------------------------------------------------------- cache and call log
 
 
+def test_request_hash_is_computed_once_and_never_carried_to_a_changed_request():
+    # The client, the cache and the offline model all ask for the hash: it is kept on the
+    # request, which is frozen; a re-ask (dataclasses.replace) must get its own.
+    import dataclasses
+
+    from pipeline.hashing import canonical_json, hash_text
+
+    request = _request({"type": "object"})
+    expected = hash_text(canonical_json(json.loads(canonical_json(
+        {"provider": "offline", "model": "offline-1", "messages": list(request.messages),
+         "params": request.params, "output_schema": {"type": "object"}, "attempt": 0}))))
+    assert request.request_hash() == expected == request.request_hash()
+    assert request.canonical() is request.canonical()
+    reask = dataclasses.replace(request, messages=(*request.messages,
+                                                   {"role": "user", "content": "again"}))
+    assert reask.request_hash() != expected
+    assert reask.canonical()["messages"][-1]["content"] == "again"
+    assert reask == dataclasses.replace(reask) and "_hash" not in repr(reask)
+
+
 def test_same_request_twice_is_one_miss_then_one_hit(client, paths):
     first = client.complete(_request(), CTX)
     second = client.complete(_request(), CTX)

@@ -29,24 +29,35 @@ class LLMRequest:
             object.__setattr__(self, "messages", tuple(self.messages))
 
     def canonical(self) -> dict:
-        """All fields as plain JSON (lists, dicts, str, numbers): what gets hashed and cached."""
-        # The round trip turns tuples into lists so the stored form hashes the same.
-        return json.loads(
-            canonical_json(
-                {
-                    "provider": self.provider,
-                    "model": self.model,
-                    "messages": list(self.messages),
-                    "params": self.params,
-                    "output_schema": self.output_schema,
-                    "attempt": self.attempt,
-                }
+        """All fields as plain JSON (lists, dicts, str, numbers): what gets hashed and cached.
+
+        Computed once per request (the client, the cache and the offline model all ask);
+        the returned dict is shared: read it, do not change it.
+        """
+        memo = self.__dict__.get("_canonical")
+        if memo is None:
+            # The round trip turns tuples into lists so the stored form hashes the same.
+            memo = json.loads(
+                canonical_json(
+                    {
+                        "provider": self.provider,
+                        "model": self.model,
+                        "messages": list(self.messages),
+                        "params": self.params,
+                        "output_schema": self.output_schema,
+                        "attempt": self.attempt,
+                    }
+                )
             )
-        )
+            self.__dict__["_canonical"] = memo  # frozen: fields only; a memo is not a field
+        return memo
 
     def request_hash(self) -> str:
         """The content address: blake3 of the canonical JSON of :meth:`canonical`."""
-        return hash_json(self.canonical())
+        memo = self.__dict__.get("_hash")
+        if memo is None:
+            memo = self.__dict__["_hash"] = hash_json(self.canonical())
+        return memo
 
 
 @dataclass
