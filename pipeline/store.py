@@ -57,9 +57,10 @@ def _unlink(tmp: str) -> None:
 def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
     """Stage every file, fsync them, then rename each over its target.
 
-    Written first and synced after, the files of one phase share a journal commit: the
-    first fsync flushes them all, the others find nothing left to do. Each file is on
-    disk before its rename, so a crash shows the old file or the whole new one.
+    Written first and synced after, the files of one phase share a journal commit on a
+    journaled file system: the first fsync flushes them all, the others find little left
+    to do. Each file is on disk before its rename, so a crash shows the old file or the
+    whole new one.
     """
     staged: list[tuple[int, str, Path]] = []
     try:
