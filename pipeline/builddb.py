@@ -5,7 +5,8 @@ that finished in that run. Here the row of a task is committed when doit saves i
 ``deps:`` entry (the last key ``save_success`` writes), in WAL mode, so a killed run
 keeps every finished task. Beside doit's own ``doit`` table the same file holds
 scenemake's records: what each task wrote (for manual-edit detection), accepted
-overrides (events), the last failure of a task, and rerun attempts.
+overrides (events), the last failure of a task, rerun attempts, and settings such as the
+folder scenemake's own files were recorded from.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from doit.dependency import DatabaseException
 
 _listeners: list[Callable[[str, str], None]] = []
+_openers: list[Callable[[SceneDB], None]] = []
 # Tasks whose records say nothing about the book's state: they do not move the generation.
 NO_GENERATION = {"guard", "_stamp"}
 _current: SceneDB | None = None
@@ -40,6 +42,7 @@ create table if not exists sm_failures (
 create table if not exists sm_attempts (task_id text not null primary key, n integer not null);
 create table if not exists sm_dirty (task_id text not null primary key);
 create table if not exists sm_meta (key text not null primary key, n integer not null);
+create table if not exists sm_settings (key text not null primary key, value text not null);
 """
 
 
@@ -51,6 +54,12 @@ def subscribe(listener: Callable[[str, str], None]) -> None:
     """
     if listener not in _listeners:
         _listeners.append(listener)
+
+
+def on_open(hook: Callable[[SceneDB], None]) -> None:
+    """Call ``hook(db)`` each time doit opens a build DB, before any task is checked."""
+    if hook not in _openers:
+        _openers.append(hook)
 
 
 def current() -> SceneDB:
@@ -105,6 +114,8 @@ class SceneDB:
         if threading.current_thread() is threading.main_thread():
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        for hook in list(_openers):
+            hook(self)
 
     # -- doit backend interface -------------------------------------------------
     def _data(self, task_id: str) -> dict | None:
@@ -209,6 +220,66 @@ class SceneDB:
             row = self._conn.execute(
                 "select n from sm_meta where key='generation'").fetchone()
         return row[0] if row else 0
+
+    def setting(self, key: str) -> str | None:
+        """A value scenemake keeps beside the records (None if never set)."""
+        with self._lock:
+            row = self._conn.execute("select value from sm_settings where key=?",
+                                     (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute("insert or replace into sm_settings values (?, ?)", (key, value))
+
+    def relocate(self, old: str, new: str) -> int:
+        """Files recorded under folder ``old`` are now under ``new``: rename them in every
+        task's record (its file states, its ``deps:`` list and the template paths among its
+        values). The recorded content hashes stay, so a file that also changed still shows
+        as changed. Returns how many records moved.
+        """
+        old_pre, new_pre = old.rstrip("/") + "/", new.rstrip("/") + "/"
+
+        def moved(path: Any) -> Any:
+            if isinstance(path, str) and path.startswith(old_pre):
+                return new_pre + path[len(old_pre):]
+            return path
+
+        as_stored = json.dumps(old_pre)[1:-1]  # how the folder appears inside a stored row
+        changed: list[str] = []
+        with self._lock:
+            for task_id in self.task_ids():
+                raw = self._raw.get(task_id)
+                if task_id not in self._cache and raw is not None and as_stored not in raw:
+                    continue  # most rows: no need to decode them
+                data = self._data(task_id)
+                if data is None:
+                    continue
+                fixed = {moved(key): value for key, value in data.items()}
+                if isinstance(fixed.get("deps:"), list):
+                    fixed["deps:"] = [moved(p) for p in fixed["deps:"]]
+                values = fixed.get("_values_:")
+                if isinstance(values, dict) and isinstance(values.get("template_set"), dict):
+                    fixed["_values_:"] = {**values, "template_set": {
+                        role: {**e, "path": moved(e.get("path"))} if isinstance(e, dict) else e
+                        for role, e in values["template_set"].items()}}
+                if fixed == data:
+                    continue
+                self._cache[task_id] = fixed
+                changed.append(task_id)
+            if changed:
+                with self._conn:
+                    self._conn.execute("begin")
+                    for task_id in changed:
+                        raw = json.dumps(self._cache[task_id])
+                        self._conn.execute("insert or replace into doit values (?, ?)",
+                                           (task_id, raw))
+                        if task_id not in NO_GENERATION:  # its ledger shows the old paths
+                            self._conn.execute("insert or ignore into sm_dirty values (?)",
+                                               (task_id,))
+                        self._raw[task_id] = raw
+                    self._bump()
+        return len(changed)
 
     def stale_views(self) -> list[str]:
         """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""

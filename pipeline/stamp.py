@@ -18,13 +18,16 @@ from pathlib import Path
 
 from pipeline.store import atomic_write_json
 
-VERSION = 1
+VERSION = 2
 ENV_KEYS = ("SCENEMAKE_MODEL", "SCENEMAKE_BASE_URL", "SCENEMAKE_API_KEY_ENV")
+# Which scenemake wrote the stamp: another install (a venv, a checkout) may bring other
+# default templates, whose files the stamp never stat'ed.
+_CODE = os.path.dirname(os.path.abspath(__file__))
 
 
 def env_key() -> list[str | None]:
-    """The environment that changes what a book build means."""
-    return [os.environ.get(k) for k in ENV_KEYS]
+    """The environment and the scenemake install that change what a book build means."""
+    return [os.environ.get(k) for k in ENV_KEYS] + [_CODE]
 
 
 def db_state(db_path: Path) -> tuple[int | None, int]:

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from pipeline import builddb
-from pipeline.book import LLM_PHASES, PHASES, TEMPLATE_NAMES, Book, Workspace, load_book
+from pipeline.book import (
+    DEFAULT_TEMPLATES,
+    LLM_PHASES,
+    PHASES,
+    TEMPLATE_NAMES,
+    Book,
+    Workspace,
+    load_book,
+)
 from pipeline.errors import UserError
 from pipeline.hashing import Blake3Checker, hash_known
 from pipeline.runvars import RunVars, from_doit
@@ -53,7 +61,23 @@ def context() -> tuple[Book, RunVars]:
     except UserError as exc:
         raise InvalidDodoFile(str(exc)) from None
     builddb.subscribe(functools.partial(_on_task_recorded, book))
+    builddb.on_open(_follow_package)
     return book, rv
+
+
+def _follow_package(db) -> None:
+    """scenemake's own files (the default templates) are recorded by path; after a move (a
+    new venv, a moved checkout) the records follow them instead of every phase rebuilding.
+    The recorded hashes stay: a default template whose content differs is still a prompt
+    change, stopped by the guard."""
+    from pipeline.jsonio import display_path
+
+    now = display_path(DEFAULT_TEMPLATES.parent)
+    before = db.setting("package_dir")
+    if before != now:
+        if before is not None:
+            db.relocate(before, now)
+        db.set_setting("package_dir", now)
 
 
 _input_stats: dict[str, tuple[int, int]] = {}

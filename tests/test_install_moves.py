@@ -1,0 +1,53 @@
+"""scenemake itself moves (a new venv, a moved checkout): a built book stays built.
+
+The default templates are file dependencies of every LLM phase, recorded by path. Each
+"install" here is a copy of the package folders, put first on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import REPO, executed
+
+
+def _install(where: Path) -> dict:
+    for package in ("pipeline", "targets"):
+        shutil.copytree(REPO / package, where / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return {"PYTHONPATH": str(where)}
+
+
+def test_a_moved_install_rebuilds_nothing_and_a_changed_default_is_still_a_prompt_change(
+        project, tmp_path):
+    first = _install(tmp_path / "venv-a")
+    second = _install(tmp_path / "venv-b")
+    project.build(env=first)
+    calls = len(project.calls())
+    built = {p: p.stat().st_mtime_ns for p in project.draft.rglob("*.json")}
+
+    # the same templates at another path: nothing runs, nothing is asked, nothing rewritten
+    moved = project.build(env=second)
+    assert [t for t in executed(moved) if ":" in t] == [], moved.out
+    assert len(project.calls()) == calls
+    again = project.build(env=second)
+    assert [t for t in executed(again) if ":" in t] == [], again.out
+    ledger = project.ledger("ch001_sc001")
+    assert str(tmp_path / "venv-a") not in str(ledger)
+
+    # the new install's default plan template differs: the guard stops before any call
+    plan = tmp_path / "venv-b" / "pipeline" / "templates" / "plan.j2"
+    plan.write_text(plan.read_text() + "\nKeep it short.\n")
+    refused = project.doit(env=second)
+    assert refused.returncode != 0
+    assert "prompt template(s) changed" in refused.out and str(plan) in refused.out
+    assert len(project.calls()) == calls
+
+    # back to the first install, whose templates match the records: still nothing to do
+    back = project.build(env=first)
+    assert [t for t in executed(back) if ":" in t] == [], back.out
+    assert len(project.calls()) == calls
+    assert {p: p.stat().st_mtime_ns for p in project.draft.rglob("*.json")
+            if p in built and "phase_history" not in str(p)} == {
+        p: m for p, m in built.items() if "phase_history" not in str(p)}
