@@ -286,10 +286,12 @@ class SceneDB:
         with self._lock:
             return [r[0] for r in self._conn.execute("select task_id from sm_dirty")]
 
-    def views_written(self, task_id: str) -> None:
-        """The views of ``task_id`` now reflect its record."""
-        with self._lock:
-            self._conn.execute("delete from sm_dirty where task_id=?", (task_id,))
+    def views_written(self, *task_ids: str) -> None:
+        """The views of these tasks now reflect their records (one commit for all)."""
+        with self._lock, self._conn:
+            self._conn.execute("begin")
+            self._conn.executemany("delete from sm_dirty where task_id=?",
+                                   [(t,) for t in task_ids])
 
     def _notify(self, task_id: str, what: str) -> None:
         if not _listeners:

@@ -188,9 +188,14 @@ def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
 
 
 def _refresh_stale_ledgers(book: Book, db) -> None:
-    """Ledgers a killed run left behind its DB (committed, not yet exported)."""
-    for task_id in db.stale_views():
-        _on_task_recorded(book, task_id, "saved")
+    """Ledgers a killed run (or a moved install) left behind the DB: each scene's once."""
+    from pipeline import ledger
+
+    stale = db.stale_views()
+    for sid in dict.fromkeys(sid for phase, _, sid in (t.partition(":") for t in stale)
+                             if phase in PHASES and sid):
+        ledger.export(db, book, sid)
+    db.views_written(*stale)
 
 
 def _act(phase: str, sid: str, changed: list[str]):
