@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from doit.dependency import DatabaseException
+from doit.exceptions import InvalidCommand
 
 _listeners: list[Callable[[str, str], None]] = []
 _openers: list[Callable[[SceneDB], None]] = []
@@ -44,6 +45,11 @@ create table if not exists sm_dirty (task_id text not null primary key);
 create table if not exists sm_meta (key text not null primary key, n integer not null);
 create table if not exists sm_settings (key text not null primary key, value text not null);
 """
+
+
+class BuildDBError(DatabaseException, InvalidCommand):
+    """The build DB cannot be used. doit prints an InvalidCommand as one ``ERROR:`` line
+    and exits 3; any other exception from a backend is printed with its traceback."""
 
 
 def subscribe(listener: Callable[[str, str], None]) -> None:
@@ -96,7 +102,10 @@ class SceneDB:
             self._conn.executescript(_SCHEMA)
             rows = self._conn.execute("select task_id, task_data from doit").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise DatabaseException(
+            if "locked" in str(exc):  # another doit holds it: moving it away would lose work
+                raise BuildDBError(f"{name}: the build DB is in use by another run ({exc}); "
+                                   "let that run finish, then try again") from exc
+            raise BuildDBError(
                 f"{name}: the build DB is unreadable ({exc}); move it away to start afresh"
             ) from exc
         # Decoded lazily: a no-op run touches every row, but `doit list` does not.
@@ -114,8 +123,12 @@ class SceneDB:
         if threading.current_thread() is threading.main_thread():
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        for hook in list(_openers):
-            hook(self)
+        try:
+            for hook in list(_openers):
+                hook(self)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise BuildDBError(f"{name}: could not update the build DB ({exc})") from exc
 
     # -- doit backend interface -------------------------------------------------
     def _data(self, task_id: str) -> dict | None:

@@ -176,6 +176,25 @@ def test_ledger_is_rewritten_from_the_db(built):
     assert json.loads(proc.stdout) == truth == json.loads(path.read_text())
 
 
+@pytest.mark.parametrize("args", [(), ("list",), ("plan",)])
+def test_an_unreadable_build_db_is_one_error_line_and_is_left_as_it_is(built, args):
+    db = built.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    for side in ("-wal", "-shm"):
+        (db.parent / (db.name + side)).unlink(missing_ok=True)
+    db.write_bytes(b"not a database, not a database, not a database")
+    drafts = snapshot(built.draft)
+
+    proc = built.doit(*args)
+
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.out
+    errors = [line for line in proc.out.splitlines() if line.strip()]
+    assert len(errors) == 1 and "the build DB is unreadable" in errors[0], proc.out
+    assert "example.sqlite" in errors[0] and "move it away" in errors[0]
+    assert db.read_bytes() == b"not a database, not a database, not a database"
+    assert snapshot(built.draft) == drafts
+
+
 def test_a_ledger_left_behind_by_a_kill_is_rewritten_by_the_next_run(built):
     # A kill between a task's DB commit and its ledger export leaves the task marked.
     path = built.draft / "context" / "phase_history" / "ch001_sc002.json"
