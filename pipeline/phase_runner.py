@@ -70,8 +70,8 @@ def write_outputs(db: SceneDB, task_id: str, paths: dict[str, str], data: dict[s
         path = paths[name]
         try:
             same = hash_file(path) == hashes[path]
-        except FileNotFoundError:
-            same = False
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            same = False  # the write says what is in the way, if anything
         if not same:  # an identical file keeps its mtime, so nothing downstream re-hashes
             changed[path] = blob
     atomic_write_many(changed)

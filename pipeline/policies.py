@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 
 from pipeline.builddb import SceneDB
@@ -137,8 +138,10 @@ def find_edits(db: SceneDB, paths: list[str] | None = None) -> list[Edit]:
         st_rec = json.loads(state_raw) if state_raw else None
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue  # a missing artifact is rebuilt, not an edit
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a folder in its place: the rebuild's write says what is in the way
         if st_rec and st.st_mtime_ns == st_rec[0] and st.st_size == st_rec[1]:
             continue
         digest = hash_file(path, st)

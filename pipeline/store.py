@@ -5,6 +5,7 @@ A crash never leaves a half-written artifact: readers see the old file or the ne
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -12,7 +13,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+from pipeline.jsonio import display_path
+
 _names = itertools.count()
+
+_FIXES = {
+    errno.ENOSPC: "free some disk space and run again: nothing already built was changed",
+    errno.EDQUOT: "free some disk space and run again: nothing already built was changed",
+    errno.EACCES: "check that you may write to that folder",
+    errno.EPERM: "check that you may write to that folder",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOTDIR: "a file stands where a folder belongs on that path: move it away",
+    errno.EISDIR: "a folder stands where the file belongs: move it away",
+}
+
+
+class WriteError(UserError):
+    """A file could not be written: one line naming it, the reason and what to do."""
+
+    def __init__(self, path: str | os.PathLike, exc: OSError):
+        super().__init__(f"could not write it ({exc.strerror or exc})", path=display_path(path),
+                         fix=_FIXES.get(exc.errno or 0, "check the path and run again"))
 
 
 def _temp_file(path: Path) -> tuple[int, str]:
@@ -63,36 +85,46 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
     whole new one.
     """
     staged: list[tuple[int, str, Path]] = []
+    current = next(iter(files), None)
     try:
         for path, data in files.items():
+            current = path
             fd, tmp = _stage(path, data)
             staged.append((fd, tmp, path))
         if durable:
-            for fd, _, _ in staged:
+            for fd, _, path in staged:
+                current = path
                 os.fsync(fd)
-    except BaseException:
+    except BaseException as exc:
         for fd, tmp, _ in staged:
             os.close(fd)
             _unlink(tmp)
+        if isinstance(exc, OSError):
+            raise WriteError(current, exc) from exc
         raise
     for fd, _, _ in staged:
         os.close(fd)
     for i, (_, tmp, path) in enumerate(staged):
         try:
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             for _, left, _ in staged[i:]:
                 _unlink(left)
+            if isinstance(exc, OSError):
+                raise WriteError(path, exc) from exc
             raise
 
 
 def sync_dir(folder: str | os.PathLike) -> None:
     """fsync a folder, so the renames in it survive a crash."""
-    dir_fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise WriteError(folder, exc) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
@@ -137,10 +169,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single O_APPEND write, so concurrent writers never interleave."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc

@@ -263,20 +263,20 @@ def _guard() -> TaskFailed | None:
 
     book, rv = context()
     db = builddb.current()
-    _refresh_stale_ledgers(book, db)
     task_templates = {}
     for scene in book.scenes:
         for phase in LLM_PHASES:
             task_templates[f"{phase}:{scene.id}"] = {"system": book.templates["system"],
                                                      "phase": book.templates[phase]}
     try:
+        _refresh_stale_ledgers(book, db)
         changes = policies.find_template_changes(db, task_templates)
         policies.require_prompt_change_allowed(changes, rv)
         accepted = policies.handle_edits(db, policies.find_edits(db), rv)
+        for sid in sorted({t.partition(":")[2] for t in accepted}):
+            ledger.export(db, book, sid)
     except UserError as exc:
         return TaskFailed(str(exc))
-    for sid in sorted({t.partition(":")[2] for t in accepted}):
-        ledger.export(db, book, sid)
     # The book, its models and its tasks are loaded and live until the process exits:
     # keep the garbage collector off them (its full passes, and the one at exit, walked
     # them all; measured: exit 83 -> 39 ms for 200 plans, see bench/README.md 4c).

@@ -44,8 +44,11 @@ def test_a_failed_rename_leaves_old_files_and_no_temp_files(tmp_path, monkeypatc
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OSError):
+    with pytest.raises(store.WriteError) as err:
         store.atomic_write_many({str(a): b"new a", str(b): b"new b"})
+    # one line in the user's terms: the file, the reason, what to do
+    assert str(err.value) == (f"{b}: could not write it (No space left on device) (free some "
+                              "disk space and run again: nothing already built was changed)")
     # each file is whole: the first was replaced, the second kept its old content
     assert a.read_text() == "new a" and b.read_text() == "old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
@@ -59,7 +62,7 @@ def test_a_failed_fsync_replaces_nothing(tmp_path, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(store.WriteError, match=r"a\.json: could not write it \(Input/output"):
         store.atomic_write_many({str(a): b"new", str(tmp_path / "n" / "b.json"): b"b"})
     assert a.read_text() == "old"
     assert not (tmp_path / "n" / "b.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -193,6 +194,36 @@ def test_an_unreadable_build_db_is_one_error_line_and_is_left_as_it_is(built, ar
     assert "example.sqlite" in errors[0] and "move it away" in errors[0]
     assert db.read_bytes() == b"not a database, not a database, not a database"
     assert snapshot(built.draft) == drafts
+
+
+@pytest.mark.parametrize("blocker", ["file for the phase folder", "folder for the artifact"])
+def test_something_in_the_way_of_an_artifact_is_one_error_line_then_resumes(built, blocker):
+    plan = built.artifact("ch001_sc001", "plan")
+    others = snapshot(built.draft / "scenes" / "ch002_sc001")
+    shutil.rmtree(plan)
+    if blocker == "file for the phase folder":
+        plan.write_text("in the way\n")
+        reason = "a file stands where a folder belongs"
+    else:
+        (plan / "scene_card.json").mkdir(parents=True)
+        reason = "a folder stands where the file belongs"
+    calls = len(built.calls())
+
+    proc = built.doit()
+
+    assert proc.returncode != 0 and "Traceback" not in proc.out, proc.out
+    line = next(ln for ln in proc.out.splitlines() if "could not write it" in ln)
+    assert "ch001_sc001/plan/scene_card.json" in line and reason in line
+    assert not list(built.draft.rglob(".*.tmp"))
+    assert snapshot(built.draft / "scenes" / "ch002_sc001") == others
+
+    if plan.is_file():
+        plan.unlink()
+    else:
+        shutil.rmtree(plan)
+    built.build()
+    assert built.misses(calls) == []  # the answers were cached: nothing paid twice
+    assert (plan / "scene_card.json").is_file()
 
 
 def test_a_ledger_left_behind_by_a_kill_is_rewritten_by_the_next_run(built):
