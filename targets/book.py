@@ -73,11 +73,27 @@ def _follow_package(db) -> None:
     from pipeline.jsonio import display_path
 
     now = display_path(DEFAULT_TEMPLATES.parent)
-    before = db.setting("package_dir")
+    before = db.setting("package_dir") or _recorded_package_dir(db)
     if before != now:
         if before is not None:
             db.relocate(before, now)
         db.set_setting("package_dir", now)
+
+
+def _recorded_package_dir(db) -> str | None:
+    """For a DB older than the ``package_dir`` setting: the package folder its phases read
+    the default templates from (a recorded ``.../pipeline/templates/NAME.j2``)."""
+    defaults = {f"{name}.j2" for name in TEMPLATE_NAMES}
+    for task_id in db.task_ids():
+        template_set = db.values(task_id).get("template_set") or {}
+        for entry in template_set.values():
+            folder, _, name = str((entry or {}).get("path", "")).rpartition("/")
+            package, _, last = folder.rpartition("/")
+            if name in defaults and last == "templates" and (
+                    package == DEFAULT_TEMPLATES.parent.name
+                    or package.endswith("/" + DEFAULT_TEMPLATES.parent.name)):
+                return package
+    return None
 
 
 _input_stats: dict[str, tuple[int, int]] = {}

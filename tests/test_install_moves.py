@@ -51,3 +51,21 @@ def test_a_moved_install_rebuilds_nothing_and_a_changed_default_is_still_a_promp
     assert {p: p.stat().st_mtime_ns for p in project.draft.rglob("*.json")
             if p in built and "phase_history" not in str(p)} == {
         p: m for p, m in built.items() if "phase_history" not in str(p)}
+
+
+def test_a_db_older_than_the_package_setting_still_follows_a_move(project, tmp_path):
+    import sqlite3
+
+    first = _install(tmp_path / "venv-a")
+    second = _install(tmp_path / "venv-b")
+    project.build(env=first)
+    calls = len(project.calls())
+    db = project.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    with sqlite3.connect(db) as conn:  # as a DB written before scenemake kept the setting
+        conn.execute("drop table sm_settings")
+
+    moved = project.build(env=second)
+
+    assert [t for t in executed(moved) if ":" in t] == [], moved.out
+    assert len(project.calls()) == calls
+    assert str(tmp_path / "venv-a") not in str(project.ledger("ch002_sc001"))
