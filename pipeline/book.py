@@ -201,6 +201,14 @@ def apply_env_overrides(config: BookConfig, cfg_path: str) -> BookConfig:
         endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]
     if os.environ.get("SCENEMAKE_API_KEY_ENV"):
         endpoint.api_key_env = os.environ["SCENEMAKE_API_KEY_ENV"]
+    base = endpoint.base_url
+    if base and not base.startswith(("http://", "https://")):
+        fix = "e.g. http://127.0.0.1:8080/v1"
+        if os.environ.get("SCENEMAKE_BASE_URL"):
+            raise UserError(f"SCENEMAKE_BASE_URL={base} is not an http:// or https:// URL",
+                            fix=fix)
+        raise UserError(f"'{base}' is not an http:// or https:// URL", path=cfg_path,
+                        field="endpoint.base_url", fix=fix)
     if model.provider not in PROVIDERS:
         raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
                         fix=f"known: {', '.join(PROVIDERS)}")

@@ -356,3 +356,20 @@ def test_default_providers_latency_is_not_in_the_key(paths, tmp_path):
     fast = LLMClient(paths[0], tmp_path / "other.jsonl")  # same cache, no latency setting
     hit = fast.complete(_request(), CTX)
     assert hit.cache == "hit" and hit.text == miss.text
+
+
+def test_a_base_url_that_is_not_http_fails_at_once_without_retrying():
+    # Waiting cannot fix a URL: no backoff, one clear error (a config check catches it
+    # earlier for books; this is the provider's own guard for every family).
+    from pipeline.llm.openai_compat import OpenAICompatProvider, ProviderError, RetryPolicy
+
+    slept: list[float] = []
+    provider = OpenAICompatProvider(
+        "ftp://127.0.0.1:9/v1", retry=RetryPolicy(max_attempts=5, base_delay_s=0.01,
+                                                  max_delay_s=0.01, max_total_s=5),
+        sleep=slept.append, timeout_s=5)
+    request = LLMRequest(provider="openai", model="m",
+                         messages=({"role": "user", "content": "hi"},))
+    with pytest.raises(ProviderError, match=r"must start with http:// or https://"):
+        provider.generate(request)
+    assert slept == []

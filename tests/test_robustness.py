@@ -226,6 +226,28 @@ def test_something_in_the_way_of_an_artifact_is_one_error_line_then_resumes(buil
     assert (plan / "scene_card.json").is_file()
 
 
+@pytest.mark.parametrize("where", ["environment", "book.json"])
+def test_a_base_url_that_is_not_a_url_is_refused_before_any_call(project, where):
+    env = {"SCENEMAKE_MODEL": "openai:some-model"}
+    if where == "environment":
+        env["SCENEMAKE_BASE_URL"] = "localhost:8080/v1"
+        expected = ("SCENEMAKE_BASE_URL=localhost:8080/v1 is not an http:// or https:// URL "
+                    "(e.g. http://127.0.0.1:8080/v1)")
+    else:
+        project.edit_json("workspace/books/example/book.json",
+                          lambda d: d.setdefault("endpoint", {}).update(
+                              base_url="localhost:8080/v1"))
+        expected = ("workspace/books/example/book.json: field 'endpoint.base_url': "
+                    "'localhost:8080/v1' is not an http:// or https:// URL "
+                    "(e.g. http://127.0.0.1:8080/v1)")
+
+    proc = project.doit(env=env)
+
+    assert proc.returncode == 3
+    assert proc.out.strip() == f"ERROR: {expected}", proc.out
+    assert project.calls() == []
+
+
 def test_a_ledger_left_behind_by_a_kill_is_rewritten_by_the_next_run(built):
     # A kill between a task's DB commit and its ledger export leaves the task marked.
     path = built.draft / "context" / "phase_history" / "ch001_sc002.json"

@@ -130,6 +130,9 @@ class OpenAICompatProvider:
             resp = self._http.post(url, json=body, headers=self._headers())
         except httpx.TimeoutException:
             raise _Retryable(f"timed out after {self.timeout_s:g}s") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # waiting cannot fix it
+            raise ProviderError(f"{url} is not a URL scenemake can call ({exc}); "
+                                "base_url must start with http:// or https://") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         if resp.status_code == 429:
