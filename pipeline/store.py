@@ -19,8 +19,8 @@ from pipeline.jsonio import display_path
 _names = itertools.count()
 
 _FIXES = {
-    errno.ENOSPC: "free some disk space and run again: nothing already built was changed",
-    errno.EDQUOT: "free some disk space and run again: nothing already built was changed",
+    errno.ENOSPC: "free some disk space and run again: no file was left half-written",
+    errno.EDQUOT: "free some disk space and run again: no file was left half-written",
     errno.EACCES: "check that you may write to that folder",
     errno.EPERM: "check that you may write to that folder",
     errno.EROFS: "the file system is read-only",

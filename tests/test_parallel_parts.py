@@ -48,7 +48,7 @@ def test_a_failed_rename_leaves_old_files_and_no_temp_files(tmp_path, monkeypatc
         store.atomic_write_many({str(a): b"new a", str(b): b"new b"})
     # one line in the user's terms: the file, the reason, what to do
     assert str(err.value) == (f"{b}: could not write it (No space left on device) (free some "
-                              "disk space and run again: nothing already built was changed)")
+                              "disk space and run again: no file was left half-written)")
     # each file is whole: the first was replaced, the second kept its old content
     assert a.read_text() == "new a" and b.read_text() == "old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
