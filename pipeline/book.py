@@ -20,7 +20,19 @@ PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repa
           "commit")
 LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
 TEMPLATE_NAMES = ("system",) + LLM_PHASES
-DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
+PACKAGE_DIR = Path(__file__).parent  # this install of scenemake
+DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
+
+
+def default_template_home(path: str) -> str | None:
+    """The package folder of a recorded default template (``<...>/pipeline/templates/
+    NAME.j2``, from this install or another), or None for any other path."""
+    folder, _, name = path.rpartition("/")
+    package, _, last = folder.rpartition("/")
+    if (last != "templates" or not name.endswith(".j2")
+            or name[:-3] not in TEMPLATE_NAMES or package.rpartition("/")[2] != PACKAGE_DIR.name):
+        return None
+    return package
 
 
 @dataclass

@@ -301,6 +301,8 @@ class SceneDB:
 
     def views_written(self, *task_ids: str) -> None:
         """The views of these tasks now reflect their records (one commit for all)."""
+        if not task_ids:
+            return
         with self._lock, self._conn:
             self._conn.execute("begin")
             self._conn.executemany("delete from sm_dirty where task_id=?",

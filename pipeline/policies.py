@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from pipeline.book import default_template_home
 from pipeline.builddb import SceneDB
 from pipeline.errors import UserError
 from pipeline.hashing import hash_file, hash_known, same_content
@@ -65,9 +66,10 @@ def current_templates(templates: dict[str, str],
 
 def _same_default(old: dict, cur: dict) -> bool:
     """The package's own template, found at another install path, with the same content."""
-    tail = "pipeline/templates/"
-    return (old.get("hash") == cur["hash"] and tail in old["path"] and tail in cur["path"]
-            and old["path"].rsplit(tail, 1)[1] == cur["path"].rsplit(tail, 1)[1])
+    return (old.get("hash") == cur["hash"]
+            and default_template_home(old["path"]) is not None
+            and default_template_home(cur["path"]) is not None
+            and old["path"].rpartition("/")[2] == cur["path"].rpartition("/")[2])
 
 
 def changed_templates(recorded: dict | None, now: dict[str, dict]) -> list[TemplateChange]:

@@ -16,13 +16,14 @@ import os
 import sqlite3
 from pathlib import Path
 
+from pipeline.book import PACKAGE_DIR
 from pipeline.store import atomic_write_json
 
 VERSION = 2
 ENV_KEYS = ("SCENEMAKE_MODEL", "SCENEMAKE_BASE_URL", "SCENEMAKE_API_KEY_ENV")
 # Which scenemake wrote the stamp: another install (a venv, a checkout) may bring other
 # default templates, whose files the stamp never stat'ed.
-_CODE = os.path.dirname(os.path.abspath(__file__))
+_CODE = os.path.abspath(PACKAGE_DIR)
 
 
 def env_key() -> list[str | None]:

@@ -19,12 +19,13 @@ from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from pipeline import builddb
 from pipeline.book import (
-    DEFAULT_TEMPLATES,
     LLM_PHASES,
+    PACKAGE_DIR,
     PHASES,
     TEMPLATE_NAMES,
     Book,
     Workspace,
+    default_template_home,
     load_book,
 )
 from pipeline.errors import UserError
@@ -72,7 +73,7 @@ def _follow_package(db) -> None:
     change, stopped by the guard."""
     from pipeline.jsonio import display_path
 
-    now = display_path(DEFAULT_TEMPLATES.parent)
+    now = display_path(PACKAGE_DIR)
     before = db.setting("package_dir") or _recorded_package_dir(db)
     if before != now:
         if before is not None:
@@ -82,17 +83,13 @@ def _follow_package(db) -> None:
 
 def _recorded_package_dir(db) -> str | None:
     """For a DB older than the ``package_dir`` setting: the package folder its phases read
-    the default templates from (a recorded ``.../pipeline/templates/NAME.j2``)."""
-    defaults = {f"{name}.j2" for name in TEMPLATE_NAMES}
+    the default templates from."""
     for task_id in db.task_ids():
         template_set = db.values(task_id).get("template_set") or {}
         for entry in template_set.values():
-            folder, _, name = str((entry or {}).get("path", "")).rpartition("/")
-            package, _, last = folder.rpartition("/")
-            if name in defaults and last == "templates" and (
-                    package == DEFAULT_TEMPLATES.parent.name
-                    or package.endswith("/" + DEFAULT_TEMPLATES.parent.name)):
-                return package
+            home = default_template_home(str((entry or {}).get("path", "")))
+            if home is not None:
+                return home
     return None
 
 
