@@ -17,31 +17,42 @@ from typing import TYPE_CHECKING
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
-from pipeline import builddb
-from pipeline.book import (
+from pipeline.book.runvars import RunVars, parse
+from pipeline.book.workspace import (
     LLM_PHASES,
+    OLD_TEMPLATES_FOLDER,
     PACKAGE_DIR,
     PHASES,
     TEMPLATE_NAMES,
+    TEMPLATES_FOLDER,
     Book,
     Workspace,
     default_template_home,
     load_book,
 )
-from pipeline.errors import UserError
-from pipeline.hashing import Blake3Checker, hash_known
-from pipeline.runvars import RunVars, from_doit
+from pipeline.core import builddb
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_known
+from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
+from targets.checker import Blake3Checker
 
 if TYPE_CHECKING:
-    from pipeline import phases
+    from pipeline.book import phases
 
 WORKSPACE = Path("workspace")
+
+
+def _run_vars() -> RunVars:
+    """The validated variables of the current doit command line."""
+    from doit import doit_cmd
+
+    return parse(dict(doit_cmd._CMDLINE_VARS or {}))
 
 
 @functools.cache
 def _target() -> tuple[Workspace, str, RunVars]:
     try:
-        rv = from_doit()
+        rv = _run_vars()
         ws = Workspace(WORKSPACE)
         return ws, rv.book or ws.default_book(), rv
     except UserError as exc:
@@ -68,17 +79,21 @@ def context() -> tuple[Book, RunVars]:
 
 def _follow_package(db) -> None:
     """scenemake's own files (the default templates) are recorded by path; after a move (a
-    new venv, a moved checkout) the records follow them instead of every phase rebuilding.
-    The recorded hashes stay: a default template whose content differs is still a prompt
-    change, stopped by the guard."""
-    from pipeline.jsonio import display_path
+    new venv, a moved checkout, the templates' move into pipeline/book/) the records follow
+    them instead of every phase rebuilding. The recorded hashes stay: a default template
+    whose content differs is still a prompt change, stopped by the guard."""
+    from pipeline.core.jsonio import display_path
 
     now = display_path(PACKAGE_DIR)
     before = db.setting("package_dir") or _recorded_package_dir(db)
-    if before != now:
-        if before is not None:
+    folder = db.setting("templates_folder") or OLD_TEMPLATES_FOLDER
+    if before is not None and (before, folder) != (now, TEMPLATES_FOLDER):
+        db.relocate(f"{before}/{folder}", f"{now}/{TEMPLATES_FOLDER}")
+        if before != now:
             db.relocate(before, now)
+    if (before, folder) != (now, TEMPLATES_FOLDER):
         db.set_setting("package_dir", now)
+        db.set_setting("templates_folder", TEMPLATES_FOLDER)
 
 
 def _recorded_package_dir(db) -> str | None:
@@ -162,7 +177,7 @@ def fast() -> bool:
     build in which nothing moved: ``force_resume`` and ``allow_prompt_change`` only accept
     changes, ``budget`` only caps calls, ``book`` picks the stamp.
     """
-    from pipeline import stamp
+    from pipeline.book import stamp
 
     if any(a.startswith("-") or "=" not in a for a in sys.argv[1:]) or not _doit_cli():
         # task names, options, another command, or doit's loader used from other code
@@ -191,7 +206,7 @@ def doit_config() -> dict:
 
 def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
     """After doit commits or drops a phase's record, rewrite that scene's ledger."""
-    from pipeline import ledger
+    from pipeline.book import ledger
 
     phase, _, sid = task_id.partition(":")
     db = builddb.current()
@@ -202,7 +217,7 @@ def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
 
 def _refresh_stale_ledgers(book: Book, db) -> None:
     """Ledgers a killed run (or a moved install) left behind the DB: each scene's once."""
-    from pipeline import ledger
+    from pipeline.book import ledger
 
     stale = db.stale_views()
     for sid in dict.fromkeys(sid for phase, _, sid in (t.partition(":") for t in stale)
@@ -212,8 +227,8 @@ def _refresh_stale_ledgers(book: Book, db) -> None:
 
 
 def _act(phase: str, sid: str, changed: list[str]):
-    from pipeline import cpu_turn
-    from pipeline.phase_runner import run_phase  # the LLM stack loads only when a phase runs
+    from pipeline.book.runner import run_phase  # the LLM stack loads only when a phase runs
+    from pipeline.core import cpu_turn
 
     book, rv = context()
     task_id = f"{phase}:{sid}"
@@ -239,7 +254,7 @@ _PER_SCENE_INPUTS = ("plan", "preflight")
 
 @functools.cache
 def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
-    from pipeline import phases
+    from pipeline.book import phases
 
     book, _ = context()
     return {scene.id: phases.layout(book, scene.id) for scene in book.scenes}
@@ -248,7 +263,7 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 def _phase_tasks(phase: str):
     if fast() or (phase != "plan" and plans_only()):
         return
-    from pipeline import phases
+    from pipeline.book import phases
 
     book, _ = context()
     layouts = _layouts()
@@ -272,7 +287,8 @@ def _phase_tasks(phase: str):
 
 
 def _guard() -> TaskFailed | None:
-    from pipeline import ledger, policies
+    from pipeline.book import ledger
+    from pipeline.book import rules as policies
 
     book, rv = context()
     db = builddb.current()
@@ -310,7 +326,7 @@ def _nothing_changed() -> None:
 
 def _write_stamp() -> None:
     """After a complete build: the files as the DB recorded them, for the fast path."""
-    from pipeline import stamp
+    from pipeline.book import stamp
 
     book, _ = context()
     db = builddb.current()

@@ -14,7 +14,7 @@ from doit.cmd_base import DoitCmdBase
 from doit.cmd_run import Run
 from doit.exceptions import InvalidCommand
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 opt_dry_run = {"name": "rerun_dry_run", "long": "dry-run", "type": bool, "default": False,
                "help": "list the tasks that would be forgotten, forget nothing, run nothing"}
@@ -23,7 +23,7 @@ opt_all = {"name": "rerun_all", "long": "all", "type": bool, "default": False,
 
 
 def _scene_db(dep_manager):
-    from pipeline.builddb import SceneDB
+    from pipeline.core.builddb import SceneDB
 
     backend = dep_manager.backend
     if not isinstance(backend, SceneDB):
@@ -54,7 +54,7 @@ def downstream(task_list, start: list[str]) -> list[str]:
 
 
 def _scene_then_phase(name: str) -> tuple:
-    from pipeline.book import PHASES
+    from pipeline.book.workspace import PHASES
 
     phase, _, sid = name.partition(":")
     return (sid, PHASES.index(phase) if phase in PHASES else -1, name)
@@ -74,7 +74,7 @@ class RerunFrom(Run):
                  reporter="console", num_process=0, par_type="process", single=False,
                  auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
                  pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
-        from pipeline.book import LLM_PHASES, PHASES, check_scene_id
+        from pipeline.book.workspace import LLM_PHASES, PHASES, check_scene_id
 
         phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
                        and ":" in t.name]
@@ -136,8 +136,8 @@ class Ledger(DoitCmdBase):
     cmd_options = ()
 
     def _execute(self, pos_args=None):
-        from pipeline import ledger
-        from pipeline.book import check_scene_id
+        from pipeline.book import ledger
+        from pipeline.book.workspace import check_scene_id
         from targets.book import context
 
         try:
@@ -151,7 +151,7 @@ class Ledger(DoitCmdBase):
             raise InvalidCommand(str(exc)) from None
         finally:
             self.dep_manager.close()
-        from pipeline.store import dump_json
+        from pipeline.core.store import dump_json
 
         self.outstream.write(dump_json(data))  # the same text as the ledger file
         return 0
@@ -168,7 +168,7 @@ class Reset(DoitCmdBase):
     cmd_options = ()
 
     def _execute(self, pos_args=None):
-        from pipeline.book import PHASES
+        from pipeline.book.workspace import PHASES
         from targets.book import context
 
         book, _ = context()

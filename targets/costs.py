@@ -26,7 +26,7 @@ class Cost(DoitCmdBase):
     def _execute(self, pos_args=None):
         from rich.table import Table
 
-        from pipeline.book import LLM_PHASES
+        from pipeline.book.workspace import LLM_PHASES
         from pipeline.llm import read_calls
         from targets.book import context
 
@@ -57,7 +57,7 @@ class Cost(DoitCmdBase):
                           style="bold" if key == "total" else None)
         _console(self.outstream).print(table)
         # the book's totals beside its phase ledgers, for tools that read files
-        from pipeline.store import atomic_write_json
+        from pipeline.core.store import atomic_write_json
 
         atomic_write_json(book.draft / "context" / "cost_totals.json", {
             "book": book.name,
@@ -79,7 +79,7 @@ class Estimate(DoitCmdBase):
     def _execute(self, pos_args=None):
         from rich.table import Table
 
-        from pipeline.book import LLM_PHASES, PHASES
+        from pipeline.book.workspace import LLM_PHASES, PHASES
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable
         from targets.book import context

@@ -89,7 +89,7 @@ def _group(name: str) -> dict:
 
 def l7_tasks(cfg: RunConfig) -> Iterator[dict]:
     """Every task of one L7 run (never raises; see the module docstring)."""
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
     from pipeline.l7.session import session_for
 
     try:

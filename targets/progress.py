@@ -14,7 +14,7 @@ from doit.reporter import ConsoleReporter
 
 
 def _llm_stats() -> dict:
-    from pipeline.phase_runner import llm_stats
+    from pipeline.book.runner import llm_stats
 
     return llm_stats()
 

@@ -17,7 +17,6 @@ here is loaded by ``dodo.py``.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,16 @@ from doit.exceptions import TaskFailed
 from doit.reporter import ZeroReporter
 from doit.tools import config_changed
 
-from pipeline.errors import UserError
-from pipeline.hashing import Blake3Checker
+from pipeline.core.errors import UserError
+from pipeline.core.store import atomic_write_json, atomic_write_text
 from pipeline.llm import build_client
 from pipeline.scenario import bridge, business_review, judge, truth_review
 from pipeline.scenario.layout import RunLayout
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.scenario.reviewing import TaskRun, db_path
+from targets.checker import Blake3Checker
 
 # Bump when a review's logic changes: its tasks then rerun on every run reviewed again.
 VERSIONS = {"truth": 1, "business": 1, "judge": 1, "gui": 1}
-
-
-def db_path(workspace: Path, run_id: str) -> Path:
-    """The build DB of one run's reviews."""
-    return Path(workspace) / ".scenemake" / "scenarios" / f"{run_id}.sqlite"
 
 
 def _step_deps(layout: RunLayout) -> list[str]:
@@ -144,16 +139,6 @@ def gui_namespace(run_id: str, runs_dir: Path, out_dir: Path) -> dict:
     return {"task_review_gui": task_review_gui}
 
 
-@dataclass
-class TaskRun:
-    """What one in-process doit run did."""
-
-    code: int
-    ran: list[str] = field(default_factory=list)
-    up_to_date: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
 def run_tasks(namespace: dict, db: Path, log_dir: Path | None = None) -> TaskRun:
     """Run every task of ``namespace`` through doit with the ``scenemake`` backend."""
     outcome = TaskRun(code=0)
@@ -193,3 +178,19 @@ def run_tasks(namespace: dict, db: Path, log_dir: Path | None = None) -> TaskRun
         if log_dir is not None:
             atomic_write_text(Path(log_dir) / "review_errors.log", traceback.format_exc())
     return outcome
+
+
+class DoitReviewer:
+    """The scenario loop's ``Reviewer``: its review tasks as in-process doit runs."""
+
+    def review_run(self, layout: RunLayout, workspace: Path,
+                   score_spec: Path | None) -> TaskRun:
+        """Truth, business and judge reviews of a captured run."""
+        return run_tasks(review_namespace(layout, workspace, score_spec),
+                         db_path(workspace, layout.run_id), log_dir=layout.dir)
+
+    def review_gui(self, run_id: str, runs_dir: Path, out_dir: Path, db_name: str,
+                   workspace: Path) -> TaskRun:
+        """The GUI run review bridge of ``run_id``."""
+        return run_tasks(gui_namespace(run_id, runs_dir, out_dir), db_path(workspace, db_name),
+                         log_dir=out_dir)

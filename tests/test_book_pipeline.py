@@ -79,7 +79,7 @@ def test_stop_after_write_then_resume_at_repair(project):
 
 
 def _override_write_template(project, text_suffix: str) -> str:
-    from pipeline.book import DEFAULT_TEMPLATES
+    from pipeline.book.workspace import DEFAULT_TEMPLATES
 
     tdir = project.book / "templates"
     tdir.mkdir(exist_ok=True)
@@ -131,7 +131,7 @@ def test_changed_template_fails_fast_then_is_accepted_with_reason(project):
 
 
 def test_changed_system_prompt_reports_every_phase(built):
-    from pipeline.book import DEFAULT_TEMPLATES
+    from pipeline.book.workspace import DEFAULT_TEMPLATES
 
     tdir = built.book / "templates"
     tdir.mkdir()
@@ -139,7 +139,7 @@ def test_changed_system_prompt_reports_every_phase(built):
     proc = built.doit()
     assert proc.returncode != 0
     assert "30 task(s)" in proc.out
-    assert "pipeline/templates/system.j2 -> workspace/books/example/templates/system.j2" \
+    assert "pipeline/book/templates/system.j2 -> workspace/books/example/templates/system.j2" \
         in proc.out
 
 

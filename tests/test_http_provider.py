@@ -8,7 +8,7 @@ import json
 import pytest
 from faultproxy import FaultProxy
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from pipeline.llm import CallContext, LLMClient, LLMRequest, read_calls
 from pipeline.llm.openai_compat import OpenAICompatProvider, RetryPolicy
 

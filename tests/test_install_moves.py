@@ -37,7 +37,7 @@ def test_a_moved_install_rebuilds_nothing_and_a_changed_default_is_still_a_promp
     assert str(tmp_path / "venv-a") not in str(ledger)
 
     # the new install's default plan template differs: the guard stops before any call
-    plan = tmp_path / "venv-b" / "pipeline" / "templates" / "plan.j2"
+    plan = tmp_path / "venv-b" / "pipeline" / "book" / "templates" / "plan.j2"
     plan.write_text(plan.read_text() + "\nKeep it short.\n")
     refused = project.doit(env=second)
     assert refused.returncode != 0
@@ -69,3 +69,29 @@ def test_a_db_older_than_the_package_setting_still_follows_a_move(project, tmp_p
     assert [t for t in executed(moved) if ":" in t] == [], moved.out
     assert len(project.calls()) == calls
     assert str(tmp_path / "venv-a") not in str(project.ledger("ch002_sc001"))
+
+
+def test_a_db_from_before_the_book_family_follows_the_templates_move(project):
+    """The default templates moved from pipeline/templates/ to pipeline/book/templates/: a
+    build DB that recorded them at the old place is migrated, not rebuilt."""
+    import json
+    import sqlite3
+
+    project.build()
+    calls = len(project.calls())
+    db = project.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
+    with sqlite3.connect(db) as conn:  # as the DB of a build before the move
+        rows = conn.execute("select task_id, task_data from doit").fetchall()
+        for task_id, raw in rows:
+            conn.execute("update doit set task_data=? where task_id=?",
+                         (raw.replace("pipeline/book/templates/", "pipeline/templates/"), task_id))
+        conn.execute("delete from sm_settings where key='templates_folder'")
+    old = json.loads(dict(rows)["write:ch001_sc001"].replace("pipeline/book/templates/",
+                                                           "pipeline/templates/"))
+    assert any(k.endswith("pipeline/templates/write.j2") for k in old)
+
+    again = project.build()
+
+    assert [t for t in executed(again) if ":" in t] == [], again.out
+    assert len(project.calls()) == calls
+    assert "pipeline/templates/" not in json.dumps(project.ledger("ch001_sc001"))

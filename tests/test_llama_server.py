@@ -11,9 +11,9 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.book import LLM_PHASES
-from pipeline.phases import schema_for
-from pipeline.schemas import Outline, SceneCard, State
+from pipeline.book.models import Outline, SceneCard, State
+from pipeline.book.phases import schema_for
+from pipeline.book.workspace import LLM_PHASES
 
 pytestmark = pytest.mark.llama
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from pipeline import cpu_turn
-from pipeline.errors import UserError
+from pipeline.core import cpu_turn
+from pipeline.core.errors import UserError
 from pipeline.llm import (
     CALL_FIELDS,
     CallContext,
@@ -119,7 +119,7 @@ def test_request_hash_is_computed_once_and_never_carried_to_a_changed_request():
     # request, which is frozen; a re-ask (dataclasses.replace) must get its own.
     import dataclasses
 
-    from pipeline.hashing import canonical_json, hash_text
+    from pipeline.core.hashing import canonical_json, hash_text
 
     request = _request({"type": "object"})
     expected = hash_text(canonical_json(json.loads(canonical_json(

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from pipeline import cpu_turn, store
-from pipeline.builddb import SceneDB
+from pipeline.core import cpu_turn, store
+from pipeline.core.builddb import SceneDB
 
 # -- the atomic writer ----------------------------------------------------------------
 

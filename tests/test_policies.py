@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from pipeline.policies import changed_templates
-from pipeline.store import atomic_write_text
+from pipeline.book.rules import changed_templates
+from pipeline.core.store import atomic_write_text
 
 
 def _t(path: str, digest: str) -> dict:
@@ -15,7 +15,7 @@ def _t(path: str, digest: str) -> dict:
 
 def test_a_moved_install_of_the_default_templates_is_no_prompt_change():
     old = {"phase": _t("/old/venv/site/pipeline/templates/write.j2", "h1")}
-    now = {"phase": _t("/work/new/pipeline/templates/write.j2", "h1")}
+    now = {"phase": _t("/work/new/pipeline/book/templates/write.j2", "h1")}
     assert changed_templates(old, now) == []
 
 

@@ -149,7 +149,7 @@ def test_sigterm_is_handled_like_ctrl_c(project):
 
 
 def test_touched_shared_template_is_hashed_once_per_run(project, tmp_path):
-    from pipeline.book import DEFAULT_TEMPLATES
+    from pipeline.book.workspace import DEFAULT_TEMPLATES
 
     tdir = project.book / "templates"
     tdir.mkdir()

@@ -21,9 +21,9 @@ from typing import Any
 
 from jsonschema.exceptions import best_match
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+from pipeline.core.store import append_line
 from pipeline.llm import CallContext, LLMRequest, build_client
-from pipeline.store import append_line
 
 from .answers import Router, default_wording, layout, wording_schema
 from .contract import contract_validator

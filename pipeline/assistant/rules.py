@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.jsonio import display_path, parse_model, read_json
-from pipeline.schemas import Endpoint, ModelSettings
+from pipeline.core.jsonio import display_path, parse_model, read_json
+from pipeline.llm.settings import Endpoint, ModelSettings
 
 
 class AnswerRules(BaseModel):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 RUN_PREFIX = "assistant-stage1-"
 RUN_ID_RE = re.compile(r"^assistant-stage1-[A-Za-z0-9][A-Za-z0-9_.]*(?:-[A-Za-z0-9_.]+)*$")

@@ -1,5 +1,7 @@
-"""``python -m pipeline.l7``: the L7 scene prompt map runner."""
+"""``python -m pipeline.l7``: same as ``scenemake-l7``."""
 
-from pipeline.l7.cli import main
+import sys
 
-raise SystemExit(main())
+from targets.l7_cli import main
+
+sys.exit(main())

@@ -8,7 +8,7 @@ that only the continuity stages read.
 
 from __future__ import annotations
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 from .session import Session
 

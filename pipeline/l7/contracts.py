@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.errors import UserError
-from pipeline.schemas import Endpoint, ModelSettings, Price
+from pipeline.core.errors import UserError
+from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 # Ids become file and task names: no dots, slashes or colons, ever.
@@ -551,7 +551,7 @@ def check_schema(data: Any, name: str, path: str) -> None:
 
 def write_schemas() -> list[Path]:
     """Regenerate every ``pipeline/schemas/l7_*.json`` from the models."""
-    from pipeline.store import atomic_write_json
+    from pipeline.core.store import atomic_write_json
 
     written = []
     for name in SCHEMAS:

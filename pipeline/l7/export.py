@@ -15,10 +15,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.hashing import hash_bytes, hash_file
-from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_bytes, dump_json, sync_dir
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_bytes, hash_file
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import atomic_write_bytes, dump_json, sync_dir
 
 from . import continuity, selection
 from .contracts import OUTPUT_FILES, check_schema

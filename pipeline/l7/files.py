@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.hashing import hash_bytes, hash_file, remember
-from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_bytes, dump_json
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_bytes, hash_file, remember
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import atomic_write_bytes, dump_json
 
 
 def write_if_changed(path: str | os.PathLike, obj: Any) -> bool:

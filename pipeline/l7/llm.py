@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.book import apply_env_overrides
-from pipeline.jsonio import display_path
+from pipeline.core.jsonio import display_path
+from pipeline.core.rendering import render
 from pipeline.llm import CallContext, LLMClient, LLMRequest, LLMResponse, build_client
-from pipeline.schemas import BookConfig, Endpoint, ModelSettings
-from pipeline.templates import render
+from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
 from .contracts import SessionObjective
 
@@ -27,10 +26,7 @@ _lock = threading.Lock()
 
 def settings(obj: SessionObjective, objective_path: str) -> tuple[ModelSettings, Endpoint]:
     """The objective's model and endpoint with the environment overrides applied."""
-    # apply_env_overrides takes a book config; a minimal one carries the two fields.
-    config = BookConfig(title=obj.session_id, model=obj.model, endpoint=obj.endpoint)
-    config = apply_env_overrides(config, display_path(objective_path))
-    return config.model, config.endpoint
+    return apply_env_overrides(obj.model, obj.endpoint, display_path(objective_path))
 
 
 def client(state_dir: str, obj: SessionObjective, objective_path: str) -> LLMClient:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 from .contracts import PromptMapPack, ScenesV2, SessionInput, SessionObjective
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from pipeline.llm import CallContext, LLMClient
 
 from . import llm

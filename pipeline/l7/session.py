@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.hashing import hash_file
-from pipeline.jsonio import display_path, parse_model, read_json
-from pipeline.schemas import ModelSettings
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_file
+from pipeline.core.jsonio import display_path, parse_model, read_json
+from pipeline.llm.settings import ModelSettings
 
 from . import llm, policies, scoring
 from .contracts import (

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from pipeline import builddb
-from pipeline.errors import UserError
+from pipeline.core import builddb
+from pipeline.core.errors import UserError
+from pipeline.core.store import dump_json
 from pipeline.llm import CallContext, read_calls
 from pipeline.llm.calllog import utc_timestamp
-from pipeline.store import dump_json
 
 from . import candidates, continuity, export, gates, llm, revision, scoring, selection
 from .context import neighbours, scene_context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 class BudgetExceeded(UserError):

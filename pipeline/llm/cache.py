@@ -12,8 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.hashing import hash_json
-from pipeline.store import atomic_write_bytes
+from pipeline.core.hashing import hash_json
+from pipeline.core.store import atomic_write_bytes
 
 _HASH_RE = re.compile(r"[0-9a-f]{8,128}")
 

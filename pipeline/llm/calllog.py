@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.store import append_line
+from pipeline.core.store import append_line
 
 from .request import CallContext
 

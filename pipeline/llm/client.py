@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline import cpu_turn
-from pipeline.errors import UserError
-from pipeline.hashing import hash_json
+from pipeline.core import cpu_turn
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_json
 
 from .budget import Budget
 from .cache import CachedResponse, ResponseCache
@@ -53,7 +53,7 @@ class LLMOutputError(UserError):
 
 
 def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Provider]:
-    """The built-in providers for an endpoint's settings (``pipeline.schemas.Endpoint``).
+    """The built-in providers for an endpoint's settings (``pipeline.book.models.Endpoint``).
 
     Always ``offline`` (``offline_latency_ms`` or ``latency_ms`` simulates a slow model for
     benchmarks; not part of any request hash); ``openai`` too when ``base_url`` is set.
@@ -82,7 +82,7 @@ def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
                  max_cost_usd: float | None = None) -> LLMClient:
     """The LLM client every family uses: the workspace's cache and call log under
     ``state_dir`` (``workspace/.scenemake``), providers from ``endpoint`` settings
-    (``pipeline.schemas.Endpoint``), a price table and a budget for this run.
+    (``pipeline.book.models.Endpoint``), a price table and a budget for this run.
 
     ``SCENEMAKE_OFFLINE_LATENCY_MS`` sets the offline model's simulated latency (benchmarks).
     """

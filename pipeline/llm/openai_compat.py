@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 from .offline import estimate_tokens
 from .ratelimit import RateLimiter

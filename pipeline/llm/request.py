@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.hashing import canonical_json, hash_json
+from pipeline.core.hashing import canonical_json, hash_json
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.hashing import canonical_json
+from pipeline.core.hashing import canonical_json
 
 # Beyond this nesting depth, or once a $ref recurses, optional branches are cut short
 # (empty arrays, null options) so recursive models end.

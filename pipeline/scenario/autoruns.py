@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.jsonio import display_path
-from pipeline.store import append_line, atomic_write_bytes, atomic_write_json
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import append_line, atomic_write_bytes, atomic_write_json
 
 from .layout import RunLayout
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.assistant.sessions import reports_dir, session_order, sessions_dir
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .business_review import review_answer, summarize
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.hashing import hash_json
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.hashing import hash_json
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import placeholders
 from .client import AssistantClient, CallResult

@@ -37,9 +37,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.hashing import hash_bytes
-from pipeline.jsonio import display_path, read_json
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.hashing import hash_bytes
+from pipeline.core.jsonio import display_path, read_json
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .contracts import parse
 from .layout import read_json_or_none

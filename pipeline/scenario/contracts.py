@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import UserError
-from pipeline.hashing import hash_json
-from pipeline.jsonio import display_path, read_json
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_json
+from pipeline.core.jsonio import display_path, read_json
 
 from . import placeholders
 

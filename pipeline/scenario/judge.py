@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.errors import UserError
-from pipeline.jsonio import read_json
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import read_json
 from pipeline.llm import CallContext, LLMClient, LLMRequest
-from pipeline.schemas import Endpoint, ModelSettings
+from pipeline.llm.settings import Endpoint, ModelSettings
 
 from .contracts import parse
 from .layout import RunLayout, StepRef

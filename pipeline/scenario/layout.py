@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
 
 STEP_FILES = ("output.md", "debug.json", "turn.json", "session.json", "assistant_response.json",
               "step_state.json")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import analyst, coder, repair, runner, status
 from .contracts import Pack, load_pack, spec_hash
@@ -235,7 +235,8 @@ class PackLoop:
             return False
         layout = RunLayout.load(run_dir)
         if step == "captured":
-            reviews, failed = runner.reviews(layout, self.config.capture.workspace,
+            reviews, failed = runner.reviews(self.config.capture.reviewer, layout,
+                                             self.config.capture.workspace,
                                              self.config.score_spec)
             result = status.write(layout, reviews)
             atomic_write_json(folder / "reviews_index.json", {

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 def healthy(base_url: str) -> bool:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .analyst import RUNTIME_FILES
 from .status import now_iso

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
-from pipeline.store import atomic_write_json
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import atomic_write_json
 
 from . import status
 from .capture import Capturer
@@ -28,6 +28,7 @@ from .contracts import ID_PATTERN, Pack, Scenario, spec_hash
 from .judge import load_score_spec
 from .layout import RunLayout, read_json_or_none
 from .managed import ManagedAssistant, healthy
+from .reviewing import Reviewer, db_path
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 DEFAULT_SCORE_SPEC = Path("score_specs/score_spec_answer.json")
@@ -43,13 +44,14 @@ class CaptureOptions:
     start_assistant: bool = False
     timeout: float = 30.0
     retries: int = 2
+    reviewer: Reviewer | None = None  # what runs the review tasks (the CLI's)
 
     @classmethod
-    def from_args(cls, args) -> CaptureOptions:
+    def from_args(cls, args, reviewer: Reviewer | None = None) -> CaptureOptions:
         """The options of an argparse namespace made by ``_add_capture_options``."""
         return cls(workspace=args.workspace, artifacts_dir=args.artifacts_dir,
                    base_url=args.base_url, start_assistant=args.start_assistant,
-                   timeout=args.timeout, retries=args.retries)
+                   timeout=args.timeout, retries=args.retries, reviewer=reviewer)
 
     @property
     def artifacts(self) -> Path:
@@ -110,9 +112,7 @@ def run_lock(artifacts: Path, run_id: str):
 
 
 def review_db(workspace: Path, run_id: str) -> Path:
-    """The doit DB of a run's reviews."""
-    from targets.scenario import db_path
-
+    """The build DB of a run's reviews."""
     return db_path(workspace, run_id)
 
 
@@ -189,13 +189,10 @@ def capture(opts: CaptureOptions, kind: str, spec: Pack | Scenario, run_id: str,
     return layout, capturer
 
 
-def reviews(layout: RunLayout, workspace: Path,
+def reviews(reviewer: Reviewer, layout: RunLayout, workspace: Path,
             score_spec: Path | None) -> tuple[dict, bool]:
     """Run the review tasks: (the current reviews by name, whether one failed)."""
-    from targets.scenario import review_namespace, run_tasks
-
-    outcome = run_tasks(review_namespace(layout, workspace, score_spec),
-                        review_db(workspace, layout.run_id), log_dir=layout.dir)
+    outcome = reviewer.review_run(layout, workspace, score_spec)
     for task, message in outcome.failed:
         print(f"  review {task} failed: {message}")
     failed = {t for t, _ in outcome.failed}

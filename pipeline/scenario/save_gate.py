@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
 
 from .contracts import Pack, Scenario, spec_hash
 from .layout import RunLayout, read_json_or_none

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.jsonio import read_json
-from pipeline.store import atomic_write_text, dump_json
+from pipeline.core.jsonio import read_json
+from pipeline.core.store import atomic_write_text, dump_json
 
 from .analyst import AnalystGate, Flag
 from .coder import CoderConfig

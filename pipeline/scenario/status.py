@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .layout import STATUSES, RunLayout, ScenarioRef, rollup
 

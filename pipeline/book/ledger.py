@@ -7,9 +7,9 @@ plus the records of accepted overrides (prompt updates, manual edits, stale pre-
 
 from __future__ import annotations
 
-from pipeline.book import PHASES, Book
-from pipeline.builddb import SceneDB
-from pipeline.store import atomic_write_json
+from pipeline.book.workspace import PHASES, Book
+from pipeline.core.builddb import SceneDB
+from pipeline.core.store import atomic_write_json
 
 LEDGER_VERSION = 1
 

@@ -16,8 +16,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from pipeline.book import PACKAGE_DIR
-from pipeline.store import atomic_write_json
+from pipeline.book.workspace import PACKAGE_DIR
+from pipeline.core.store import atomic_write_json
 
 VERSION = 2
 ENV_KEYS = ("SCENEMAKE_MODEL", "SCENEMAKE_BASE_URL", "SCENEMAKE_API_KEY_ENV")

@@ -14,11 +14,11 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from pipeline.book import default_template_home
-from pipeline.builddb import SceneDB
-from pipeline.errors import UserError
-from pipeline.hashing import hash_file, hash_known, same_content
-from pipeline.runvars import RunVars
+from pipeline.book.runvars import RunVars
+from pipeline.book.workspace import default_template_home
+from pipeline.core.builddb import SceneDB
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_file, hash_known, same_content
 
 
 class PolicyError(UserError):

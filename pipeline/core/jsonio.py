@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 if TYPE_CHECKING:  # pydantic loads only where a model is validated (not on a no-op doit)
     from pydantic import BaseModel, ValidationError

@@ -1,4 +1,4 @@
-"""The one hasher: blake3 of bytes, files and canonical JSON, plus doit's file checker.
+"""The one hasher: blake3 of bytes, files and canonical JSON (doit's checker is in targets/).
 
 Every family hashes through here, so a file is hashed at most once per process
 for a given (path, inode, size, mtime_ns).
@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 import blake3
-from doit.dependency import FileChangedChecker
 
 _CHUNK = 1 << 20
 _memo: dict[tuple[str, int, int, int], str] = {}
@@ -94,30 +93,6 @@ def same_content(path: str, state: list | None) -> bool:
     if st.st_size != state[1]:
         return False
     return hash_file(path, st) == state[2]
-
-
-class Blake3Checker(FileChangedChecker):
-    """doit ``check_file_uptodate`` checker: (mtime_ns, size) shortcut, then memoised blake3."""
-
-    def check_modified(self, file_path, file_stat, state):
-        if not isinstance(state, list | tuple) or len(state) != 3:
-            return True
-        if file_stat.st_mtime_ns == state[0] and file_stat.st_size == state[1]:
-            return False
-        if file_stat.st_size != state[1]:
-            return True
-        return hash_file(file_path, file_stat) != state[2]
-
-    def get_state(self, dep, current_state):
-        st = os.stat(dep)
-        if (
-            isinstance(current_state, list | tuple)
-            and len(current_state) == 3
-            and current_state[0] == st.st_mtime_ns
-            and current_state[1] == st.st_size
-        ):
-            return None
-        return [st.st_mtime_ns, st.st_size, hash_file(dep, st)]
 
 
 def remember(path: str, st: os.stat_result, digest: str) -> None:

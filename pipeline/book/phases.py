@@ -14,10 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.book import LLM_PHASES, Book
-from pipeline.errors import UserError
-from pipeline.hashing import hash_json
-from pipeline.schemas import (
+from pipeline.book.models import (
     ContinuityPack,
     Finding,
     LintReport,
@@ -31,7 +28,10 @@ from pipeline.schemas import (
     WriteOutput,
     output_schema,
 )
-from pipeline.store import dump_json
+from pipeline.book.workspace import LLM_PHASES, Book
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_json
+from pipeline.core.store import dump_json
 
 # Phases that read the scene's pre-state; their ledger entry records its path and hash.
 STATE_PHASES = ("continuity_pack", "write", "repair", "state_repair", "lint")
@@ -139,7 +139,7 @@ def load_input(path: str, model: type[BaseModel] | None) -> Any:
     """Read an artifact that a phase consumes; a broken one is a UserError naming it."""
     from pathlib import Path
 
-    from pipeline.jsonio import parse_model, read_json
+    from pipeline.core.jsonio import parse_model, read_json
 
     if model is None:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 KNOWN = {
     "book": "which book under workspace/books/ to build",
@@ -63,10 +63,3 @@ def _money(name: str, value: str | None) -> float | None:
     if amount < 0 or amount != amount:
         raise UserError(f"{name}={value} is not an amount in USD", fix=f"e.g. {name}=5")
     return amount
-
-
-def from_doit() -> RunVars:
-    """The variables of the current doit command line."""
-    from doit import doit_cmd
-
-    return parse(dict(doit_cmd._CMDLINE_VARS or {}))

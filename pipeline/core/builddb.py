@@ -1,4 +1,4 @@
-"""The one build DB: a doit backend on sqlite that commits each task as it succeeds.
+"""The one build DB: sqlite records of every task, committed as each task succeeds.
 
 doit's own backends write only when a run ends, so ``kill -9`` forgets every task
 that finished in that run. Here the row of a task is committed when doit saves its
@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from doit.dependency import DatabaseException
-from doit.exceptions import InvalidCommand
+from pipeline.core.errors import UserError
 
 _listeners: list[Callable[[str, str], None]] = []
 _openers: list[Callable[[SceneDB], None]] = []
@@ -47,9 +46,8 @@ create table if not exists sm_settings (key text not null primary key, value tex
 """
 
 
-class BuildDBError(DatabaseException, InvalidCommand):
-    """The build DB cannot be used. doit prints an InvalidCommand as one ``ERROR:`` line
-    and exits 3; any other exception from a backend is printed with its traceback."""
+class BuildDBError(UserError):
+    """The build DB cannot be used (unreadable, locked by another run, disk full)."""
 
 
 def subscribe(listener: Callable[[str, str], None]) -> None:
@@ -85,9 +83,9 @@ def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a s
 
 
 class SceneDB:
-    """doit backend (plugin name ``scenemake``): sqlite, WAL, one commit per finished task."""
-
-    desc = "sqlite, committed per task (scenemake)"
+    """The build DB: doit's per-task records (this class is the storage of the doit backend
+    ``targets.backend.SceneDB``) and scenemake's own records; sqlite, WAL, one commit per
+    finished task."""
 
     def __init__(self, name: str, codec, *, module_name=None):
         global _current

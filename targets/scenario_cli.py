@@ -25,13 +25,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path, read_json
-
-from . import autoruns, runner, save_gate, status
-from .analyst import AnalystGate
-from .capture import Capturer
-from .contracts import (
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path, read_json
+from pipeline.scenario import autoruns, runner, save_gate, status
+from pipeline.scenario.analyst import AnalystGate
+from pipeline.scenario.capture import Capturer
+from pipeline.scenario.contracts import (
     Case,
     Pack,
     Scenario,
@@ -42,10 +41,11 @@ from .contracts import (
     scenario_from_case,
     slug,
 )
-from .layout import RunLayout, read_json_or_none
-from .loop import DEFAULT_MAX_ITERATIONS
-from .repair import DEFAULT_MAX_TARGETS
-from .runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC
+from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.loop import DEFAULT_MAX_ITERATIONS
+from pipeline.scenario.repair import DEFAULT_MAX_TARGETS
+from pipeline.scenario.runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC
+from targets.scenario import DoitReviewer
 
 
 def _add_capture_options(p: argparse.ArgumentParser) -> None:
@@ -165,7 +165,7 @@ def _check_score_spec(args) -> None:
 
 
 def _capture(args, kind: str, spec: Pack | Scenario, run_id: str, source: str | None) -> int:
-    opts = runner.CaptureOptions.from_args(args)
+    opts = runner.CaptureOptions.from_args(args, DoitReviewer())
     opts.check()
     run_dir = opts.artifacts / runner.check_run_id(run_id)
     _check_score_spec(args)
@@ -179,7 +179,7 @@ def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
     review_failed = False
     if not args.no_review:
         spec = None if args.no_judge else args.score_spec
-        reviews, review_failed = runner.reviews(layout, args.workspace, spec)
+        reviews, review_failed = runner.reviews(DoitReviewer(), layout, args.workspace, spec)
     result = status.write(layout, reviews)
     c = result["counts"]
     print(f"final status: {result['final_status']}")
@@ -211,7 +211,7 @@ def cmd_run_case(args) -> int:
         source = display_path(args.case)
         run_id = args.run_id or f"case-{case.case_id}"
     else:
-        from pipeline.hashing import hash_text
+        from pipeline.core.hashing import hash_text
 
         question = args.question.strip()
         if not question:
@@ -245,7 +245,6 @@ def cmd_review_run(args) -> int:
 
 def cmd_review(args) -> int:
     from pipeline.assistant.sessions import normalize_run_id
-    from targets.scenario import db_path, gui_namespace, run_tasks
 
     try:
         run_id = normalize_run_id(args.run_id)
@@ -254,15 +253,15 @@ def cmd_review(args) -> int:
     runs_dir = args.runs_dir or args.workspace
     artifacts = args.artifacts_dir or args.workspace / "artifacts" / "domain_runs"
     out_dir = (artifacts / "gui_run_reviews" / run_id).resolve()
-    outcome = run_tasks(gui_namespace(run_id, runs_dir.resolve(), out_dir),
-                        db_path(args.workspace, f"gui-{run_id}"), log_dir=out_dir)
+    outcome = DoitReviewer().review_gui(run_id, runs_dir.resolve(), out_dir, f"gui-{run_id}",
+                                        args.workspace)
     if outcome.failed:
         raise UserError(f"review of {run_id} failed: {outcome.failed[0][1]}")
     review = read_json_or_none(out_dir / "run_review.json")
     if not isinstance(review, dict):
         raise UserError("run_review.json was not written", path=display_path(out_dir))
     if args.print_summary:
-        from .bridge import summary_text
+        from pipeline.scenario.bridge import summary_text
 
         print(summary_text(review, out_dir))
     else:
@@ -311,8 +310,8 @@ def cmd_save(args) -> int:
 
 
 def cmd_run_pack_loop(args) -> int:
-    from .coder import load_config
-    from .loop import LoopConfig, PackLoop, restart
+    from pipeline.scenario.coder import load_config
+    from pipeline.scenario.loop import LoopConfig, PackLoop, restart
 
     if args.no_review:
         raise UserError("--no-review: the loop judges every run by its reviews")
@@ -323,7 +322,7 @@ def cmd_run_pack_loop(args) -> int:
     pack = load_pack(args.pack)
     coder_config, coder_base = (load_config(args.coder_config) if args.coder_config
                                 else (None, None))
-    opts = runner.CaptureOptions.from_args(args)
+    opts = runner.CaptureOptions.from_args(args, DoitReviewer())
     opts.check()
     loop_id = runner.check_run_id(args.run_id or f"loop-{pack.pack_id}")
     loop_dir = opts.artifacts / loop_id
@@ -372,9 +371,9 @@ def _print_stage(summary: dict) -> None:
 
 
 def cmd_stage(args) -> int:
-    from .stage import Stage, stage_lock
+    from pipeline.scenario.stage import Stage, stage_lock
 
-    st = Stage(args.manifest)
+    st = Stage(args.manifest, DoitReviewer())
     if args.stage_command == "status":  # read-only: no lock, nothing but the handoff written
         return _stage_step(st, args)
     with stage_lock(st):
@@ -382,7 +381,7 @@ def cmd_stage(args) -> int:
 
 
 def _stage_step(st, args) -> int:
-    from .stage import SUMMARY
+    from pipeline.scenario.stage import SUMMARY
 
     step = args.stage_command
     print(f"stage {st.m.stage_id}" + (f": {st.m.title}" if st.m.title else ""))
@@ -487,3 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             where = ""
         print(f"internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
         return 3
+
+
+def stage_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scenemake-stage`` / ``python -m pipeline.scenario.stage_cli``: the same
+    as ``scenemake-scenario stage STEP --manifest M``."""
+    return main(["stage", *(sys.argv[1:] if argv is None else argv)])

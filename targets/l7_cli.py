@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .runner import ERROR, run
-from .session import ENVS, RunConfig
+from pipeline.l7.session import ENVS, RunConfig
+from targets.l7_runner import ERROR, run
 
 DESCRIPTION = """\
 Turn the scenes of a session's scenes_v2.json into image prompts: scene context

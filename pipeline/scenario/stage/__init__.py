@@ -39,17 +39,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
-from pipeline.store import append_line, atomic_write_json, atomic_write_text
-
-from . import autoruns, coder, repair, runner, save_gate
-from .contracts import load_pack
-from .layout import RunLayout, read_json_or_none
-from .loop import LoopConfig, PackLoop, iteration_dir, latest_verdict, read_state
-from .loop import restart as loop_restart
-from .stage_manifest import StageManifest, load
-from .status import now_iso
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
+from pipeline.core.store import append_line, atomic_write_json, atomic_write_text
+from pipeline.scenario import autoruns, coder, repair, runner, save_gate
+from pipeline.scenario.contracts import load_pack
+from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.loop import LoopConfig, PackLoop, iteration_dir, latest_verdict, read_state
+from pipeline.scenario.loop import restart as loop_restart
+from pipeline.scenario.reviewing import Reviewer
+from pipeline.scenario.stage_manifest import StageManifest, load
+from pipeline.scenario.status import now_iso
 
 PROG = "python -m pipeline.scenario stage"
 SUMMARY = "stage_loop_summary.json"
@@ -104,7 +104,7 @@ def _progress(state: dict | None) -> tuple | None:
 @contextlib.contextmanager
 def stage_lock(stage: Stage):
     """One changing stage command at a time (``status`` only reads: it takes no lock)."""
-    from .runner import exclusive
+    from pipeline.scenario.runner import exclusive
 
     with exclusive(stage.artifacts / ".locks" / f"{stage.loop_id}.stage.lock",
                    f"another stage command is running for {stage.m.stage_id}",
@@ -115,8 +115,9 @@ def stage_lock(stage: Stage):
 class Stage:
     """One stage manifest and its folder."""
 
-    def __init__(self, manifest_path: Path):
+    def __init__(self, manifest_path: Path, reviewer: Reviewer | None = None):
         self.path = Path(manifest_path)
+        self.reviewer = reviewer  # runs the review tasks (the CLI's)
         self.m: StageManifest = load(self.path)
         self.base = self.path.resolve().parent
         self.workspace = (self.base / self.m.workspace).resolve()
@@ -155,7 +156,8 @@ class Stage:
         a = self.m.assistant
         opts = runner.CaptureOptions(workspace=self.workspace, artifacts_dir=self.artifacts,
                                      base_url=a.base_url, start_assistant=a.start_assistant,
-                                     timeout=a.timeout_s, retries=a.retries)
+                                     timeout=a.timeout_s, retries=a.retries,
+                                     reviewer=self.reviewer)
         return LoopConfig(capture=opts, gate=self.m.gate, max_iterations=self.m.max_iterations,
                           max_targets=self.m.max_targets, score_spec=self.score_spec(),
                           coder=self.m.coder, coder_base=self.base,
@@ -537,16 +539,14 @@ class Stage:
     def ingest(self, run_id: str) -> dict:
         """``ingest-gui-run``: review a GUI run under the stage; maybe validate a repair."""
         from pipeline.assistant.sessions import normalize_run_id
-        from targets.scenario import db_path, gui_namespace, run_tasks
 
         try:
             run_id = normalize_run_id(run_id)
         except ValueError as exc:
             raise UserError(f"--run-id: {exc}") from None
         out_dir = self.dir / "gui_run_reviews" / run_id
-        outcome = run_tasks(gui_namespace(run_id, self.runs_dir(), out_dir),
-                            db_path(self.workspace, f"{self.loop_id}-gui-{run_id}"),
-                            log_dir=out_dir)
+        outcome = self.reviewer.review_gui(run_id, self.runs_dir(), out_dir,
+                                           f"{self.loop_id}-gui-{run_id}", self.workspace)
         if outcome.failed:
             raise UserError(f"review of {run_id} failed: {outcome.failed[0][1]}")
         review = read_json_or_none(out_dir / "run_review.json")
@@ -662,12 +662,3 @@ class Stage:
         summary["next_action"] = stage["next_action"]
         atomic_write_json(folder / EXECUTION, summary)
         return summary
-
-
-
-if __name__ == "__main__":  # python -m pipeline.scenario.stage STEP --manifest M
-    import sys
-
-    from .stage_cli import main
-
-    sys.exit(main())

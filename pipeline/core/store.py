@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonio import display_path
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
 
 _names = itertools.count()
 

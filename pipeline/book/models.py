@@ -12,25 +12,19 @@ import functools
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from pipeline.core.models import StrictModel
+from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
 SCENE_ID = re.compile(r"^ch\d{3}_sc\d{3}$")
 SLUG = r"^[a-z0-9_]+$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Strict = StrictModel
 
 
 # -- book inputs -----------------------------------------------------------------------
-class ModelSettings(Strict):
-    provider: str = "offline"
-    model: str = "offline-1"
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(1200, gt=0)
-    seed: int | None = 7
-
-
 class Style(Strict):
     person: Literal["first", "third"] = "third"
     tense: Literal["past", "present"] = "past"
@@ -41,27 +35,6 @@ class LintSettings(Strict):
     min_words: int = Field(60, ge=0)
     max_words: int = Field(3000, gt=0)
     forbidden: list[str] = ["TODO", "{{", "}}", "As an AI"]
-
-
-class Endpoint(Strict):
-    """How to reach the model; not part of any content address (changing it reruns nothing)."""
-
-    base_url: str | None = None
-    api_key_env: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
-    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
-    max_attempts: int = Field(6, ge=1)
-    max_retry_seconds: float = Field(120.0, gt=0)
-    max_concurrency: int = Field(8, ge=1)
-    requests_per_minute: int | None = Field(None, ge=1)
-    tokens_per_minute: int | None = Field(None, ge=1)
-    max_reasks: int = Field(2, ge=0)
-    offline_latency_ms: float = Field(0.0, ge=0)
-
-
-class Price(Strict):
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
 
 
 class BookConfig(Strict):

@@ -9,13 +9,8 @@ from __future__ import annotations
 import os
 import threading
 
-from pipeline import builddb, cpu_turn, phases
-from pipeline.book import LLM_PHASES, Book
-from pipeline.builddb import SceneDB, now_iso
-from pipeline.errors import UserError
-from pipeline.hashing import hash_bytes, hash_file, hash_json, remember
-from pipeline.llm import CallContext, LLMClient, LLMRequest, build_client
-from pipeline.policies import (
+from pipeline.book import phases
+from pipeline.book.rules import (
     PolicyError,
     changed_templates,
     current_templates,
@@ -23,8 +18,14 @@ from pipeline.policies import (
     require_prompt_change_allowed,
     stale_state_acceptable,
 )
-from pipeline.runvars import RunVars
-from pipeline.store import atomic_write_many
+from pipeline.book.runvars import RunVars
+from pipeline.book.workspace import LLM_PHASES, Book
+from pipeline.core import builddb, cpu_turn
+from pipeline.core.builddb import SceneDB, now_iso
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_bytes, hash_file, hash_json, remember
+from pipeline.core.store import atomic_write_many
+from pipeline.llm import CallContext, LLMClient, LLMRequest, build_client
 
 _clients: dict[str, LLMClient] = {}
 _clients_lock = threading.Lock()
@@ -52,7 +53,7 @@ def _check_inputs_not_edited(db: SceneDB, inputs: dict[str, str], outputs: dict[
     """Never build on, nor overwrite, a hand-edited artifact without force_resume."""
     if rv.force_resume:
         return
-    from pipeline.policies import find_edits
+    from pipeline.book.rules import find_edits
 
     edits = find_edits(db, sorted(set(inputs.values()) | set(outputs.values())))
     if edits:
@@ -150,7 +151,7 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
 
 def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev: dict,
              templates_now: dict, rv: RunVars, db: SceneDB, values: dict) -> dict[str, bytes]:
-    from pipeline.templates import render_messages
+    from pipeline.core.rendering import render_messages
 
     ctx = phases.prompt_context(book, scene, phase, inp)
     messages = render_messages(files.templates["system"], files.templates["phase"], ctx)

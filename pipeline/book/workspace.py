@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
-# re-exported: older imports name pipeline.book
-from pipeline.jsonio import display_path, parse_model, read_json, validation_error  # noqa: F401
+# re-exported: older imports name pipeline.book.workspace
+from pipeline.core.jsonio import display_path, parse_model, read_json, validation_error  # noqa: F401
+from pipeline.llm.settings import apply_env_overrides
 
 if TYPE_CHECKING:  # the models (pydantic) load with the book, not on a no-op doit
-    from pipeline.schemas import BookConfig, Outline, OutlineScene, State
+    from pipeline.book.models import BookConfig, Outline, OutlineScene, State
 
 PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
           "commit")
 LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
 TEMPLATE_NAMES = ("system",) + LLM_PHASES
-PACKAGE_DIR = Path(__file__).parent  # this install of scenemake
-DEFAULT_TEMPLATES = PACKAGE_DIR / "templates"
+PACKAGE_DIR = Path(__file__).parent.parent  # this install of scenemake (the pipeline package)
+DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
+# Where the default templates lived before the book became a family of its own; build DBs
+# that recorded them there are moved to the new folder by a migration, not rebuilt.
+OLD_TEMPLATES_FOLDER = "templates"
+TEMPLATES_FOLDER = "book/templates"
 
 
 def default_template_home(path: str) -> str | None:
-    """The package folder of a recorded default template (``<...>/pipeline/templates/
-    NAME.j2``, from this install or another), or None for any other path."""
+    """The package folder of a recorded default template (``<...>/pipeline/book/templates/
+    NAME.j2``, or ``<...>/pipeline/templates/NAME.j2`` as recorded before the book moved),
+    from this install or another; None for any other path."""
     folder, _, name = path.rpartition("/")
-    package, _, last = folder.rpartition("/")
-    if (last != "templates" or not name.endswith(".j2")
-            or name[:-3] not in TEMPLATE_NAMES or package.rpartition("/")[2] != PACKAGE_DIR.name):
+    if not name.endswith(".j2") or name[:-3] not in TEMPLATE_NAMES:
         return None
-    return package
+    for inner in (TEMPLATES_FOLDER, OLD_TEMPLATES_FOLDER):
+        if folder.endswith("/" + inner):
+            package = folder[: -len(inner) - 1]
+            if package.rpartition("/")[2] == PACKAGE_DIR.name:
+                return package
+    return None
 
 
 @dataclass
@@ -126,7 +134,7 @@ class Book:
 
 def check_scene_id(scene_id: str) -> str:
     """Refuse ids that are not chNNN_scNNN (they become paths: ``../x`` must never pass)."""
-    from pipeline.schemas import SCENE_ID
+    from pipeline.book.models import SCENE_ID
 
     if not SCENE_ID.match(scene_id):
         raise UserError(f"scene id '{scene_id}' is not of the form chNNN_scNNN",
@@ -192,47 +200,9 @@ def _check_world(outline: Outline, state: State, outline_path: str) -> list[Outl
     return scenes
 
 
-PROVIDERS = ("offline", "openai")
-
-
-def apply_env_overrides(config: BookConfig, cfg_path: str) -> BookConfig:
-    """``SCENEMAKE_MODEL=provider:model``, ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
-    override the book config, so one book can switch models without an edit."""
-    model = config.model.model_copy()
-    endpoint = config.endpoint.model_copy()
-    spec = os.environ.get("SCENEMAKE_MODEL")
-    where = "field 'model.provider'"
-    if spec:
-        provider, sep, name = spec.partition(":")
-        if not sep or not name:
-            raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
-                            fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini")
-        model.provider, model.model = provider, name
-        where = "environment variable SCENEMAKE_MODEL"
-    if os.environ.get("SCENEMAKE_BASE_URL"):
-        endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]
-    if os.environ.get("SCENEMAKE_API_KEY_ENV"):
-        endpoint.api_key_env = os.environ["SCENEMAKE_API_KEY_ENV"]
-    base = endpoint.base_url
-    if base and not base.startswith(("http://", "https://")):
-        fix = "e.g. http://127.0.0.1:8080/v1"
-        if os.environ.get("SCENEMAKE_BASE_URL"):
-            raise UserError(f"SCENEMAKE_BASE_URL={base} is not an http:// or https:// URL",
-                            fix=fix)
-        raise UserError(f"'{base}' is not an http:// or https:// URL", path=cfg_path,
-                        field="endpoint.base_url", fix=fix)
-    if model.provider not in PROVIDERS:
-        raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
-                        fix=f"known: {', '.join(PROVIDERS)}")
-    if model.provider == "openai" and not endpoint.base_url:
-        endpoint.base_url = "https://api.openai.com/v1"
-        endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
-    return config.model_copy(update={"model": model, "endpoint": endpoint})
-
-
 def load_book(workspace: Workspace, name: str) -> Book:
     """Load and validate a book; any problem is one UserError naming file and field."""
-    from pipeline.schemas import BookConfig, Outline, State
+    from pipeline.book.models import BookConfig, Outline, State
 
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"book name '{name}' is not a folder name", fix="e.g. book=example")
@@ -244,7 +214,8 @@ def load_book(workspace: Workspace, name: str) -> Book:
     fix = "create it or check the book name"
     config = parse_model(BookConfig, read_json(cfg_path, "book config", fix),
                          display_path(cfg_path))
-    config = apply_env_overrides(config, display_path(cfg_path))
+    model, endpoint = apply_env_overrides(config.model, config.endpoint, display_path(cfg_path))
+    config = config.model_copy(update={"model": model, "endpoint": endpoint})
     outline_path = book_dir / "outline.json"
     outline = parse_model(Outline, read_json(outline_path, "outline", fix),
                           display_path(outline_path))

@@ -20,12 +20,12 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 from doit.reporter import ConsoleReporter
 
-from pipeline.errors import UserError
-from pipeline.hashing import Blake3Checker
-from pipeline.jsonio import display_path
-
-from . import export, stages
-from .session import RunConfig, session_for
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path
+from pipeline.l7 import export, stages
+from pipeline.l7.session import RunConfig, session_for
+from targets.checker import Blake3Checker
+from targets.l7 import l7_tasks
 
 OK, GATE_FAILED, ERROR = 0, 1, 2
 
@@ -68,8 +68,6 @@ def doit_config(db: Path) -> dict:
 
 def run(cfg: RunConfig, err: TextIO | None = None) -> int:
     """Run the session described by ``cfg``; returns the exit code (messages on ``err``)."""
-    from targets.l7 import l7_tasks
-
     err = err or sys.stderr
     try:
         session = session_for(cfg)

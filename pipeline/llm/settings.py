@@ -1,0 +1,82 @@
+"""The model settings every family configures: which model (part of every request's content
+address), how to reach it (not part of it), its price, and the environment overrides."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.core.errors import UserError
+from pipeline.core.models import StrictModel as Strict
+
+
+class ModelSettings(Strict):
+    provider: str = "offline"
+    model: str = "offline-1"
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1200, gt=0)
+    seed: int | None = 7
+
+
+class Endpoint(Strict):
+    """How to reach the model; not part of any content address (changing it reruns nothing)."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    response_format: Literal["auto", "json_schema", "json_object"] = "auto"
+    max_attempts: int = Field(6, ge=1)
+    max_retry_seconds: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(8, ge=1)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_reasks: int = Field(2, ge=0)
+    offline_latency_ms: float = Field(0.0, ge=0)
+
+
+class Price(Strict):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+
+PROVIDERS = ("offline", "openai")
+
+
+def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
+                        cfg_path: str) -> tuple[ModelSettings, Endpoint]:
+    """``SCENEMAKE_MODEL=provider:model``, ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
+    override the settings of ``cfg_path`` (a book, an L7 objective ...), so one config can
+    switch models without an edit."""
+    model = model.model_copy()
+    endpoint = endpoint.model_copy()
+    spec = os.environ.get("SCENEMAKE_MODEL")
+    where = "field 'model.provider'"
+    if spec:
+        provider, sep, name = spec.partition(":")
+        if not sep or not name:
+            raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
+                            fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini")
+        model.provider, model.model = provider, name
+        where = "environment variable SCENEMAKE_MODEL"
+    if os.environ.get("SCENEMAKE_BASE_URL"):
+        endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]
+    if os.environ.get("SCENEMAKE_API_KEY_ENV"):
+        endpoint.api_key_env = os.environ["SCENEMAKE_API_KEY_ENV"]
+    base = endpoint.base_url
+    if base and not base.startswith(("http://", "https://")):
+        fix = "e.g. http://127.0.0.1:8080/v1"
+        if os.environ.get("SCENEMAKE_BASE_URL"):
+            raise UserError(f"SCENEMAKE_BASE_URL={base} is not an http:// or https:// URL",
+                            fix=fix)
+        raise UserError(f"'{base}' is not an http:// or https:// URL", path=cfg_path,
+                        field="endpoint.base_url", fix=fix)
+    if model.provider not in PROVIDERS:
+        raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
+                        fix=f"known: {', '.join(PROVIDERS)}")
+    if model.provider == "openai" and not endpoint.base_url:
+        endpoint.base_url = "https://api.openai.com/v1"
+        endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
+    return model, endpoint
