@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from scenario_support import PACK, Project
+from support.scenario import PACK, Project
 
 CODER = Path(__file__).resolve().parent / "loop_coder.py"
 MANIFEST = "workspace/orchestration/stage_test.json"

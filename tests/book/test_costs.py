@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import executed
+from support.project import executed
 
 BOOK = "workspace/books/example/book.json"
 PRICE = {"offline-1": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}

@@ -7,8 +7,10 @@ import fcntl
 import json
 
 import pytest
-from scenario_fakes import FakeAssistant
-from scenario_support import PACK, free_port, one_line_error, sproject, step_dir  # noqa: F401
+from support.scenario import PACK, free_port, one_line_error, sproject, step_dir  # noqa: F401
+from support.scenario_fakes import FakeAssistant
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 
 def _state(run, scenario, step) -> dict:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SESSION = "sess_harbour_001"
 INPUT = "workspace/l7/sample_session_input_l7.json"
 OBJECTIVE = "workspace/l7/sample_session_objective_l7_prompt_map.json"

@@ -7,7 +7,7 @@ with a ``schema``) yields valid, reasonably short JSON.
 
 Use in tests/conftest.py (pytest puts tests/ on sys.path)::
 
-    from llamafixture import llama_server, pytest_runtest_setup  # noqa: F401
+    from support.llama import llama_server, pytest_runtest_setup  # noqa: F401
 
 and mark tests with ``@pytest.mark.llama``; they take the session-scoped ``llama_server``
 fixture (a :class:`LlamaServer`: ``.base_url``, ``.port``, ``.model``, ``.model_id``).
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from support.parts import require
 
 REQUIRE_ENV = "SCENEMAKE_REQUIRE_LLAMA"
 
@@ -175,13 +177,9 @@ def llama_available() -> bool:
 
 
 def require_llama() -> None:
-    """Skip the calling test when llama-cpp is missing; fail if SCENEMAKE_REQUIRE_LLAMA=1."""
-    if llama_available():
-        return
-    msg = "llama-cpp-python[server] and gguf are not installed"
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{msg}, but {REQUIRE_ENV}=1", pytrace=False)
-    pytest.skip(msg)
+    """Skip the calling test when llama-cpp is missing; fail under CI (support.parts)."""
+    require(llama_available(), "llama-cpp-python[server] and gguf",
+            "pip install -e '.[test,llama]'")
 
 
 def free_port() -> int:

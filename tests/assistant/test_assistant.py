@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from scenario_support import sproject  # noqa: F401  (fixture)
+from support.scenario import sproject  # noqa: F401  (fixture)
 
 from pipeline.assistant.contract import contract_validator
 

@@ -12,9 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from l7_helpers import INPUT, OBJECTIVE, OUT, OUTPUTS, SCENES, SPEC, clean_env, one_line_error
-
-pytest_plugins = ["l7_fixtures"]  # l7, l7_built
+from support.l7 import INPUT, OBJECTIVE, OUT, OUTPUTS, SCENES, SPEC, clean_env, one_line_error
 
 FLAGS = ["--session-input", "--session-objective", "--scenes-v2", "--out-dir",
          "--allow-cross-session", "--score-spec", "--allow-score-spec-override",

@@ -9,10 +9,13 @@ import shutil
 import subprocess
 import sys
 
-from loop_support import MANIFEST, RULES, stage_dir, stage_manifest, summary
-from scenario_support import REPO, one_line_error, snapshot, sproject  # noqa: F401
+import pytest
+from support.loop import MANIFEST, RULES, stage_dir, stage_manifest, summary
+from support.scenario import REPO, one_line_error, snapshot, sproject  # noqa: F401
 
 from pipeline.scenario import stage_manifest as sm
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 QUESTIONS = ["Which items are below their reorder level?", "Who supplies those?",
              "How many Safety Gloves do we have on hand?"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from l7_helpers import (
+from support.l7 import (
     OBJECTIVE,
     OUT,
     OUTPUTS,
@@ -19,8 +19,6 @@ from l7_helpers import (
 )
 
 from pipeline.l7.contracts import OUTPUT_FILES, first_error
-
-pytest_plugins = ["l7_fixtures"]  # l7, l7_built
 
 SCENE_IDS = [f"scene_{i:03d}" for i in range(1, 9)]
 
@@ -192,7 +190,7 @@ def test_kill_9_mid_run_keeps_the_old_set_and_pays_nothing_twice(l7_built):
     import sys
     import time
 
-    from l7_helpers import INPUT, clean_env
+    from support.l7 import INPUT, clean_env
 
     before = l7_built.snapshot()
     n = len(l7_built.calls())

@@ -9,7 +9,10 @@ import subprocess
 import time
 
 import httpx
-from scenario_support import PACK, free_port, snapshot, sproject, step_dir  # noqa: F401
+import pytest
+from support.scenario import PACK, free_port, snapshot, sproject, step_dir  # noqa: F401
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 STEP_FILES = {"output.md", "debug.json", "turn.json", "session.json", "assistant_response.json",
               "step_state.json"}

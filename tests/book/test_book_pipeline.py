@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from conftest import executed, snapshot
+from support.project import executed, snapshot
 
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
           "ch002_sc003"]

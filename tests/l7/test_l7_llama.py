@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from l7_helpers import OBJECTIVE, OUT, OUTPUTS, SCENES, SESSION
+from support.l7 import OBJECTIVE, OUT, OUTPUTS, SCENES, SESSION
 
 from pipeline.l7.contracts import OUTPUT_FILES, first_error
 
-pytest_plugins = ["l7_fixtures"]  # l7
 pytestmark = pytest.mark.llama
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
-from scenario_support import one_line_error, sproject  # noqa: F401
+import pytest
+from support.scenario import one_line_error, sproject  # noqa: F401
 
 from pipeline.scenario.business_review import review_answer
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 BAD_RULES = {"direct_answer_first": False, "state_data_date": False, "show_route_ids": True,
              "include_raw_json": True, "layered_answer": False, "max_list_items": 50}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from pipeline.core.errors import UserError
 from pipeline.llm import CallContext, LLMClient, LLMRequest, read_calls

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import snapshot
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
+from support.project import snapshot
 
 pytestmark = pytest.mark.llama
 
@@ -48,7 +48,7 @@ def _one_scene(project) -> None:
 
 
 def test_a_build_under_faults_matches_a_clean_build(tmp_path, llama_server):
-    from conftest import Project, make_project
+    from support.project import Project, make_project
 
     clean = Project(make_project(tmp_path / "clean"))
     faulty = Project(make_project(tmp_path / "faulty"))

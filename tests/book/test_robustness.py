@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import executed, snapshot
+from support.project import executed, snapshot
 
 OUTLINE = "workspace/books/example/outline.json"
 

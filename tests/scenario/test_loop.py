@@ -9,8 +9,11 @@ import subprocess
 import time
 from collections import Counter
 
-from loop_support import RULES, coder_config, loop_args
-from scenario_support import one_line_error, sproject  # noqa: F401
+import pytest
+from support.loop import RULES, coder_config, loop_args
+from support.scenario import one_line_error, sproject  # noqa: F401
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 LOOP = "loop-warehouse_basics"
 ITERATION_FILES = {"analyst_verdict.json", "analyst_verdict.md", "repair_iteration_plan.json",

@@ -1,4 +1,4 @@
-"""pytest fixtures of the L7 tests (``pytest_plugins = ["l7_fixtures"]``)."""
+"""pytest fixtures of the L7 tests: an L7 project copy, built or not."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from l7_helpers import L7Project, copy_project
+from support.l7 import L7Project, copy_project
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import REPO, executed
+import pytest
+from support.project import REPO, executed
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 
 def _install(where: Path) -> dict:

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scenario_support import PACK, Project, make_project, one_line_error, sproject  # noqa: F401
+from support.scenario import PACK, Project, make_project, one_line_error, sproject  # noqa: F401
+
+pytestmark = pytest.mark.slow  # real subprocesses and servers: minutes, not seconds
 
 RUN = "workspace/artifacts/domain_runs/pack-warehouse_basics"
 STORE = "workspace/llm_normalizer/data/autoruns"

@@ -17,7 +17,7 @@ from pipeline.book.workspace import LLM_PHASES
 
 pytestmark = pytest.mark.llama
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "workspace" / "books" / "example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "workspace" / "books" / "example"
 
 
 def example_schema(phase: str) -> dict:
