@@ -10,15 +10,31 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from pipeline.core.models import StrictModel
 from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
 SCENE_ID = re.compile(r"^ch\d{3}_sc\d{3}$")
 SLUG = r"^[a-z0-9_]+$"
+
+
+def _no_repeats(values: list[str]) -> list[str]:
+    # A real model lists ["mara", "ines", "mara"]: a list of ids (or beats) names each once.
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value!r} is listed twice (each entry must appear once)")
+        seen.add(value)
+    return values
+
+
+# A list whose entries are distinct; the JSON Schema says so too (uniqueItems), so
+# constrained decoding and the offline stand-in keep to it and a model is re-asked.
+Unique = Annotated[list[str], AfterValidator(_no_repeats), Field(json_schema_extra={"uniqueItems": True})]
+Beat = Annotated[str, Field(min_length=3)]
 
 
 Strict = StrictModel
@@ -99,7 +115,7 @@ class OutlineScene(Strict):
     title: str = Field(min_length=1)
     brief: str = Field(min_length=1)
     location: str = Field(pattern=SLUG)
-    characters: list[str] = Field(min_length=1)
+    characters: Unique = Field(min_length=1)
     new_characters: list[NewCharacter] = []
     new_locations: list[NewLocation] = []
 
@@ -126,11 +142,12 @@ class SceneCard(Strict):
     title: str = Field(min_length=1)
     pov: str
     location: str
-    characters: list[str] = Field(min_length=1)
+    characters: Unique = Field(min_length=1)
     goal: str = Field(min_length=1)
     conflict: str = Field(min_length=1)
     outcome: str = Field(min_length=1)
-    beats: list[str] = Field(min_length=3, max_length=6)
+    beats: Annotated[list[Beat], AfterValidator(_no_repeats),
+                     Field(min_length=3, max_length=6, json_schema_extra={"uniqueItems": True})]
 
 
 class CharacterChange(Strict):
@@ -154,7 +171,7 @@ class StatePatch(Strict):
     characters: list[CharacterChange] = Field(default=[], max_length=6)
     items: list[ItemMove] = Field(default=[], max_length=4)
     threads_opened: list[NewThread] = Field(default=[], max_length=2)
-    threads_closed: list[str] = Field(default=[], max_length=2)
+    threads_closed: Unique = Field(default=[], max_length=2)
     events: list[str] = Field(min_length=1, max_length=6)
 
 
@@ -166,7 +183,7 @@ class Fact(Strict):
 class ContinuityPack(Strict):
     facts: list[Fact] = Field(min_length=2, max_length=8)
     carry_forward: list[str] = Field(default=[], max_length=4)
-    open_threads: list[str] = Field(default=[], max_length=4)
+    open_threads: Unique = Field(default=[], max_length=4)
 
 
 class WriteOutput(Strict):
@@ -190,6 +207,7 @@ class Finding(Strict):
     rule: str
     severity: Literal["error", "warning"]
     message: str
+    field: str | None = None  # where: "scene_card.beats[2]", "state_patch.characters[0].id"
 
 
 class LintReport(Strict):

@@ -334,9 +334,54 @@ def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
         ch = state.characters.get(cid)
         if ch and ch.name.split()[0] not in prose:
             findings.append(Finding(rule="character_absent", severity="warning",
-                                    message=f"{ch.name} is in the scene card but not named"))
+                                    message=f"{ch.name} is in the scene card but not named",
+                                    field="prose"))
+    findings += _card_findings(book.scene(sid), card, patch, prose, state)
     passed = not any(f.severity == "error" for f in findings)
     return LintReport(scene_id=sid, passed=passed, word_count=words, findings=findings)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 4}
+
+
+def _card_findings(scene: OutlineScene, card: SceneCard, patch: StatePatch, prose: str,
+                   state: State) -> list[Finding]:
+    """What a real (small) model gets wrong that the schemas cannot see: empty or repeated
+    beats, characters that are not in the scene, prose that ignores its card."""
+    out: list[Finding] = []
+    seen: dict[str, int] = {}
+    for i, beat in enumerate(card.beats):
+        key = " ".join(beat.lower().split())
+        if not key:
+            out.append(Finding(rule="beat_empty", severity="error", field=f"scene_card.beats[{i}]",
+                               message=f"{scene.id}: beat {i + 1} of the scene card is empty"))
+        elif key in seen:
+            out.append(Finding(rule="beat_repeated", severity="error",
+                               field=f"scene_card.beats[{i}]",
+                               message=f"{scene.id}: beat {i + 1} repeats beat {seen[key] + 1}"))
+        seen.setdefault(key, i)
+    for i, cid in enumerate(card.characters):
+        if cid not in scene.characters:
+            out.append(Finding(rule="character_not_in_scene", severity="error",
+                               field=f"scene_card.characters[{i}]",
+                               message=f"{scene.id}: the card names '{cid}', who is not in the "
+                                       "outline's scene"))
+    for i, change in enumerate(patch.characters):
+        if change.id not in card.characters:
+            out.append(Finding(rule="character_not_in_scene", severity="error",
+                               field=f"state_patch.characters[{i}].id",
+                               message=f"{scene.id}: the patch changes '{change.id}', who is not "
+                                       "in the scene card"))
+    named = [c for c in card.characters
+             if c in state.characters and state.characters[c].name.split()[0] in prose]
+    card_words = _content_words(" ".join([card.goal, card.conflict, card.outcome, *card.beats]))
+    shared = card_words & _content_words(prose)
+    if not named and len(shared) < max(1, len(card_words) // 10):
+        out.append(Finding(rule="prose_ignores_card", severity="warning", field="prose",
+                           message=f"{scene.id}: the prose names none of the card's characters "
+                                   f"and shares {len(shared)} of its {len(card_words)} words"))
+    return out
 
 
 def apply_patch(state: State, patch: StatePatch, sid: str) -> State:

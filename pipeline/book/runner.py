@@ -132,7 +132,8 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
         data = {"report": (report.model_dump_json(indent=2) + "\n").encode()}
         if not report.passed:
             write_outputs(db, task_id, files.outputs, data)
-            errors = [f.message for f in report.findings if f.severity == "error"]
+            errors = [f.message + (f" ({f.field})" if f.field else "")
+                      for f in report.findings if f.severity == "error"]
             raise PhaseFailed(f"lint failed: {'; '.join(errors)}", path=files.outputs["report"],
                               fix="fix the prose/patch (force_resume=1) or the lint settings")
     elif phase == "commit":
