@@ -33,7 +33,8 @@ def _no_repeats(values: list[str]) -> list[str]:
 
 # A list whose entries are distinct; the JSON Schema says so too (uniqueItems), so
 # constrained decoding and the offline stand-in keep to it and a model is re-asked.
-Unique = Annotated[list[str], AfterValidator(_no_repeats), Field(json_schema_extra={"uniqueItems": True})]
+Unique = Annotated[list[str], AfterValidator(_no_repeats),
+                   Field(json_schema_extra={"uniqueItems": True})]
 Beat = Annotated[str, Field(min_length=3)]
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from support.project import REPO
 
 from pipeline.book.models import SceneCard, State, StatePatch, output_schema
 from pipeline.book.phases import lint, schema_for
 from pipeline.book.workspace import Workspace, load_book
-from support.project import REPO
 
 CARD = {"title": "The Last Ferry", "pov": "mara", "location": "lighthouse",
         "characters": ["mara", "ines"], "goal": "Mara climbs to the lamp room.",
