@@ -79,6 +79,7 @@ class Estimate(DoitCmdBase):
     def _execute(self, pos_args=None):
         from rich.table import Table
 
+        from pipeline.book.estimate import request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable
@@ -106,31 +107,38 @@ class Estimate(DoitCmdBase):
         for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
                     "est. cost $"):
             table.add_column(col, justify="left" if col == "phase" else "right")
-        total_calls, total_tokens, total_cost, unknown = 0, 0, 0.0, False
+        total_calls, total_tokens, total_cost, bound = 0, 0, 0.0, False
         for phase in PHASES:
             now = sum(1 for n in stale if n.startswith(phase + ":"))
-            may = sum(1 for n in affected if n.startswith(phase + ":"))
-            calls = may if phase in LLM_PHASES else 0
+            may = sorted(n for n in affected if n.startswith(phase + ":"))
+            calls = len(may) if phase in LLM_PHASES else 0
             tokens, cost = "-", "-"
             if calls:
                 runs = history.get(phase) or every
                 if runs:
-                    t_in = sum(r[0] for r in runs) / len(runs)
-                    t_out = sum(r[1] for r in runs) / len(runs)
-                    tokens = f"{int((t_in + t_out) * calls)}"
-                    c = prices.cost(model.model, int(t_in), int(t_out)) * calls
-                    cost = f"{c:.4f}"
-                    total_tokens += int((t_in + t_out) * calls)
-                    total_cost += c
-                else:
-                    tokens, cost, unknown = "?", "?", True
+                    t_in = sum(r[0] for r in runs) / len(runs) * calls
+                    t_out = sum(r[1] for r in runs) / len(runs) * calls
+                else:  # this model was never called: count the prompts as they would render
+                    t_in = t_out = 0
+                    for name in may:
+                        guess = request_estimate(book, name.partition(":")[2], phase)
+                        t_in += guess.tokens_in
+                        t_out += guess.tokens_out
+                        bound |= not guess.exact_prompt
+                    bound = True  # max_tokens for every answer
+                c = prices.cost(model.model, int(t_in), int(t_out))
+                tokens, cost = f"{int(t_in + t_out)}", f"{c:.4f}"
+                total_tokens += int(t_in + t_out)
+                total_cost += c
             total_calls += calls
-            table.add_row(phase, str(now), str(may), str(calls), tokens, cost)
+            table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost)
         table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
-                      str(total_tokens) + ("+?" if unknown else ""),
-                      f"{total_cost:.4f}" + ("+?" if unknown else ""), style="bold")
+                      str(total_tokens), f"{total_cost:.4f}", style="bold")
         con = _console(self.outstream)
         con.print(table)
-        if unknown:
-            con.print("? no earlier calls of this model to estimate from")
+        if bound:
+            con.print("no earlier calls of this model: an upper bound, from the prompts as they "
+                      "would render (inputs not built yet counted at max_tokens) and max_tokens "
+                      "for every answer; tokens approximated (1.3 per word, at least 1 per 4 "
+                      "characters)")
         return 0

@@ -108,3 +108,19 @@ def test_progress_reporter_counts_tasks_calls_and_cost(project):
     assert f"${spent:.4f}" in out.replace("\n", "")
     out = project.build("--reporter", "scenemake").stdout
     assert "49/49 tasks  ran 1  up-to-date 48" in out
+
+
+def test_estimate_for_a_model_never_used_counts_the_prompts(project):
+    _price(project)
+    out = project.build("estimate").stdout
+    assert project.calls() == []
+    total = [line for line in out.splitlines() if "total" in line][0]
+    cells = [c.strip() for c in total.split("│") if c.strip()]
+    assert "?" not in total and int(cells[3]) == 30
+    estimated_tokens, estimated_cost = int(cells[4]), float(cells[5])
+    assert estimated_cost > 0
+    assert "upper bound" in " ".join(out.split())
+    project.build()
+    paid = project.misses()
+    assert sum(c["tokens_in"] + c["tokens_out"] for c in paid) <= estimated_tokens
+    assert sum(c["cost_usd"] for c in paid) <= estimated_cost

@@ -1,0 +1,65 @@
+"""What a phase's request would cost before any call of that model was made: its prompt
+rendered from what is on disk, counted in tokens, plus ``max_tokens`` for the answer.
+
+Token counts are an approximation (no tokenizer that downloads files at run time): the
+larger of 1.3 tokens per word and one token per 4 characters, which brackets English prose
+and JSON for the BPE tokenizers of common chat models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pipeline.book import phases
+from pipeline.book.workspace import Book
+from pipeline.core.errors import UserError
+from pipeline.core.rendering import render, render_messages
+
+# What each input of an LLM phase is made by: a missing one is counted at its maker's
+# max_tokens (an LLM phase) or at the size of the book's initial state (preflight, commit).
+_MADE_BY_LLM = {"scene_card", "pack", "prose", "state_patch"}
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens of ``text``: max(1.3 per word, 1 per 4 characters)."""
+    return max(round(len(text.split()) * 1.3), len(text) // 4)
+
+
+@dataclass
+class RequestEstimate:
+    """Tokens a phase's request would send and receive; ``exact_prompt`` when every input
+    was on disk (otherwise the missing inputs were counted at their upper bound)."""
+
+    tokens_in: int
+    tokens_out: int
+    exact_prompt: bool
+
+
+def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
+    """The estimate of one LLM phase of scene ``sid`` (messages + output schema + answer)."""
+    scene = book.scene(sid)
+    files = phases.layout(book, sid)[phase]
+    max_out = book.config.model.max_tokens
+    inputs, missing = {}, []
+    for name, path in files.inputs.items():
+        try:
+            inputs[name] = phases.load_input(path, phases.INPUT_MODELS[name])
+        except UserError:
+            missing.append(name)
+    if not missing:
+        ctx = phases.prompt_context(book, scene, phase, inputs)
+        messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
+        schema = phases.schema_for(phase, scene, inputs)
+        text = "\n".join(m["content"] for m in messages) + json.dumps(schema)
+        return RequestEstimate(approx_tokens(text), max_out, True)
+    system = render(files.templates["system"], phases.prompt_context(book, scene, phase, {}))
+    with open(files.templates["phase"], encoding="utf-8") as fh:
+        template = fh.read()
+    state_tokens = approx_tokens(book.state_path.read_text(encoding="utf-8"))
+    unknown = sum(max_out if name in _MADE_BY_LLM else state_tokens for name in missing)
+    known = "\n".join(json.dumps(v.model_dump()) if hasattr(v, "model_dump") else str(v)
+                      for v in inputs.values())
+    text = system + template + known + json.dumps(phases.OUTPUT_MODELS[phase].model_json_schema())
+    return RequestEstimate(approx_tokens(text) + unknown, max_out, False)
+
