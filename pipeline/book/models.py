@@ -188,12 +188,12 @@ class ContinuityPack(Strict):
 
 
 class WriteOutput(Strict):
-    prose: str = Field(min_length=200)
+    prose: str = Field(min_length=100)
     state_patch: StatePatch
 
 
 class RepairOutput(Strict):
-    prose: str = Field(min_length=200)
+    prose: str = Field(min_length=100)
     state_patch: StatePatch
     changes: list[str] = Field(min_length=1, max_length=5)
 
