@@ -20,7 +20,7 @@ import httpx
 from jsonschema.exceptions import best_match
 
 from pipeline.assistant.contract import contract_validator
-from pipeline.llm.openai_compat import RetryPolicy, retry_after_seconds
+from pipeline.llm.providers.openai import RetryPolicy, retry_after_seconds
 
 
 @dataclass

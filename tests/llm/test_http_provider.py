@@ -10,7 +10,7 @@ from support.faultproxy import FaultProxy
 
 from pipeline.core.errors import UserError
 from pipeline.llm import CallContext, LLMClient, LLMRequest, read_calls
-from pipeline.llm.openai_compat import OpenAICompatProvider, RetryPolicy
+from pipeline.llm.providers.openai import OpenAICompatProvider, RetryPolicy
 
 pytestmark = pytest.mark.llama
 

@@ -20,9 +20,9 @@ import httpx
 
 from pipeline.core.errors import UserError
 
+from ..ratelimit import RateLimiter
+from ..request import LLMRequest, ProviderResult
 from .offline import estimate_tokens
-from .ratelimit import RateLimiter
-from .request import LLMRequest, ProviderResult
 
 
 class ProviderError(UserError):
@@ -211,3 +211,35 @@ class OpenAICompatProvider:
                     fix="check the server, or raise endpoint.max_attempts/max_retry_seconds")
             self.limiter.backoff(delay, self._sleep)
             waited += delay
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIPlugin:
+    """Registers ``openai``: any OpenAI-compatible chat completions endpoint."""
+
+    def configure(self, model, endpoint):
+        """Without a ``base_url``, OpenAI itself (key from ``OPENAI_API_KEY``)."""
+        if not endpoint.base_url:
+            endpoint.base_url = OPENAI_BASE_URL
+            endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
+        return model, endpoint
+
+    def create(self, config) -> OpenAICompatProvider:
+        """The HTTP provider for ``config.settings`` (``pipeline.llm.settings.Endpoint``)."""
+        s = config.settings
+        if not s.get("base_url"):
+            raise UserError("provider 'openai' has no endpoint.base_url",
+                            fix="set endpoint.base_url, or SCENEMAKE_BASE_URL")
+        return OpenAICompatProvider(
+            s["base_url"], api_key_env=s.get("api_key_env"),
+            timeout_s=float(s.get("timeout_s", 60.0)),
+            response_format=s.get("response_format", "auto"),
+            retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
+                              max_total_s=float(s.get("max_retry_seconds", 120.0))),
+            limiter=RateLimiter(int(s.get("max_concurrency", 8)),
+                                s.get("requests_per_minute"), s.get("tokens_per_minute")))
+
+
+PLUGIN = OpenAIPlugin()
