@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.llm.providers.openai import RetryPolicy, retry_after_seconds
+from pipeline.llm.retry import RetryPolicy, retry_after_seconds
 from pipeline.llm.ratelimit import RateLimiter
 
 
