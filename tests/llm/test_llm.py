@@ -32,7 +32,7 @@ PROMPT = (
     "and the gulls circled over the empty quay. Tomas had left a letter under the stone "
     "by the lighthouse door!\nShe read it twice before she understood what he meant."
 )
-CTX = CallContext(book="harbour", task="draft:s01", scene="s01", phase="draft")
+CTX = CallContext(run="harbour", task="draft:s01", unit="s01", step="draft")
 
 
 class Mood(StrEnum):
