@@ -194,8 +194,8 @@ class Assistant:
                                                   f"Answer (fixed): {answer.direct}"}),
             params={"temperature": m.temperature, "max_tokens": m.max_tokens, "seed": m.seed},
             output_schema=wording_schema(answer.kind))
-        ctx = CallContext(book="assistant", task=f"assistant:{self.config.run_id}",
-                          scene=session_id, phase=answer.route)
+        ctx = CallContext(run="assistant", task=f"assistant:{self.config.run_id}",
+                          unit=session_id, step=answer.route)
         try:
             response = self._client(rules).complete(request, ctx)
         except UserError as exc:

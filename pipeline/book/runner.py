@@ -178,7 +178,7 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
                          params=params, output_schema=schema, attempt=attempt)
     response = llm_client(book, rv).complete(
-        request, CallContext(book=book.name, task=task_id, scene=scene.id, phase=phase),
+        request, CallContext(run=book.name, task=task_id, unit=scene.id, step=phase),
         validate=phases.OUTPUT_MODELS[phase].model_validate)
     values.update(
         prompt_hash=prompt_hash, attempt=attempt,

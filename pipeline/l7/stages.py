@@ -47,7 +47,7 @@ def run(cfg: RunConfig, stage: str, task: str, *args: str):
 
 
 def _call(session: Session, task: str, sid: str, phase: str) -> CallContext:
-    return CallContext(book=session.session_id, task=task, scene=sid, phase=phase)
+    return CallContext(run=session.session_id, task=task, unit=sid, step=phase)
 
 
 def _client(session: Session):

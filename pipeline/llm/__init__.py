@@ -3,7 +3,7 @@
 from .cache import CachedResponse, ResponseCache
 from .calllog import CALL_FIELDS, CallLog, read_calls
 from .client import LLMClient, LLMOutputError, build_client, default_providers
-from .offline import OfflineProvider, estimate_tokens
+from .providers.offline import OfflineProvider, estimate_tokens
 from .request import CallContext, LLMRequest, LLMResponse, Provider, ProviderResult
 
 __all__ = [

@@ -61,10 +61,7 @@ class CallLog:
         if cache not in ("hit", "miss"):
             raise ValueError(f"cache must be 'hit' or 'miss', not {cache!r}")
         line: dict = {
-            "book": ctx.book,
-            "task": ctx.task,
-            "scene": ctx.scene,
-            "phase": ctx.phase,
+            **ctx.log_fields(),  # book, task, scene, phase: the log's names are a contract
             "request_hash": request_hash,
             "cache": cache,
             "provider": provider,

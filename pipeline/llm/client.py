@@ -22,8 +22,9 @@ from pipeline.core.hashing import hash_json
 from .budget import Budget
 from .cache import CachedResponse, ResponseCache
 from .calllog import CallLog
-from .offline import OfflineProvider, estimate_tokens
 from .pricing import PriceTable
+from .providers import ProviderConfig, Providers, unknown
+from .providers.offline import estimate_tokens
 from .request import CallContext, LLMRequest, LLMResponse, Provider
 
 _MAX_ERROR_CHARS = 300
@@ -52,39 +53,26 @@ class LLMOutputError(UserError):
     """The model gave no valid answer within the allowed re-asks."""
 
 
-def default_providers(settings: Mapping[str, Any] | None = None) -> dict[str, Provider]:
-    """The built-in providers for an endpoint's settings (``pipeline.book.models.Endpoint``).
+def default_providers(settings: Mapping[str, Any] | None = None, *,
+                      state_dir: Path | None = None, transport: Any = None) -> Providers:
+    """The registered providers (``pipeline.llm.providers``) for an endpoint's settings
+    (``pipeline.llm.settings.Endpoint``), each made when a request first names it.
 
-    Always ``offline`` (``offline_latency_ms`` or ``latency_ms`` simulates a slow model for
-    benchmarks; not part of any request hash); ``openai`` too when ``base_url`` is set.
+    ``transport`` (an ``httpx.BaseTransport``) goes to the HTTP providers: tests hand in an
+    ``httpx.MockTransport``.
     """
-    settings = settings or {}
-    latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
-    providers: dict[str, Provider] = {"offline": OfflineProvider(latency_ms=float(latency))}
-    if settings.get("base_url"):
-        from .openai_compat import OpenAICompatProvider, RetryPolicy  # httpx: ~0.1 s to import
-        from .ratelimit import RateLimiter
-
-        providers["openai"] = OpenAICompatProvider(
-            settings["base_url"], api_key_env=settings.get("api_key_env"),
-            timeout_s=float(settings.get("timeout_s", 60.0)),
-            response_format=settings.get("response_format", "auto"),
-            retry=RetryPolicy(max_attempts=int(settings.get("max_attempts", 6)),
-                              max_total_s=float(settings.get("max_retry_seconds", 120.0))),
-            limiter=RateLimiter(int(settings.get("max_concurrency", 8)),
-                                settings.get("requests_per_minute"),
-                                settings.get("tokens_per_minute")))
-    return providers
+    return Providers(ProviderConfig(dict(settings or {}), state_dir, transport))
 
 
 def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
                  prices: Mapping[str, Mapping[str, float]] | None = None,
-                 max_cost_usd: float | None = None) -> LLMClient:
+                 max_cost_usd: float | None = None, transport: Any = None) -> LLMClient:
     """The LLM client every family uses: the workspace's cache and call log under
     ``state_dir`` (``workspace/.scenemake``), providers from ``endpoint`` settings
-    (``pipeline.book.models.Endpoint``), a price table and a budget for this run.
+    (``pipeline.llm.settings.Endpoint``), a price table and a budget for this run.
 
-    ``SCENEMAKE_OFFLINE_LATENCY_MS`` sets the offline model's simulated latency (benchmarks).
+    ``SCENEMAKE_OFFLINE_LATENCY_MS`` sets the offline model's simulated latency (benchmarks);
+    ``transport`` is handed to the HTTP providers (see :func:`default_providers`).
     """
     import os
 
@@ -94,7 +82,8 @@ def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
         settings["offline_latency_ms"] = float(env_latency)
     state_dir = Path(state_dir)
     return LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
-                     providers=default_providers(settings),
+                     providers=default_providers(settings, state_dir=state_dir,
+                                                 transport=transport),
                      max_reasks=int(settings.get("max_reasks", 2)),
                      prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
                      budget=Budget(max_cost_usd))
@@ -146,8 +135,11 @@ class LLMClient:
             raise ValueError("max_reasks must be >= 0")
         self.cache = ResponseCache(cache_dir)
         self.log = CallLog(call_log)
-        self.providers: dict[str, Provider] = (
-            dict(providers) if providers is not None else default_providers()
+        # A registry-backed set stays lazy (providers made on first use); a plain mapping
+        # (tests, embedders) is exactly the providers this client may use.
+        self.providers: Mapping[str, Provider] = (
+            providers if isinstance(providers, Providers)
+            else dict(providers) if providers is not None else default_providers()
         )
         self.max_reasks = max_reasks
         self.prices = prices or PriceTable()
@@ -185,11 +177,22 @@ class LLMClient:
                 response = self._generate(request, key, ctx, provider, checker, validate)
             return response
 
+    def close(self) -> None:
+        """Release what the providers hold (a local model server, HTTP connections)."""
+        close = getattr(self.providers, "close", None)
+        if close is not None:
+            close()
+        else:
+            for provider in self.providers.values():
+                getattr(provider, "close", lambda: None)()
+
     # -- steps
 
     def _provider(self, name: str) -> Provider:
         provider = self.providers.get(name)
         if provider is None:
+            if isinstance(self.providers, Providers):
+                raise unknown(name)
             known = ", ".join(sorted(self.providers)) or "none"
             raise UserError(f"unknown LLM provider '{name}' (known: {known})")
         return provider

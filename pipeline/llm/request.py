@@ -62,12 +62,29 @@ class LLMRequest:
 
 @dataclass
 class CallContext:
-    """Who is asking: written to every call-log line (never part of the request hash)."""
+    """Who is asking: written to every call-log line (never part of the request hash).
 
-    book: str = ""
+    Neutral names, since every family fills them: ``run`` is a book, an L7 session or a
+    scenario run; ``task`` the doit task; ``unit`` a scene, a scenario step or an assistant
+    session; ``step`` a book phase, an L7 stage, the judge or an assistant route. The call
+    log keeps its documented fields (``book``, ``task``, ``scene``, ``phase``):
+    :meth:`log_fields` and :meth:`from_log` map at that boundary.
+    """
+
+    run: str = ""
     task: str = ""
-    scene: str = ""
-    phase: str = ""
+    unit: str = ""
+    step: str = ""
+
+    def log_fields(self) -> dict[str, str]:
+        """The call log's (documented, unchanged) names for this context."""
+        return {"book": self.run, "task": self.task, "scene": self.unit, "phase": self.step}
+
+    @classmethod
+    def from_log(cls, line: dict) -> CallContext:
+        """The context of a call-log line, old or new (missing fields are empty)."""
+        return cls(run=str(line.get("book") or ""), task=str(line.get("task") or ""),
+                   unit=str(line.get("scene") or ""), step=str(line.get("phase") or ""))
 
 
 @dataclass

@@ -42,9 +42,6 @@ class Price(Strict):
 
 
 
-PROVIDERS = ("offline", "openai")
-
-
 def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
                         cfg_path: str) -> tuple[ModelSettings, Endpoint]:
     """``SCENEMAKE_MODEL=provider:model``, ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
@@ -73,10 +70,13 @@ def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
                             fix=fix)
         raise UserError(f"'{base}' is not an http:// or https:// URL", path=cfg_path,
                         field="endpoint.base_url", fix=fix)
-    if model.provider not in PROVIDERS:
+    from . import providers  # the registry (imports no provider until one is used)
+
+    plugin = providers.plugin(model.provider)
+    if plugin is None:
         raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
-                        fix=f"known: {', '.join(PROVIDERS)}")
-    if model.provider == "openai" and not endpoint.base_url:
-        endpoint.base_url = "https://api.openai.com/v1"
-        endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
+                        fix=f"known: {', '.join(providers.names())}")
+    configure = getattr(plugin, "configure", None)
+    if configure is not None:  # the provider's own defaults (a base URL, a model's name)
+        model, endpoint = configure(model, endpoint)
     return model, endpoint

@@ -1,10 +1,11 @@
 """The runner's HTTP client for the assistant API: timeouts, retries with backoff, and a
 check of every answer against the contract.
 
-Retried: connection errors, timeouts, 429 and 5xx (honouring Retry-After), and bodies
-that are not JSON. Not retried: other 4xx and answers that break the contract. Once the
-assistant was unreachable after all retries, later calls try once (the rest of a pack goes
-on quickly, each step blocked with the same clear error) until one succeeds again.
+Retried on the one policy of ``pipeline/llm/retry.py``: connection errors, timeouts, 429 and
+5xx (honouring Retry-After, capped), and bodies that are not JSON. Not retried: other 4xx
+and answers that break the contract. Once the assistant was unreachable after all retries,
+later calls try once (the rest of a pack goes on quickly, each step blocked with the same
+clear error) until one succeeds again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 from jsonschema.exceptions import best_match
 
 from pipeline.assistant.contract import contract_validator
-from pipeline.llm.openai_compat import RetryPolicy, retry_after_seconds
+from pipeline.llm.retry import RetryPolicy, retry_after_seconds
 
 
 @dataclass
@@ -64,15 +65,21 @@ class AssistantClient:
     """Talks to ``base_url`` (``POST /api/assistant/message``, ``GET .../session/{id}``)."""
 
     def __init__(self, base_url: str, timeout_s: float = 30.0, retries: int = 2,
-                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
+                 transport: httpx.BaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        # The one policy of pipeline/llm/retry.py; a Retry-After is honoured up to 4 s, so
+        # one throttled step cannot hold up the rest of a pack.
         self.policy = RetryPolicy(max_attempts=retries + 1, base_delay_s=0.25, max_delay_s=4.0,
-                                  max_total_s=max(30.0, (timeout_s + 4.0) * (retries + 1)))
+                                  max_total_s=max(30.0, (timeout_s + 4.0) * (retries + 1)),
+                                  max_retry_after_s=4.0)
         self.unreachable = False
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False)
+        # ``transport``: the test seam (httpx.MockTransport); None is a real connection pool.
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), trust_env=False,
+                                  transport=transport)
         self._checks = {name: contract_validator(name)
                         for name in ("message_response", "session")}
 
@@ -109,10 +116,8 @@ class AssistantClient:
                 errors.append(f"attempt {attempt}: {exc}")
                 spent = time.perf_counter() - start
                 if attempt < attempts:
-                    delay = self.policy.delay(attempt, self._rng)
-                    if exc.retry_after is not None:
-                        delay = max(delay, min(exc.retry_after, self.policy.max_delay_s))
-                    if spent + delay > self.policy.max_total_s:
+                    delay = self.policy.next_delay(attempt, spent, exc.retry_after, self._rng)
+                    if delay is None:
                         break
                     self._sleep(delay)
                 continue

@@ -95,8 +95,8 @@ def judge_step(client: LLMClient, spec: ScoreSpec, step: StepRef, run_id: str) -
     request = request_for(spec, state.get("question") or step.spec.get("question", ""),
                           str(response.get("reply", "")),
                           (response.get("capability") or {}).get("status", "answered"))
-    ctx = CallContext(book=f"scenario:{run_id}", task=f"review_judge:{run_id}",
-                      scene=step.key, phase="judge")
+    ctx = CallContext(run=f"scenario:{run_id}", task=f"review_judge:{run_id}",
+                      unit=step.key, step="judge")
     answer = client.complete(request, ctx)
     data = answer.data
     total_weight = sum(c.weight for c in spec.criteria)

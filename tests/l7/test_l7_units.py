@@ -186,8 +186,8 @@ def test_revision_pins_make_the_revised_candidate_continuity_clean(tmp_path):
     findings = continuity.check_side(b, current, a, "s1+s2")
     assert [f["category"] for f in findings] == ["wardrobe"]
     revised = revision.revise(b, current, findings, model, 0, client,
-                              CallContext(book="t", task="l7_revise:s2", scene="s2",
-                                          phase="revision"))
+                              CallContext(run="t", task="l7_revise:s2", unit="s2",
+                                          step="revision"))
     assert revised["candidate_id"] == "s2-r1" and revised["kind"] == "revision"
     assert continuity.check_side(b, revised, a, "s1+s2") == []
 

@@ -10,7 +10,7 @@ from support.faultproxy import FaultProxy
 
 from pipeline.core.errors import UserError
 from pipeline.llm import CallContext, LLMClient, LLMRequest, read_calls
-from pipeline.llm.openai_compat import OpenAICompatProvider, RetryPolicy
+from pipeline.llm.providers.openai import OpenAICompatProvider, RetryPolicy
 
 pytestmark = pytest.mark.llama
 
@@ -116,7 +116,7 @@ def test_structured_output_via_real_server_and_reask_on_bad_content(llama_server
     with FaultProxy(llama_server.base_url) as proxy:
         provider, _ = _provider(proxy)
         client = LLMClient(tmp_path / "cache", tmp_path / "calls.jsonl", {"openai": provider})
-        ctx = CallContext(book="b", task="plan:ch001_sc001", scene="ch001_sc001", phase="plan")
+        ctx = CallContext(run="b", task="plan:ch001_sc001", unit="ch001_sc001", step="plan")
         resp = client.complete(_request("Name the keeper.", SCHEMA), ctx)
         assert resp.data["mood"] in ("calm", "wary")
         # llama.cpp's server refuses json_schema; auto mode settles on json_object

@@ -32,7 +32,7 @@ PROMPT = (
     "and the gulls circled over the empty quay. Tomas had left a letter under the stone "
     "by the lighthouse door!\nShe read it twice before she understood what he meant."
 )
-CTX = CallContext(book="harbour", task="draft:s01", scene="s01", phase="draft")
+CTX = CallContext(run="harbour", task="draft:s01", unit="s01", step="draft")
 
 
 class Mood(StrEnum):
@@ -361,7 +361,7 @@ def test_default_providers_latency_is_not_in_the_key(paths, tmp_path):
 def test_a_base_url_that_is_not_http_fails_at_once_without_retrying():
     # Waiting cannot fix a URL: no backoff, one clear error (a config check catches it
     # earlier for books; this is the provider's own guard for every family).
-    from pipeline.llm.openai_compat import OpenAICompatProvider, ProviderError, RetryPolicy
+    from pipeline.llm.providers.openai import OpenAICompatProvider, ProviderError, RetryPolicy
 
     slept: list[float] = []
     provider = OpenAICompatProvider(

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.llm.openai_compat import RetryPolicy, retry_after_seconds
 from pipeline.llm.ratelimit import RateLimiter
+from pipeline.llm.retry import RetryPolicy, retry_after_seconds
 
 
 def test_backoff_is_exponential_with_jitter_and_capped():

@@ -11,8 +11,8 @@ import math
 import random
 import time
 
-from . import schemafill
-from .request import LLMRequest, ProviderResult
+from .. import schemafill
+from ..request import LLMRequest, ProviderResult
 
 
 def estimate_tokens(text: str) -> int:
@@ -52,3 +52,17 @@ class OfflineProvider:
         return ProviderResult(
             text=text, tokens_in=estimate_tokens(prompt), tokens_out=estimate_tokens(text)
         )
+
+
+class OfflinePlugin:
+    """Registers ``offline``: ``offline_latency_ms`` (or ``latency_ms``) simulates a slow
+    model for benchmarks; it is not part of any request hash."""
+
+    def create(self, config) -> OfflineProvider:
+        """The offline provider for ``config.settings``."""
+        settings = config.settings
+        latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
+        return OfflineProvider(latency_ms=float(latency))
+
+
+PLUGIN = OfflinePlugin()

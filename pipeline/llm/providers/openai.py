@@ -9,55 +9,25 @@ repr, a log line or an error message.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
 from pipeline.core.errors import UserError
 
+from ..ratelimit import RateLimiter
+from ..request import LLMRequest, ProviderResult
+from ..retry import RetryPolicy, retry_after_seconds
+
+__all__ = ["OpenAICompatProvider", "ProviderError", "RetryPolicy", "retry_after_seconds"]
 from .offline import estimate_tokens
-from .ratelimit import RateLimiter
-from .request import LLMRequest, ProviderResult
 
 
 class ProviderError(UserError):
     """The provider could not give an answer (after retries, or a non-retryable error)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: attempts, backoff (base * 2**n, capped, jittered), total time."""
-
-    max_attempts: int = 6
-    base_delay_s: float = 0.5
-    max_delay_s: float = 20.0
-    max_total_s: float = 120.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Backoff before try ``attempt + 1`` (attempt counts from 1): equal jitter."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class _Retryable(Exception):
@@ -76,7 +46,8 @@ class OpenAICompatProvider:
     def __init__(self, base_url: str, *, api_key_env: str | None = None,
                  timeout_s: float = 60.0, response_format: str = "auto",
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
-                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
+                 transport: httpx.BaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -85,9 +56,14 @@ class OpenAICompatProvider:
         self.limiter = limiter or RateLimiter()
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s))
+        # ``transport``: the test seam (httpx.MockTransport); None is a real connection pool.
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), transport=transport)
         # "auto" learns once whether the server takes json_schema or needs json_object.
         self._json_mode: str | None = None if response_format == "auto" else response_format
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
 
     def __repr__(self) -> str:
         return f"OpenAICompatProvider(base_url={self.base_url!r})"
@@ -201,13 +177,44 @@ class OpenAICompatProvider:
                 self.limiter.release(throttled=throttled)
             # (slept time counted even if the sleep function is not the clock's)
             elapsed = max(time.monotonic() - started, waited)
-            delay = self.retry.delay(attempt, self._rng)
-            if isinstance(error, _Retryable) and error.retry_after is not None:
-                delay = max(delay, error.retry_after)
-            if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_total_s:
+            retry_after = error.retry_after if isinstance(error, _Retryable) else None
+            delay = self.retry.next_delay(attempt, elapsed, retry_after, self._rng)
+            if delay is None:
                 raise ProviderError(
                     f"{self.base_url}: gave up after {attempt} attempt(s) in {elapsed:.1f}s; "
                     f"last error: {error}",
                     fix="check the server, or raise endpoint.max_attempts/max_retry_seconds")
             self.limiter.backoff(delay, self._sleep)
             waited += delay
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIPlugin:
+    """Registers ``openai``: any OpenAI-compatible chat completions endpoint."""
+
+    def configure(self, model, endpoint):
+        """Without a ``base_url``, OpenAI itself (key from ``OPENAI_API_KEY``)."""
+        if not endpoint.base_url:
+            endpoint.base_url = OPENAI_BASE_URL
+            endpoint.api_key_env = endpoint.api_key_env or "OPENAI_API_KEY"
+        return model, endpoint
+
+    def create(self, config) -> OpenAICompatProvider:
+        """The HTTP provider for ``config.settings`` (``pipeline.llm.settings.Endpoint``)."""
+        s = config.settings
+        if not s.get("base_url"):
+            raise UserError("provider 'openai' has no endpoint.base_url",
+                            fix="set endpoint.base_url, or SCENEMAKE_BASE_URL")
+        return OpenAICompatProvider(
+            s["base_url"], transport=config.transport, api_key_env=s.get("api_key_env"),
+            timeout_s=float(s.get("timeout_s", 60.0)),
+            response_format=s.get("response_format", "auto"),
+            retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
+                              max_total_s=float(s.get("max_retry_seconds", 120.0))),
+            limiter=RateLimiter(int(s.get("max_concurrency", 8)),
+                                s.get("requests_per_minute"), s.get("tokens_per_minute")))
+
+
+PLUGIN = OpenAIPlugin()
