@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 RUN_PREFIX = "assistant-stage1-"
@@ -47,11 +48,6 @@ def normalize_run_id(value: str) -> str:
         raise ValueError(f"not a run id: {value!r} (expected assistant-stage1-<letters, "
                          f"digits, '.', '_' or '-'>)")
     return run_id
-
-
-def now_iso() -> str:
-    """UTC timestamp of a turn."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def session_order(session: dict) -> tuple:

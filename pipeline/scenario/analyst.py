@@ -45,9 +45,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.core.clock import now_iso
+
 from . import bridge
 from .layout import RunLayout
-from .status import now_iso
 
 WEIGHTS = {"business": 0.35, "truth": 0.30, "status": 0.20, "judge": 0.15}
 STATUS_VALUE = {"accepted": 1.0, "partial": 0.5, "needs_exact_capability": 0.25, "blocked": 0.0}

@@ -37,13 +37,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.core.clock import now_iso
 from pipeline.core.hashing import hash_bytes
 from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .contracts import parse
 from .layout import read_json_or_none
-from .status import now_iso
 
 TOKENS = ("repair_prompt", "repair_prompt_text", "repair_plan", "repair_checklist",
           "repair_dir", "iteration")

@@ -10,7 +10,6 @@ callers decide what to print and which exit code it makes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import shutil
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path
+from pipeline.core.lock import exclusive
 from pipeline.core.store import atomic_write_json
 
 from . import status
@@ -88,18 +88,6 @@ def archive(run_dir: Path, artifacts: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(run_dir), str(dest))
     return dest
-
-
-@contextlib.contextmanager
-def exclusive(path: Path, busy: str, fix: str):
-    """Hold an exclusive lock on ``path`` or fail at once with ``busy`` (and ``fix``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(busy, fix=fix) from None
-        yield
 
 
 @contextlib.contextmanager
