@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path, read_json
+from pipeline.core.jsonio import display_path, read_json, read_json_or_none
 from pipeline.scenario import autoruns, runner, save_gate, status
 from pipeline.scenario.analyst import AnalystGate
 from pipeline.scenario.capture import Capturer
@@ -41,7 +41,7 @@ from pipeline.scenario.contracts import (
     scenario_from_case,
     slug,
 )
-from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.loop import DEFAULT_MAX_ITERATIONS
 from pipeline.scenario.repair import DEFAULT_MAX_TARGETS
 from pipeline.scenario.runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC

@@ -10,7 +10,6 @@ file, so a restarted assistant continues a conversation where it stopped.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.clock import now_iso
+from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 RUN_PREFIX = "assistant-stage1-"
@@ -106,7 +106,7 @@ class SessionStore:
     def _load(self, session_id: str) -> dict | None:
         for path in sorted(sessions_dir(self.runs_dir).glob(f"*-{session_id}.json")):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = load_json(path)
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("session_id") == session_id:
@@ -122,7 +122,7 @@ class SessionStore:
             runs = []
             for path in sorted(sessions_dir(self.runs_dir).glob(f"{run_id}-s*.json")):
                 try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
+                    data = load_json(path)
                 except (OSError, ValueError):
                     continue
                 if isinstance(data, dict) and data.get("run_id") == run_id:

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipeline.core.clock import now_iso
+from pipeline.core.models import StrictModel
 
 from . import bridge
 from .layout import RunLayout
@@ -85,10 +86,8 @@ DECISION_CODES = {
 }
 
 
-class AnalystGate(BaseModel):
+class AnalystGate(StrictModel):
     """When the analyst accepts a run (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target_score: float = Field(80, ge=0, le=100)
     max_unresolved_p0: int = Field(0, ge=0)

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.clock import now_iso
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import analyst, coder, repair, runner, status
 from .contracts import Pack, load_pack, spec_hash
-from .layout import RunLayout, read_json_or_none
+from .layout import RunLayout
 
 STEPS = ("started", "captured", "reviewed", "verdict", "repair_prepared", "coder_done")
 TERMINAL = ("accepted", "requires_user_decision", "blocked", "max_iterations",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
 from pipeline.core.lock import exclusive
 from pipeline.core.store import atomic_write_json
 
@@ -26,7 +26,7 @@ from .capture import Capturer
 from .client import AssistantClient
 from .contracts import ID_PATTERN, Pack, Scenario, spec_hash
 from .judge import load_score_spec
-from .layout import RunLayout, read_json_or_none
+from .layout import RunLayout
 from .managed import ManagedAssistant, healthy
 from .reviewing import Reviewer, db_path
 

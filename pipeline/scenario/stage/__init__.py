@@ -41,12 +41,12 @@ from typing import Any
 
 from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
 from pipeline.core.lock import exclusive
 from pipeline.core.store import append_line, atomic_write_json, atomic_write_text
 from pipeline.scenario import autoruns, coder, repair, runner, save_gate
 from pipeline.scenario.contracts import load_pack
-from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.loop import LoopConfig, PackLoop, iteration_dir, latest_verdict, read_state
 from pipeline.scenario.loop import restart as loop_restart
 from pipeline.scenario.reviewing import Reviewer
