@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from pipeline.core.cli import Cli
 from pipeline.l7.session import ENVS, RunConfig
 from targets.l7_runner import ERROR, run
 
@@ -91,7 +93,14 @@ def config(args: argparse.Namespace) -> RunConfig:
         base_prompt_map_pack=args.base_prompt_map_pack)
 
 
+# the spec has three codes: a bug is a runtime error (2), its traceback kept in a file
+CLI = Cli(prefix="scenemake-l7: ", bug=ERROR,
+          interrupted_message="scenemake-l7: interrupted: finished stages are kept; rerun the "
+                              "same command to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scenemake-l7``; returns the exit code."""
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return run(config(args))
+    cfg = config(args)
+    return CLI.run(lambda: run(cfg), traceback_dir=Path(cfg.state_dir) / "l7")

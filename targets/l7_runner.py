@@ -8,11 +8,8 @@ cache and call log are the workspace's, shared with every family.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +19,7 @@ from doit.reporter import ConsoleReporter
 
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path
+from pipeline.core.lock import exclusive
 from pipeline.l7 import export, stages
 from pipeline.l7.session import RunConfig, session_for
 from targets.checker import Blake3Checker
@@ -44,20 +42,10 @@ class L7Reporter(ConsoleReporter):
                 self.write(f"{error}\n")
 
 
-@contextmanager
-def session_lock(path: Path, session_id: str) -> Iterator[None]:
+def session_lock(path: Path, session_id: str) -> AbstractContextManager[None]:
     """One run per session at a time: both would write the same work files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another L7 run of session '{session_id}' is in progress",
-                            path=display_path(path), fix="wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    return exclusive(path, f"another L7 run of session '{session_id}' is in progress",
+                     "wait for it to finish", show_path=True)
 
 
 def doit_config(db: Path) -> dict:

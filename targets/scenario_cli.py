@@ -20,13 +20,12 @@ Exit codes: 0 accepted / done, 1 not accepted / refused by the gate, 2 bad input
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import traceback
 from pathlib import Path
 
+from pipeline.core.cli import Cli
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path, read_json
+from pipeline.core.jsonio import display_path, read_json, read_json_or_none
 from pipeline.scenario import autoruns, runner, save_gate, status
 from pipeline.scenario.analyst import AnalystGate
 from pipeline.scenario.capture import Capturer
@@ -41,7 +40,7 @@ from pipeline.scenario.contracts import (
     scenario_from_case,
     slug,
 )
-from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.loop import DEFAULT_MAX_ITERATIONS
 from pipeline.scenario.repair import DEFAULT_MAX_TARGETS
 from pipeline.scenario.runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC
@@ -458,34 +457,16 @@ COMMANDS = {"run-case": cmd_run_case, "run-scenario": cmd_run_scenario,
             "stage": cmd_stage}
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
+CLI = Cli(interrupted_message="interrupted: finished steps are kept; rerun the same command "
+                              "to resume")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one line on every error, never a traceback."""
+    """Entry point: one line on every error, never a traceback (codes in the docstring)."""
     args = build_parser().parse_args(argv)
-    # SIGTERM ends a run like Ctrl-C: finished steps stay, a started assistant is stopped.
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished steps are kept; rerun the same command to resume",
-              file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
-        log = Path(getattr(args, "workspace", Path("workspace"))) / ".scenemake" / "scenarios"
-        try:
-            log.mkdir(parents=True, exist_ok=True)
-            (log / "last_error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-            where = f" (traceback in {display_path(log / 'last_error.txt')})"
-        except OSError:
-            where = ""
-        print(f"internal error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
-        return 3
+    # a bug's traceback goes beside the runs of the workspace the command was given
+    log = Path(getattr(args, "workspace", Path("workspace"))) / ".scenemake" / "scenarios"
+    return CLI.run(lambda: COMMANDS[args.command](args), traceback_dir=log)
 
 
 def stage_main(argv: list[str] | None = None) -> int:

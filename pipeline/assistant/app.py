@@ -21,6 +21,7 @@ from typing import Any
 
 from jsonschema.exceptions import best_match
 
+from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
 from pipeline.core.store import append_line
 from pipeline.llm import CallContext, LLMRequest, build_client
@@ -29,7 +30,7 @@ from .answers import Router, default_wording, layout, wording_schema
 from .contract import contract_validator
 from .domain import Warehouse
 from .rules import AnswerRules, load_rules
-from .sessions import SessionStore, now_iso
+from .sessions import SessionStore
 
 MAX_BODY = 64 * 1024
 _WORDING_SYSTEM = (

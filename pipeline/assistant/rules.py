@@ -21,16 +21,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pipeline.core.jsonio import display_path, parse_model, read_json
+from pipeline.core.models import StrictModel
 from pipeline.llm.settings import Endpoint, ModelSettings
 
 
-class AnswerRules(BaseModel):
+class AnswerRules(StrictModel):
     """How answers are laid out; see the module docstring for each rule."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     comment: str | list[str] = Field("", alias="$comment")
     direct_answer_first: bool = True

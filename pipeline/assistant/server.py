@@ -15,6 +15,8 @@ import socket
 import sys
 from pathlib import Path
 
+from pipeline.core.cli import Cli
+
 from .app import AssistantConfig, make_app
 from .sessions import new_run_id, normalize_run_id
 
@@ -42,11 +44,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+CLI = Cli(interrupted_message="assistant stopped")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Start the assistant and serve until interrupted."""
+    """Start the assistant and serve until interrupted (bad input: one line, exit 2; a bug:
+    one line and its traceback in ``<workspace>/.scenemake/assistant/last_error.txt``, 3)."""
+    args = parse_args(argv)
+    return CLI.run(lambda: _serve(args), traceback_dir=args.workspace / ".scenemake" / "assistant")
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    args = parse_args(argv)
     try:
         run_id = normalize_run_id(args.run_id) if args.run_id else new_run_id()
     except ValueError as exc:

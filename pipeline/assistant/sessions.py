@@ -10,7 +10,6 @@ file, so a restarted assistant continues a conversation where it stopped.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import threading
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.clock import now_iso
+from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 RUN_PREFIX = "assistant-stage1-"
@@ -47,11 +48,6 @@ def normalize_run_id(value: str) -> str:
         raise ValueError(f"not a run id: {value!r} (expected assistant-stage1-<letters, "
                          f"digits, '.', '_' or '-'>)")
     return run_id
-
-
-def now_iso() -> str:
-    """UTC timestamp of a turn."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def session_order(session: dict) -> tuple:
@@ -110,7 +106,7 @@ class SessionStore:
     def _load(self, session_id: str) -> dict | None:
         for path in sorted(sessions_dir(self.runs_dir).glob(f"*-{session_id}.json")):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = load_json(path)
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("session_id") == session_id:
@@ -126,7 +122,7 @@ class SessionStore:
             runs = []
             for path in sorted(sessions_dir(self.runs_dir).glob(f"{run_id}-s*.json")):
                 try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
+                    data = load_json(path)
                 except (OSError, ValueError):
                     continue
                 if isinstance(data, dict) and data.get("run_id") == run_id:

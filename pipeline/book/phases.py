@@ -7,7 +7,6 @@ output schema; preflight, lint and commit are plain code.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,9 +233,10 @@ def stale_output_error(phase: str, scene: OutlineScene, inp: dict,
 
     ``force_resume`` keeps a stale result only when it still names ids that exist.
     """
-    from pathlib import Path
 
     from jsonschema import Draft202012Validator
+
+    from pipeline.core.jsonio import load_json
 
     if phase == "continuity_pack":
         schema, path = schema_for(phase, scene, inp), outputs["pack"]
@@ -245,7 +245,7 @@ def stale_output_error(phase: str, scene: OutlineScene, inp: dict,
     else:
         return None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json(path)
     except (OSError, ValueError) as exc:
         return f"{path}: {exc}"
     err = next(iter(Draft202012Validator(schema).iter_errors(data)), None)

@@ -21,7 +21,8 @@ from pipeline.book.rules import (
 from pipeline.book.runvars import RunVars
 from pipeline.book.workspace import LLM_PHASES, Book
 from pipeline.core import builddb, cpu_turn
-from pipeline.core.builddb import SceneDB, now_iso
+from pipeline.core.builddb import SceneDB
+from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes, hash_file, hash_json, remember
 from pipeline.core.store import atomic_write_many

@@ -11,12 +11,12 @@ left behind by a kill - takes the full path.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
 
 from pipeline.book.workspace import PACKAGE_DIR
+from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_json
 
 VERSION = 2
@@ -50,7 +50,7 @@ def db_state(db_path: Path) -> tuple[int | None, int]:
 def fresh(stamp_path: Path, db_path: Path) -> bool:
     """True when the stamp still describes every file and the DB it was written from."""
     try:
-        data = json.loads(stamp_path.read_text(encoding="utf-8"))
+        data = load_json(stamp_path)
     except (OSError, ValueError):
         return False
     if data.get("version") != VERSION or data.get("env") != env_key():

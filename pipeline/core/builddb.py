@@ -17,10 +17,10 @@ import signal
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
 
 _listeners: list[Callable[[str, str], None]] = []
@@ -71,11 +71,6 @@ def current() -> SceneDB:
     if _current is None:
         raise RuntimeError("the scenemake build DB is not open (is DOIT_CONFIG['backend'] set?)")
     return _current
-
-
-def now_iso() -> str:
-    """UTC timestamp used in every record."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a subprocess test

@@ -45,19 +45,61 @@ def read_json(path: str | os.PathLike, what: str, fix: str | None = None) -> Any
                         path=display_path(path), fix="fix the JSON syntax") from None
 
 
-def validation_error(exc: ValidationError, path: str) -> UserError:
-    """The first pydantic error as a one-line UserError naming the field."""
+def load_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``; OSError / ValueError as they come (for callers that decide
+    themselves what a missing or broken file means)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when absent or unreadable (never raises)."""
+    try:
+        return load_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def json_path(loc: tuple | list) -> str:
+    """A pydantic error location as a JSON path: ``$.scenarios[1].steps[0].question``."""
+    out = "$"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("inline", "ref"):
+            continue  # a union branch's tag: not part of the document
+        else:
+            out += f".{part}"
+    return out
+
+
+def validation_error(exc: ValidationError, path: str, *, within: str = "",
+                     as_json_path: bool = False) -> UserError:
+    """The first pydantic error as a one-line UserError naming the file and where in it.
+
+    Two documented forms: ``field 'a.b'`` (the book, L7, the assistant) or, with
+    ``as_json_path``, ``$.a.b: message`` (the scenario files). ``within`` is where the
+    validated value sits in its file (``criteria[0].params``; ``$.steps[1]``).
+    """
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return UserError(f"{err['msg']}{more}", path=path, field=loc)
+    if as_json_path:
+        where = json_path(err["loc"])
+        if within:
+            where = within + where[1:]
+        msg = err["msg"].removeprefix("Value error, ")
+        return UserError(f"{where}: {msg}{more}", path=display_path(path))
+    loc = ".".join(str(p) for p in err["loc"])
+    field = ".".join(p for p in (within, loc) if p) or "(top level)"
+    return UserError(f"{err['msg']}{more}", path=path, field=field)
 
 
-def parse_model(model: type[M], data: Any, path: str) -> M:
-    """Validate ``data`` with ``model``; errors name the file and field."""
+def parse_model(model: type[M], data: Any, path: str, *, within: str = "",
+                as_json_path: bool = False) -> M:
+    """Validate ``data`` with ``model``; errors name the file and field (see
+    :func:`validation_error` for the two forms)."""
     from pydantic import ValidationError
 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, path) from None
+        raise validation_error(exc, path, within=within, as_json_path=as_json_path) from None

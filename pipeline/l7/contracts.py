@@ -8,7 +8,6 @@ gates validate files against, so an error names the JSON path of the first viola
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -16,7 +15,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.core import score_spec
 from pipeline.core.errors import UserError
+from pipeline.core.jsonio import load_json
+from pipeline.core.models import StrictModel
 from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -32,10 +34,6 @@ RuleName = Literal["word_count", "style_keywords", "forbidden_terms", "character
 RULES: tuple[str, ...] = get_args(RuleName)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class Open(BaseModel):
     """Layer data we pass through: fields we do not know are kept, not refused."""
 
@@ -43,7 +41,7 @@ class Open(BaseModel):
 
 
 # -- inputs ------------------------------------------------------------------------------
-class SessionInput(Strict):
+class SessionInput(StrictModel):
     """``session_input``: who this L7 session is."""
 
     schema_version: Literal["l7.session_input.v1"]
@@ -55,7 +53,7 @@ class SessionInput(Strict):
     notes: str = ""
 
 
-class StylePreset(Strict):
+class StylePreset(StrictModel):
     """The look every prompt of the session shares."""
 
     id: str = Field(pattern=ID)
@@ -76,7 +74,7 @@ class StylePreset(Strict):
         return self
 
 
-class SessionObjective(Strict):
+class SessionObjective(StrictModel):
     """``session_objective``: what this session must produce and how."""
 
     schema_version: Literal["l7.session_objective.v1"]
@@ -108,7 +106,7 @@ class Setting(Open):
     weather: str = ""
 
 
-class ScenePromptMap(Strict):
+class ScenePromptMap(StrictModel):
     """What L7 wrote into a scene of the updated ``scenes_v2.json``."""
 
     candidate_id: str | None
@@ -131,7 +129,7 @@ class Scene(Open):
     prompt_map: ScenePromptMap | None = None
 
 
-class L7Stamp(Strict):
+class L7Stamp(StrictModel):
     session_id: str
     objective_id: str
     source_session_id: str
@@ -150,7 +148,7 @@ class ScenesV2(Open):
     l7: L7Stamp | None = None
 
 
-class Criterion(Strict):
+class Criterion(score_spec.Criterion):  # no docstring: it would enter the JSON Schema
     id: str = Field(pattern=ID)
     kind: Literal["rule", "judge"]
     rule: RuleName | None = Field(None, description="for kind 'rule'")
@@ -171,7 +169,7 @@ class Criterion(Strict):
         return self
 
 
-class ScoreSpec(Strict):
+class ScoreSpec(score_spec.ScoreSpec):
     """``score_spec_prompt.json``: weighted criteria, thresholds, hard constraints."""
 
     schema_version: Literal["l7.score_spec.v1"]
@@ -181,23 +179,14 @@ class ScoreSpec(Strict):
     min_weighted_score: float = Field(0.0, ge=0, le=1, description="a hard constraint too")
     criteria: list[Criterion] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> ScoreSpec:
-        seen: set[str] = set()
-        for c in self.criteria:
-            if c.id in seen:
-                raise ValueError(f"duplicate criterion id '{c.id}'")
-            seen.add(c.id)
-        return self
-
 
 # -- the prompt itself -------------------------------------------------------------------
-class CastEntry(Strict):
+class CastEntry(StrictModel):
     action: str = Field(min_length=1)
     wardrobe: str = Field(min_length=1)
 
 
-class PromptDraft(Strict):
+class PromptDraft(StrictModel):
     """What the model writes for one candidate; the prompt text is rendered from it."""
 
     shot: str = Field(min_length=1)
@@ -209,7 +198,7 @@ class PromptDraft(Strict):
     style_keywords: list[str] = Field(min_length=1)
 
 
-class Candidate(Strict):
+class Candidate(StrictModel):
     candidate_id: str
     scene_id: str
     kind: Literal["initial", "revision"]
@@ -224,18 +213,18 @@ class Candidate(Strict):
 
 
 # -- outputs -----------------------------------------------------------------------------
-class Check(Strict):
+class Check(StrictModel):
     id: str
     status: Literal["passed", "failed"]
     detail: str
 
 
-class InputRef(Strict):
+class InputRef(StrictModel):
     path: str
     blake3: str
 
 
-class ScoreSpecUse(Strict):
+class ScoreSpecUse(StrictModel):
     path: str
     ref: str
     spec_id: str
@@ -245,27 +234,27 @@ class ScoreSpecUse(Strict):
     override_reason: str | None
 
 
-class CrossSession(Strict):
+class CrossSession(StrictModel):
     allowed: bool
     used: bool
     scenes_v2_session_id: str
 
 
-class PartialRerun(Strict):
+class PartialRerun(StrictModel):
     scene_ids: list[str]
     base_prompt_map_pack: str
     base_pack_blake3: str
     generations: dict[str, int]
 
 
-class PolicyRecord(Strict):
+class PolicyRecord(StrictModel):
     pipeline_env: PipelineEnv
     score_spec: ScoreSpecUse
     cross_session: CrossSession
     partial_rerun: PartialRerun | None
 
 
-class GateInReport(Strict):
+class GateInReport(StrictModel):
     schema_version: Literal["l7.gate_in_report.v1"]
     session_id: str
     objective_id: str
@@ -275,12 +264,12 @@ class GateInReport(Strict):
     checks: list[Check]
 
 
-class SceneCandidates(Strict):
+class SceneCandidates(StrictModel):
     scene_id: str
     candidates: list[Candidate]
 
 
-class CandidatesDoc(Strict):
+class CandidatesDoc(StrictModel):
     schema_version: Literal["l7.candidates_prompt.v1"]
     session_id: str
     objective_id: str
@@ -288,7 +277,7 @@ class CandidatesDoc(Strict):
     scenes: list[SceneCandidates]
 
 
-class CriterionScore(Strict):
+class CriterionScore(StrictModel):
     criterion_id: str
     kind: Literal["rule", "judge"]
     weight: float
@@ -299,7 +288,7 @@ class CriterionScore(Strict):
     reason: str
 
 
-class Evaluation(Strict):
+class Evaluation(StrictModel):
     candidate_id: str
     scene_id: str
     criteria: list[CriterionScore]
@@ -310,12 +299,12 @@ class Evaluation(Strict):
     eligible: bool
 
 
-class SceneEvaluations(Strict):
+class SceneEvaluations(StrictModel):
     scene_id: str
     evaluations: list[Evaluation]
 
 
-class EvaluationDoc(Strict):
+class EvaluationDoc(StrictModel):
     schema_version: Literal["l7.evaluation_report_prompt.v1"]
     session_id: str
     objective_id: str
@@ -324,7 +313,7 @@ class EvaluationDoc(Strict):
     scenes: list[SceneEvaluations]
 
 
-class RankEntry(Strict):
+class RankEntry(StrictModel):
     candidate_id: str
     rank: int = Field(ge=1)
     weighted_score: float
@@ -333,21 +322,21 @@ class RankEntry(Strict):
     reason: str
 
 
-class SelectionRound(Strict):
+class SelectionRound(StrictModel):
     round: Literal["initial", "revision"]
     status: Literal["selected", "rejected"]
     winner: str | None
     ranking: list[RankEntry]
 
 
-class SceneTrace(Strict):
+class SceneTrace(StrictModel):
     scene_id: str
     status: Literal["selected", "revised", "rejected"]
     winner: str | None
     rounds: list[SelectionRound]
 
 
-class SelectionTraceDoc(Strict):
+class SelectionTraceDoc(StrictModel):
     schema_version: Literal["l7.selection_trace_prompt.v1"]
     session_id: str
     objective_id: str
@@ -360,7 +349,7 @@ FindingCategory = Literal["character_name", "character_look", "wardrobe", "setti
                           "time_of_day", "style"]
 
 
-class Finding(Strict):
+class Finding(StrictModel):
     finding_id: str
     scene_id: str
     category: FindingCategory
@@ -370,13 +359,13 @@ class Finding(Strict):
     found: str | None = None
 
 
-class PairAudit(Strict):
+class PairAudit(StrictModel):
     pair: list[str] = Field(min_length=2, max_length=2)
     findings: list[Finding]
     remaining: list[Finding]
 
 
-class ContinuityDoc(Strict):
+class ContinuityDoc(StrictModel):
     schema_version: Literal["l7.continuity_audit_prompt.v1"]
     session_id: str
     objective_id: str
@@ -386,7 +375,7 @@ class ContinuityDoc(Strict):
     remaining_errors: int
 
 
-class PackScene(Strict):
+class PackScene(StrictModel):
     scene_id: str
     title: str
     source: Literal["generated", "base_pack"]
@@ -401,7 +390,7 @@ class PackScene(Strict):
     context_blake3: str
 
 
-class PromptMapPack(Strict):
+class PromptMapPack(StrictModel):
     """``prompt_map_pack.json``: the selected prompt of every scene."""
 
     schema_version: Literal["l7.prompt_map_pack.v1"]
@@ -413,7 +402,7 @@ class PromptMapPack(Strict):
     scenes: list[PackScene] = Field(min_length=1)
 
 
-class GateOutReport(Strict):
+class GateOutReport(StrictModel):
     schema_version: Literal["l7.gate_out_report.v1"]
     session_id: str
     objective_id: str
@@ -421,7 +410,7 @@ class GateOutReport(Strict):
     checks: list[Check]
 
 
-class StageRuntime(Strict):
+class StageRuntime(StrictModel):
     stage: str
     tasks: int
     elapsed_s: float
@@ -433,7 +422,7 @@ class StageRuntime(Strict):
     cost_usd: float
 
 
-class TaskRuntime(Strict):
+class TaskRuntime(StrictModel):
     task: str
     stage: str
     started_at: str | None
@@ -446,7 +435,7 @@ class TaskRuntime(Strict):
     cost_usd: float
 
 
-class RuntimeLog(Strict):
+class RuntimeLog(StrictModel):
     schema_version: Literal["l7.runtime_log.v1"]
     session_id: str
     objective_id: str
@@ -456,11 +445,11 @@ class RuntimeLog(Strict):
     tasks: list[TaskRuntime]
 
 
-class OutputRef(Strict):
+class OutputRef(StrictModel):
     blake3: str
 
 
-class SessionOutput(Strict):
+class SessionOutput(StrictModel):
     schema_version: Literal["l7.session_output.v1"]
     session_id: str
     objective_id: str
@@ -522,7 +511,7 @@ def validator(name: str) -> Draft202012Validator:
     """A validator for the schema file ``name`` (read once per process)."""
     path = schema_path(name)
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        schema = load_json(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"schema file is missing or broken ({exc})", path=str(path),
                         fix="reinstall scenemake") from None

@@ -9,7 +9,6 @@ next run puts back before it starts. Readers never see a mix of old and new file
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes, hash_file
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, load_json
 from pipeline.core.store import atomic_write_bytes, dump_json, sync_dir
 
 from . import continuity, selection
@@ -256,7 +255,7 @@ def check_no_hand_edits(out_dir: Path) -> None:
     no longer matches was edited by hand, and replacing the set would silently lose it.
     """
     try:
-        recorded = json.loads((out_dir / "session_output.json").read_text(encoding="utf-8"))
+        recorded = load_json(out_dir / "session_output.json")
         outputs = recorded["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # no set of ours to protect

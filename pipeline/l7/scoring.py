@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from pipeline.core.errors import UserError
+from pipeline.core.jsonio import parse_model
+from pipeline.core.models import StrictModel
 from pipeline.llm import CallContext, LLMClient
 
 from . import llm
@@ -23,8 +25,8 @@ EPS = 1e-9
 _STOP = {"the", "a", "an", "of", "on", "in", "at", "to", "and", "with", "small", "old", "great"}
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Params(StrictModel):
+    """A rule's params: a misspelt one is an error, not a silent default."""
 
 
 class WordCountParams(_Params):
@@ -53,13 +55,8 @@ def check_params(spec: ScoreSpec, path: str) -> None:
     for i, crit in enumerate(spec.criteria):
         if crit.kind != "rule" or crit.rule is None:
             continue
-        try:
-            params = PARAMS[crit.rule].model_validate(crit.params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise UserError(err["msg"], path=path,
-                            field=f"criteria[{i}].params" + (f".{loc}" if loc else "")) from None
+        params = parse_model(PARAMS[crit.rule], crit.params, path,
+                             within=f"criteria[{i}].params")
         if isinstance(params, WordCountParams) and params.min_words > params.max_words:
             raise UserError("min_words is above max_words", path=path,
                             field=f"criteria[{i}].params")

@@ -14,10 +14,10 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 
 from pipeline.core import builddb
+from pipeline.core.clock import now_iso_ms as utc_timestamp
 from pipeline.core.errors import UserError
 from pipeline.core.store import dump_json
 from pipeline.llm import CallContext, read_calls
-from pipeline.llm.calllog import utc_timestamp
 
 from . import candidates, continuity, export, gates, llm, revision, scoring, selection
 from .context import neighbours, scene_context

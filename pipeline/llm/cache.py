@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.core.hashing import hash_json
+from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_bytes
 
 _HASH_RE = re.compile(r"[0-9a-f]{8,128}")
@@ -66,7 +67,7 @@ class ResponseCache:
         """The cached response, or None when absent, unreadable or not for this hash."""
         path = self.path_for(request_hash)
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
+            entry = load_json(path)
             # A truncated, hand-edited or misplaced entry must not answer for this request.
             if not isinstance(entry, dict) or hash_json(entry.get("request")) != request_hash:
                 return None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.core.clock import now_iso_ms as utc_timestamp
 from pipeline.core.store import append_line
 
 from .request import CallContext
@@ -29,10 +29,6 @@ CALL_FIELDS = (
     "try",
 )
 
-
-def utc_timestamp() -> str:
-    """Now as ISO 8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CallLog:

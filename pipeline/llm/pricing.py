@@ -6,10 +6,11 @@ override entries. An unknown model costs 0, with one warning per model and run.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
+
+from pipeline.core.jsonio import load_json
 
 _DEFAULTS = Path(__file__).with_name("prices.json")
 _warned: set[str] = set()
@@ -18,7 +19,7 @@ _lock = threading.Lock()
 
 def default_prices() -> dict[str, dict[str, float]]:
     """The shipped price table."""
-    return json.loads(_DEFAULTS.read_text(encoding="utf-8"))
+    return load_json(_DEFAULTS)
 
 
 class PriceTable:

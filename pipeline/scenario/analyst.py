@@ -43,11 +43,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from pipeline.core.clock import now_iso
+from pipeline.core.models import StrictModel
 
 from . import bridge
 from .layout import RunLayout
-from .status import now_iso
 
 WEIGHTS = {"business": 0.35, "truth": 0.30, "status": 0.20, "judge": 0.15}
 STATUS_VALUE = {"accepted": 1.0, "partial": 0.5, "needs_exact_capability": 0.25, "blocked": 0.0}
@@ -84,10 +86,8 @@ DECISION_CODES = {
 }
 
 
-class AnalystGate(BaseModel):
+class AnalystGate(StrictModel):
     """When the analyst accepts a run (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target_score: float = Field(80, ge=0, le=100)
     max_unresolved_p0: int = Field(0, ge=0)

@@ -12,14 +12,13 @@ deterministic quality review. Nothing here calls an LLM.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from pipeline.assistant.sessions import reports_dir, session_order, sessions_dir
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, load_json
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .business_review import review_answer, summarize
@@ -49,7 +48,7 @@ def sources(runs_dir: Path, run_id: str) -> tuple[Path | None, list[Path]]:
     found = []
     for path in sorted(sessions_dir(runs_dir).glob(f"{run_id}-*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path)
         except (OSError, ValueError):
             found.append(path)  # kept: reported as unreadable in the review, not silently lost
             continue
@@ -68,7 +67,7 @@ def conversation_pairs(session_files: list[Path]) -> tuple[list[dict], list[dict
     sessions, skipped = [], []
     for path in session_files:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path)
             if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
                 raise ValueError("no 'turns' list")
         except (OSError, ValueError) as exc:

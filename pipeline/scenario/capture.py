@@ -17,18 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.hashing import hash_json
+from pipeline.core.jsonio import read_json_or_none
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import placeholders
 from .client import AssistantClient, CallResult
 from .contracts import Scenario, Step, step_references
-from .layout import read_json_or_none
-
-
-def now_iso() -> str:
-    """UTC timestamp for records."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def step_hashes(scenario: Scenario) -> dict[str, str]:

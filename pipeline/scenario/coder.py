@@ -35,15 +35,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from pipeline.core.clock import now_iso
 from pipeline.core.hashing import hash_bytes
-from pipeline.core.jsonio import display_path, read_json
+from pipeline.core.jsonio import display_path, read_json, read_json_or_none
+from pipeline.core.models import StrictModel
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .contracts import parse
-from .layout import read_json_or_none
-from .status import now_iso
 
 TOKENS = ("repair_prompt", "repair_prompt_text", "repair_plan", "repair_checklist",
           "repair_dir", "iteration")
@@ -56,10 +56,10 @@ STDERR = "repair_coder.stderr.txt"
 STATUSES = ("patched", "no_change", "failed")
 
 
-class CoderConfig(BaseModel):
+class CoderConfig(StrictModel):
     """How to run the coder (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     comment: str | list[str] = Field("", alias="$comment")
     command: list[str] = Field(min_length=1)

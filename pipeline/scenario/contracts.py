@@ -13,18 +13,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_json
-from pipeline.core.jsonio import display_path, read_json
+from pipeline.core.jsonio import display_path, parse_model, read_json
+from pipeline.core.models import StrictModel
 
 from . import placeholders
 
@@ -32,11 +31,7 @@ ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 _RESERVED = set(placeholders.SPECIAL_ROOTS)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Fact(Strict):
+class Fact(StrictModel):
     """One expected fact about a step's captured answer (a truth review check).
 
     Exactly one check: ``equals`` (the value at ``path``), ``present`` (``path`` exists and is
@@ -75,7 +70,7 @@ class Fact(Strict):
                     if k in self.model_fields_set)
 
 
-class Expect(Strict):
+class Expect(StrictModel):
     """What a step should get: capture checks (route, capability, entries) and facts."""
 
     route: str | None = None
@@ -84,7 +79,7 @@ class Expect(Strict):
     facts: list[Fact] = []
 
 
-class Step(Strict):
+class Step(StrictModel):
     """One question of a scenario; ``question`` may hold placeholders."""
 
     step_id: str = Field(pattern=ID_PATTERN, max_length=80)
@@ -109,7 +104,7 @@ class Step(Strict):
         return value
 
 
-class Scenario(Strict):
+class Scenario(StrictModel):
     """Ordered steps asked in one assistant session."""
 
     scenario_id: str = Field(pattern=ID_PATTERN, max_length=80)
@@ -127,13 +122,13 @@ class Scenario(Strict):
         return self
 
 
-class ScenarioRef(Strict):
+class ScenarioRef(StrictModel):
     """A scenario kept in its own file, relative to the pack file."""
 
     path: str = Field(min_length=1)
 
 
-class Waiver(Strict):
+class Waiver(StrictModel):
     """A business finding accepted on purpose (it no longer counts as unresolved)."""
 
     scenario_id: str
@@ -142,7 +137,7 @@ class Waiver(Strict):
     reason: str = Field(min_length=1)
 
 
-class AcceptanceGate(Strict):
+class AcceptanceGate(StrictModel):
     """Extra conditions of a pack's acceptance gate."""
 
     min_judge_score: float | None = Field(None, ge=0, le=100)
@@ -160,7 +155,7 @@ ScenarioItem = Annotated[Annotated[Scenario, Tag("inline")] | Annotated[Scenario
                          Discriminator(_scenario_kind)]
 
 
-class Pack(Strict):
+class Pack(StrictModel):
     """Several scenarios captured into one aggregate backlog (a truth-harness spec)."""
 
     pack_id: str = Field(pattern=ID_PATTERN, max_length=80)
@@ -172,7 +167,7 @@ class Pack(Strict):
     business_waivers: list[Waiver] = []
 
 
-class Case(Strict):
+class Case(StrictModel):
     """One question (``run-case --case FILE``)."""
 
     case_id: str = Field("case", pattern=ID_PATTERN, max_length=80)
@@ -182,32 +177,9 @@ class Case(Strict):
 
 
 # -- loading ----------------------------------------------------------------------------
-def json_path(loc: tuple) -> str:
-    """A pydantic error location as a JSON path: ``$.scenarios[1].steps[0].question``."""
-    out = "$"
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("inline", "ref"):
-            continue  # the union branch: not part of the document
-        else:
-            out += f".{part}"
-    return out
-
-
 def parse(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
     """Validate ``data``; the error names the file and the JSON path of the first problem."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = json_path(err["loc"])
-        if prefix:
-            where = prefix + where[1:]
-        msg = err["msg"].removeprefix("Value error, ")
-        more = exc.error_count() - 1
-        tail = f" (and {more} more)" if more > 0 else ""
-        raise UserError(f"{where}: {msg}{tail}", path=display_path(path)) from None
+    return parse_model(model, data, str(path), within=prefix, as_json_path=True)
 
 
 def load_scenario(path: Path) -> Scenario:

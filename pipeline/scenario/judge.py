@@ -9,10 +9,11 @@ task ``review_judge:<run_id>``, and made at all only when the review task is sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
+from pipeline.core import score_spec
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import read_json
 from pipeline.llm import CallContext, LLMClient, LLMRequest
@@ -22,18 +23,19 @@ from .contracts import parse
 from .layout import RunLayout, StepRef
 
 
-class Criterion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Criterion(score_spec.Criterion):
+    """A criterion the judge scores 0-100; it must say what it asks for."""
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     weight: float = Field(gt=0)
     description: str = Field(min_length=1)
 
 
-class ScoreSpec(BaseModel):
+class ScoreSpec(score_spec.ScoreSpec):
     """A weighted rubric and the model that applies it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
+    duplicate_id_message: ClassVar[str] = "criteria ids must be unique"
 
     comment: str | list[str] = Field("", alias="$comment")
     name: str = Field(min_length=1)
@@ -42,13 +44,6 @@ class ScoreSpec(BaseModel):
     model: ModelSettings = ModelSettings(temperature=0.0, max_tokens=600)
     endpoint: Endpoint = Endpoint()
     criteria: list[Criterion] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique(self) -> ScoreSpec:
-        ids = [c.id for c in self.criteria]
-        if len(set(ids)) != len(ids):
-            raise ValueError("criteria ids must be unique")
-        return self
 
 
 def load_score_spec(path: Path) -> ScoreSpec:
@@ -99,8 +94,7 @@ def judge_step(client: LLMClient, spec: ScoreSpec, step: StepRef, run_id: str) -
                       unit=step.key, step="judge")
     answer = client.complete(request, ctx)
     data = answer.data
-    total_weight = sum(c.weight for c in spec.criteria)
-    score = sum(data[c.id]["score"] * c.weight for c in spec.criteria) / total_weight
+    score = spec.weighted_mean({c.id: data[c.id]["score"] for c in spec.criteria})
     row.update(score=round(score, 1), status="pass" if score >= spec.pass_score else "below",
                criteria={c.id: data[c.id] for c in spec.criteria},
                request_hash=answer.request_hash, cache=answer.cache)

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.jsonio import display_path
+from pipeline.core.clock import now_iso
+from pipeline.core.jsonio import display_path, read_json_or_none
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import analyst, coder, repair, runner, status
 from .contracts import Pack, load_pack, spec_hash
-from .layout import RunLayout, read_json_or_none
+from .layout import RunLayout
 
 STEPS = ("started", "captured", "reviewed", "verdict", "repair_prepared", "coder_done")
 TERMINAL = ("accepted", "requires_user_decision", "blocked", "max_iterations",
@@ -104,7 +105,7 @@ class PackLoop:
                 "stop_reason": None, "iteration": 0, "step": None,
                 "max_iterations": self.config.max_iterations,
                 "target_score": self.config.gate.target_score, "iterations": [],
-                "started_at": status.now_iso()}
+                "started_at": now_iso()}
 
     def _save(self) -> None:
         it = self._entry()
@@ -112,7 +113,7 @@ class PackLoop:
                           step=it["step"] if it else None,
                           max_iterations=self.config.max_iterations,
                           target_score=self.config.gate.target_score,
-                          updated_at=status.now_iso())
+                          updated_at=now_iso())
         atomic_write_json(self.dir / "loop_state.json", self.state)
 
     def _entry(self) -> dict | None:
@@ -212,7 +213,7 @@ class PackLoop:
                     return
                 entry = {"iteration": n, "run_id": f"{self.loop_id}-it{n}",
                          "dir": f"iterations/{n}", "step": "started",
-                         "started_at": status.now_iso()}
+                         "started_at": now_iso()}
                 self.state["iterations"].append(entry)
                 self._save()
                 self.echo(f"iteration {n}/{self.config.max_iterations}")

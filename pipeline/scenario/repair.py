@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .analyst import RUNTIME_FILES
-from .status import now_iso
 
 PLAN = "repair_iteration_plan.json"
 PROMPT = "repair_prompt.md"

@@ -10,7 +10,6 @@ callers decide what to print and which exit code it makes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import shutil
 import time
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
+from pipeline.core.lock import exclusive
 from pipeline.core.store import atomic_write_json
 
 from . import status
@@ -26,7 +26,7 @@ from .capture import Capturer
 from .client import AssistantClient
 from .contracts import ID_PATTERN, Pack, Scenario, spec_hash
 from .judge import load_score_spec
-from .layout import RunLayout, read_json_or_none
+from .layout import RunLayout
 from .managed import ManagedAssistant, healthy
 from .reviewing import Reviewer, db_path
 
@@ -88,18 +88,6 @@ def archive(run_dir: Path, artifacts: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(run_dir), str(dest))
     return dest
-
-
-@contextlib.contextmanager
-def exclusive(path: Path, busy: str, fix: str):
-    """Hold an exclusive lock on ``path`` or fail at once with ``busy`` (and ``fix``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(busy, fix=fix) from None
-        yield
 
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
 
 from .contracts import Pack, Scenario, spec_hash
-from .layout import RunLayout, read_json_or_none
+from .layout import RunLayout
 
 
 @dataclass

@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pipeline.core.jsonio import read_json
+from pipeline.core.models import StrictModel
 from pipeline.core.store import atomic_write_text, dump_json
 
 from .analyst import AnalystGate, Flag
@@ -36,10 +37,9 @@ class StageGate(AnalystGate):
     required_flags: list[Flag] = Field(default_factory=lambda: list(STAGE_FLAGS))
 
 
-class StageAssistant(BaseModel):
+class StageAssistant(StrictModel):
     """How the stage's pack runs reach the assistant."""
 
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = Field(None, description="assistant API root (default: the "
                                  "reference assistant on http://127.0.0.1:8765, started "
@@ -50,10 +50,10 @@ class StageAssistant(BaseModel):
     retries: int = Field(2, ge=0, description="extra tries on transient errors")
 
 
-class StageManifest(BaseModel):
+class StageManifest(StrictModel):
     """One development stage: its question pack, its gate, its coder."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+    model_config = ConfigDict(populate_by_name=True,
                               json_schema_extra={"$id": "stage_agent_loop_manifest.schema.json"})
 
     comment: str | list[str] = Field("", alias="$comment")

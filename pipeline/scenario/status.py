@@ -12,16 +12,12 @@ after the reviews.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .layout import STATUSES, RunLayout, ScenarioRef, rollup
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _by_step(review: dict | None, key: str = "steps") -> dict[tuple[str, str], dict]:

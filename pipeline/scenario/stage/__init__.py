@@ -39,17 +39,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, read_json_or_none
+from pipeline.core.lock import exclusive
 from pipeline.core.store import append_line, atomic_write_json, atomic_write_text
 from pipeline.scenario import autoruns, coder, repair, runner, save_gate
 from pipeline.scenario.contracts import load_pack
-from pipeline.scenario.layout import RunLayout, read_json_or_none
+from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.loop import LoopConfig, PackLoop, iteration_dir, latest_verdict, read_state
 from pipeline.scenario.loop import restart as loop_restart
 from pipeline.scenario.reviewing import Reviewer
 from pipeline.scenario.stage_manifest import StageManifest, load
-from pipeline.scenario.status import now_iso
 
 PROG = "python -m pipeline.scenario stage"
 SUMMARY = "stage_loop_summary.json"
@@ -104,8 +105,6 @@ def _progress(state: dict | None) -> tuple | None:
 @contextlib.contextmanager
 def stage_lock(stage: Stage):
     """One changing stage command at a time (``status`` only reads: it takes no lock)."""
-    from pipeline.scenario.runner import exclusive
-
     with exclusive(stage.artifacts / ".locks" / f"{stage.loop_id}.stage.lock",
                    f"another stage command is running for {stage.m.stage_id}",
                    "wait for it to finish"):
