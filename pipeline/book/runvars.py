@@ -16,6 +16,7 @@ KNOWN = {
     "reason": "why the prompt changed (recorded in the ledger)",
     "force_resume": "1 to accept manual edits and stale pre-states (recorded in the ledger)",
     "budget": "the most this run may spend on LLM calls, in USD (e.g. budget=5)",
+    "wait": "1 to wait for another run of this book to finish instead of refusing to start",
 }
 
 
@@ -28,6 +29,7 @@ class RunVars:
     reason: str = ""
     force_resume: bool = False
     budget: float | None = None
+    wait: bool = False
 
 
 def _flag(name: str, value: str | None) -> bool:
@@ -50,7 +52,8 @@ def parse(raw: dict[str, str]) -> RunVars:
                    allow_prompt_change=_flag("allow_prompt_change", raw.get("allow_prompt_change")),
                    reason=(raw.get("reason") or "").strip(),
                    force_resume=_flag("force_resume", raw.get("force_resume")),
-                   budget=_money("budget", raw.get("budget")))
+                   budget=_money("budget", raw.get("budget")),
+                   wait=_flag("wait", raw.get("wait")))
 
 
 def _money(name: str, value: str | None) -> float | None:

@@ -1,7 +1,8 @@
 """The LLM client: cache first, then the provider, validation with re-asks, and the call log.
 
-Thread-safe: doit may run tasks in threads, and two tasks asking the same request at once
-must pay for it once, so each request hash has its own lock.
+Thread- and process-safe: doit may run tasks in threads, and several runs may share a
+workspace; two asking the same request at once must pay for it once, so a request is paid
+for only under its claim (``claims.py``), and the cache is read again once it is held.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipeline.core.hashing import hash_json
 from .budget import Budget
 from .cache import CachedResponse, ResponseCache
 from .calllog import CallLog
+from .claims import Claims, WorkspaceClaims
 from .pricing import PriceTable
 from .providers import ProviderConfig, Providers, unknown
 from .providers.offline import estimate_tokens
@@ -82,6 +83,7 @@ def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
         settings["offline_latency_ms"] = float(env_latency)
     state_dir = Path(state_dir)
     return LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
+                     claims=WorkspaceClaims(state_dir / "claims"),
                      providers=default_providers(settings, state_dir=state_dir,
                                                  transport=transport),
                      max_reasks=int(settings.get("max_reasks", 2)),
@@ -130,6 +132,7 @@ class LLMClient:
         max_reasks: int = 2,
         prices: PriceTable | None = None,
         budget: Budget | None = None,
+        claims: Claims | None = None,
     ):
         if max_reasks < 0:
             raise ValueError("max_reasks must be >= 0")
@@ -147,8 +150,9 @@ class LLMClient:
         # Running totals of this process, for the progress display.
         self.stats = {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
                       "cost_usd": 0.0, "cost_avoided_usd": 0.0}
+        # Claims beside the cache by default: every client of one workspace sees them.
+        self.claims: Claims = claims or WorkspaceClaims(Path(cache_dir).parent / "claims")
         self._guard = threading.Lock()
-        self._locks: dict[str, list] = {}  # hash -> [lock, number of threads using it]
         self._validators: dict[str, SchemaCheck] = {}
 
     # -- public
@@ -171,7 +175,11 @@ class LLMClient:
         provider = self._provider(request.provider)
         checker = self._validator(request.output_schema)
         key = request.request_hash()
-        with self._hash_lock(key):
+        response = self._from_cache(request, key, ctx, checker, validate)
+        if response is not None:
+            return response
+        with self.claims.claim(key):
+            # Whoever held the claim before us has cached its answer: look again first.
             response = self._from_cache(request, key, ctx, checker, validate)
             if response is None:
                 response = self._generate(request, key, ctx, provider, checker, validate)
@@ -214,25 +222,6 @@ class LLMClient:
             with self._guard:
                 self._validators[key] = validator
         return validator
-
-    @contextmanager
-    def _hash_lock(self, key: str) -> Iterator[None]:
-        with self._guard:
-            slot = self._locks.setdefault(key, [threading.Lock(), 0])
-            slot[1] += 1
-        try:
-            if not slot[0].acquire(blocking=False):
-                with cpu_turn.waiting():  # another thread holds it for a whole model call
-                    slot[0].acquire()
-            try:
-                yield
-            finally:
-                slot[0].release()
-        finally:
-            with self._guard:
-                slot[1] -= 1
-                if slot[1] == 0:  # last user: drop it so the table does not grow forever
-                    del self._locks[key]
 
     def _check(
         self,
