@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import inspect
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_known
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
 from targets.checker import Blake3Checker
+from targets.uptodate import InputsUnchanged
 
 if TYPE_CHECKING:
     from pipeline.book import phases
@@ -242,14 +242,28 @@ def _act(phase: str, sid: str, changed: list[str]):
     return values  # its failure, if any, is cleared when doit commits the success
 
 
-def _inputs_unchanged(task, values, expected: str) -> bool:
-    return values.get("inputs_hash") == expected
-
-
-# doit calls inspect.signature on every uptodate callable of every task: answer it once.
-_inputs_unchanged.__signature__ = inspect.signature(_inputs_unchanged)  # type: ignore[attr-defined]
-# Phases whose non-file inputs are the same for every scene: hash them once per load.
+# Phases whose non-file inputs are the same for every scene: hash them once per process.
 _PER_SCENE_INPUTS = ("plan", "preflight")
+
+
+@functools.cache
+def _inputs_hash(phase: str, sid: str | None) -> str:
+    """A phase's slice of outline and book settings, hashed when a task is first checked
+    (``sid`` None: the slice every scene shares)."""
+    from pipeline.book import phases
+
+    book, _ = context()
+    return phases.inputs_hash(book, book.scene(sid) if sid else book.scenes[0], phase)
+
+
+def _inputs_rule(phase: str, sid: str) -> InputsUnchanged:
+    from pipeline.book import inputs
+
+    book, _ = context()
+    return InputsUnchanged(
+        f"{phase}:{sid}",
+        functools.partial(_inputs_hash, phase, sid if phase in _PER_SCENE_INPUTS else None),
+        lambda: inputs.fingerprint(book, book.scene(sid), phase))
 
 
 @functools.cache
@@ -263,12 +277,8 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 def _phase_tasks(phase: str):
     if fast() or (phase != "plan" and plans_only()):
         return
-    from pipeline.book import phases
-
     book, _ = context()
     layouts = _layouts()
-    shared_hash = (None if phase in _PER_SCENE_INPUTS
-                   else phases.inputs_hash(book, book.scenes[0], phase))
     for scene in book.scenes:
         files = layouts[scene.id][phase]
         file_dep = list(files.inputs.values()) + list(files.templates.values())
@@ -277,8 +287,7 @@ def _phase_tasks(phase: str):
             "actions": [(_act, [phase, scene.id])],
             "file_dep": file_dep,
             "targets": list(files.outputs.values()),
-            "uptodate": [(_inputs_unchanged, [], {
-                "expected": shared_hash or phases.inputs_hash(book, scene, phase)})],
+            "uptodate": [_inputs_rule(phase, scene.id)],
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
             # 2: nothing captured, so a failure shows its one message and no empty dumps
