@@ -31,7 +31,9 @@ def pieces(book: Book, scene, phase: str) -> dict[str, Any]:
         for key, value in scene.model_dump().items():
             out[f"outline.json: scene {scene.id} `{key}`"] = value
         prev = book.previous(scene.id)
-        out["outline.json: the scene before " + scene.id] = prev.model_dump() if prev else None
+        # the plan reads the scene before it too (for continuity of the outline)
+        out[f"outline.json: scene {prev.id}, the one before {scene.id}" if prev
+            else f"outline.json: no scene before {scene.id}"] = prev.model_dump() if prev else None
         out.update(_book_pieces(book))
         for chapter in book.outline.chapters:
             if scene.id.startswith(chapter.id + "_"):
