@@ -7,6 +7,7 @@ from targets.book import (  # noqa: F401  (doit collects task_* from this module
     task_continuity_pack,
     task_guard,
     task_lint,
+    task_manuscript,
     task_plan,
     task_preflight,
     task_repair,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import inspect
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_known
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
 from targets.checker import Blake3Checker
+from targets.uptodate import InputsUnchanged
 
 if TYPE_CHECKING:
     from pipeline.book import phases
@@ -157,7 +157,7 @@ def book_tasks_only() -> bool:
     else - another command, a target file, an option doit's parser refuses - loads all.
     """
     tasks = _cli_tasks()
-    names = set(PHASES) | {"guard", "_stamp"}
+    names = set(PHASES) | {"guard", "_stamp", "manuscript"}
     return tasks is not None and all(t.partition(":")[0] in names for t in tasks)
 
 
@@ -197,7 +197,8 @@ def doit_config() -> dict:
         "backend": "scenemake",
         "dep_file": str(db_path),
         "check_file_uptodate": Blake3Checker,
-        "default_tasks": ["guard"] if fast() else ["guard"] + list(PHASES) + ["_stamp"],
+        "default_tasks": (["guard"] if fast()
+                          else ["guard"] + list(PHASES) + ["manuscript", "_stamp"]),
         "verbosity": 2,
         # the live display on a terminal; plain lines in logs and pipes
         "reporter": "scenemake" if sys.stdout.isatty() else "console",
@@ -242,14 +243,28 @@ def _act(phase: str, sid: str, changed: list[str]):
     return values  # its failure, if any, is cleared when doit commits the success
 
 
-def _inputs_unchanged(task, values, expected: str) -> bool:
-    return values.get("inputs_hash") == expected
-
-
-# doit calls inspect.signature on every uptodate callable of every task: answer it once.
-_inputs_unchanged.__signature__ = inspect.signature(_inputs_unchanged)  # type: ignore[attr-defined]
-# Phases whose non-file inputs are the same for every scene: hash them once per load.
+# Phases whose non-file inputs are the same for every scene: hash them once per process.
 _PER_SCENE_INPUTS = ("plan", "preflight")
+
+
+@functools.cache
+def _inputs_hash(phase: str, sid: str | None) -> str:
+    """A phase's slice of outline and book settings, hashed when a task is first checked
+    (``sid`` None: the slice every scene shares)."""
+    from pipeline.book import phases
+
+    book, _ = context()
+    return phases.inputs_hash(book, book.scene(sid) if sid else book.scenes[0], phase)
+
+
+def _inputs_rule(phase: str, sid: str) -> InputsUnchanged:
+    from pipeline.book import inputs
+
+    book, _ = context()
+    return InputsUnchanged(
+        f"{phase}:{sid}",
+        functools.partial(_inputs_hash, phase, sid if phase in _PER_SCENE_INPUTS else None),
+        lambda: inputs.fingerprint(book, book.scene(sid), phase))
 
 
 @functools.cache
@@ -263,12 +278,8 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
 def _phase_tasks(phase: str):
     if fast() or (phase != "plan" and plans_only()):
         return
-    from pipeline.book import phases
-
     book, _ = context()
     layouts = _layouts()
-    shared_hash = (None if phase in _PER_SCENE_INPUTS
-                   else phases.inputs_hash(book, book.scenes[0], phase))
     for scene in book.scenes:
         files = layouts[scene.id][phase]
         file_dep = list(files.inputs.values()) + list(files.templates.values())
@@ -277,8 +288,7 @@ def _phase_tasks(phase: str):
             "actions": [(_act, [phase, scene.id])],
             "file_dep": file_dep,
             "targets": list(files.outputs.values()),
-            "uptodate": [(_inputs_unchanged, [], {
-                "expected": shared_hash or phases.inputs_hash(book, scene, phase)})],
+            "uptodate": [_inputs_rule(phase, scene.id)],
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
             # 2: nothing captured, so a failure shows its one message and no empty dumps
@@ -341,6 +351,9 @@ def _write_stamp() -> None:
                 if not state or recorded.setdefault(dep, state)[2] != state[2]:
                     stamp.drop(path)  # the DB does not agree with itself: no fast path
                     return
+    # the manuscript, a view of the prose: deleting or editing it takes the full path
+    for out_path in db.values("manuscript").get("artifact_states", {}):
+        recorded[out_path] = db.values("manuscript")["artifact_states"][out_path]
     for out_path, _task, _known, state_raw in db.output_rows():
         if not state_raw:
             stamp.drop(path)
@@ -369,7 +382,8 @@ def task__stamp():
     """After every phase of the book succeeded: the fast path's stamp."""
     if fast() or plans_only():
         return {"actions": None, "uptodate": [True]}
-    return {"actions": [_write_stamp], "task_dep": list(PHASES), "uptodate": [False],
+    return {"actions": [_write_stamp], "task_dep": list(PHASES) + ["manuscript"],
+            "uptodate": [False],
             "verbosity": 2}
 
 
@@ -411,3 +425,63 @@ def task_lint():
 def task_commit():
     """Applies the patch: the post-state and registry snapshots (plain code)."""
     yield from _phase_tasks("commit")
+
+
+def _build_manuscript() -> dict | TaskFailed:
+    """Write draft/manuscript.md and .html from every scene's final prose (unchanged bytes
+    are not rewritten); a copy edited by hand is kept beside it, never overwritten."""
+    from pipeline.book import manuscript
+    from pipeline.core.hashing import hash_bytes, hash_file
+    from pipeline.core.store import atomic_write_many
+
+    book, _ = context()
+    db = builddb.current()
+    prose: dict[str, str] = {}
+    stand_in = False
+    try:
+        for scene in book.scenes:
+            prose[scene.id] = manuscript.read_prose(manuscript.final_prose_path(book, scene.id))
+            llm = db.values(f"repair:{scene.id}").get("llm") or {}
+            stand_in |= llm.get("provider") == "offline"
+        files = manuscript.render(book, prose, stand_in)
+        written = db.values("manuscript").get("artifact_states", {})
+        changed: dict[str, bytes] = {}
+        states: dict[str, list] = {}
+        for path, blob in files.items():
+            digest = hash_bytes(blob)
+            try:
+                now = hash_file(str(path))
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                now = None
+            if now != digest:
+                before = written.get(str(path))
+                if now is not None and (before is None or before[2] != now):
+                    # not the file scenemake wrote last: a hand edit, kept under another name
+                    keep = path.with_name(f"{path.stem}.edited-{now[:8]}{path.suffix}")
+                    changed[str(keep)] = path.read_bytes()
+                    print(f"{path} was edited by hand: kept as {keep}")
+                changed[str(path)] = blob
+            states[str(path)] = digest
+        atomic_write_many(changed)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    recorded = {}
+    for path, digest in states.items():
+        st = os.stat(path)
+        recorded[path] = [st.st_mtime_ns, st.st_size, digest]
+    return {"artifact_states": recorded, "stand_in": stand_in}
+
+
+def task_manuscript():
+    """The book as one text: draft/manuscript.md and draft/manuscript.html."""
+    if fast() or plans_only():
+        return {"actions": None, "uptodate": [True]}
+    from pipeline.book import manuscript
+
+    book, _ = context()
+    where = manuscript.paths(book)
+    return {"actions": [_build_manuscript],
+            "file_dep": [manuscript.final_prose_path(book, s.id) for s in book.scenes]
+            + [(book.dir / "outline.json").as_posix(), book.config_path.as_posix()],
+            "targets": [where.markdown.as_posix(), where.html.as_posix()],
+            "task_dep": ["guard"], "verbosity": 2}

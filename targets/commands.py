@@ -90,6 +90,9 @@ class RerunFrom(Run):
             start = []
             for arg in pos_args:
                 phase, _, sid = arg.partition(":")
+                if arg == "manuscript":  # the book's one text, regenerated from the prose
+                    start.append(arg)
+                    continue
                 if phase not in PHASES:
                     raise InvalidCommand(f"'{arg}': unknown phase '{phase}' "
                                          f"(phases: {', '.join(PHASES)})")
@@ -103,7 +106,8 @@ class RerunFrom(Run):
                     start.append(arg)
                 else:
                     start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
-        forget = [n for n in downstream(self.task_list, start) if n in by_name and ":" in n]
+        forget = [n for n in downstream(self.task_list, start)
+                  if n in by_name and (":" in n or n == "manuscript")]
         if rerun_dry_run:
             for name in forget:
                 self.outstream.write(f"would forget {name}\n")

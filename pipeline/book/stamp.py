@@ -19,7 +19,7 @@ from pipeline.book.workspace import PACKAGE_DIR
 from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_json
 
-VERSION = 2
+VERSION = 3  # 3: the manuscript is part of a complete build
 ENV_KEYS = ("SCENEMAKE_MODEL", "SCENEMAKE_BASE_URL", "SCENEMAKE_API_KEY_ENV")
 # Which scenemake wrote the stamp: another install (a venv, a checkout) may bring other
 # default templates, whose files the stamp never stat'ed.

@@ -1,0 +1,21 @@
+"""What scenemake's doit commands share: telling a scenemake project from any other.
+
+Installing scenemake adds its commands to every doit project in that environment; in a
+project whose dodo.py is not scenemake's they say so in one line and touch nothing.
+"""
+
+from __future__ import annotations
+
+from doit.exceptions import InvalidCommand
+
+from pipeline.core.builddb import SceneDB
+
+
+def scene_db(command: str, dep_manager) -> SceneDB:
+    """The book's build DB, or one line saying this is not a scenemake project."""
+    backend = getattr(dep_manager, "backend", None)
+    if not isinstance(backend, SceneDB):
+        raise InvalidCommand(f"doit {command}: this is not a scenemake project (its dodo.py "
+                             "does not use scenemake's build DB); run it where scenemake's "
+                             "dodo.py is")
+    return backend

@@ -1,0 +1,218 @@
+"""``doit why TASK``: why a task would run, in the user's terms, through what it depends on.
+
+doit's own status (``doit info``) is per task and speaks of file hashes; a phase whose
+pre-state will change upstream shows as up to date there. ``why`` walks the task's
+upstream too and names causes as a user would: an outline field, a template (old -> new
+hash, needs ``allow_prompt_change``), a hand edit, a pre-state an upstream task will
+rewrite, a task never built or forgotten by ``rerun-from``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from doit.cmd_base import DoitCmdBase
+from doit.exceptions import InvalidCommand
+
+from pipeline.core.builddb import SceneDB
+from targets.project import scene_db
+from targets.uptodate import InputsUnchanged
+
+_PRE_STATES = ("post_state.json", "state.json")
+
+
+@dataclass
+class Verdict:
+    """Whether a task would run, and why (its own causes, then the upstream ones)."""
+
+    task: str
+    runs: bool = False
+    own: list[str] = field(default_factory=list)
+    upstream: list[str] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.own + self.upstream
+
+
+def _short(digest: str | None) -> str:
+    return digest[:8] if digest else "missing"
+
+
+class Explainer:
+    """Causes of staleness for the tasks of one loaded project, memoised per task."""
+
+    def __init__(self, task_list, dep_manager, db: SceneDB, templates: set[str]):
+        self.tasks = {t.name: t for t in task_list}
+        self.dep_manager = dep_manager
+        self.db = db
+        self.templates = templates
+        self.producer = {target: t.name for t in task_list for target in t.targets}
+        self._memo: dict[str, Verdict] = {}
+
+    # -- one task's own causes --------------------------------------------------------
+    def _own(self, name: str) -> list[str]:
+        task, db = self.tasks[name], self.db
+        if not task.actions:
+            return []
+        if not db.in_(name):
+            failure = db.failure(name)
+            if failure:
+                return [f"failed last time: {failure['error'].splitlines()[0]}"]
+            attempt = db.attempt(name)
+            if attempt:
+                return [f"forgotten by rerun-from (attempt {attempt}: asked afresh, not "
+                        "served from the response cache)"]
+            if task.targets and all(_exists(t) for t in task.targets):
+                return ["forgotten (rerun-from, reset or forget): its files are on disk but "
+                        "the build DB has no record of them"]
+            return ["never built"]
+        if any(isinstance(u, bool) and u is False for u, _, _ in task.uptodate):
+            return []  # always runs (the guard): not a cause worth naming
+        status = self.dep_manager.get_status(task, self.tasks, get_log=True)
+        out = self._hand_edits(name, task.targets)
+        if status.status == "up-to-date":
+            return out
+        reasons = status.reasons
+        for rule, _args, _kwargs in reasons.get("uptodate_false", []):
+            out += rule.reasons if isinstance(rule, InputsUnchanged) else [f"{rule} is false"]
+        for path in reasons.get("changed_file_dep", []):
+            out.append(self._changed(name, path))
+        for path in reasons.get("missing_file_dep", []):
+            maker = self.producer.get(path)
+            out.append(f"{path} is missing" + (f" ({maker} makes it)" if maker else ""))
+        for path in reasons.get("missing_target", []):
+            out.append(f"{path} is missing: the task reruns (an LLM answer comes from the "
+                       "response cache when the request is the same)")
+        for path in reasons.get("added_file_dep", []):
+            if path in self.templates:
+                out.append(f"template {path} is used now (a new override or another path), "
+                           'needs allow_prompt_change=1 reason="..."')
+            else:
+                out.append(f"it reads a new input: {path}")
+        for path in reasons.get("removed_file_dep", []):
+            out.append(f"it no longer reads {path}")
+        if reasons.get("checker_changed"):
+            out.append("the file checker changed (every task is checked afresh)")
+        return out or ["doit's record of it is incomplete"]
+
+    def _changed(self, name: str, path: str) -> str:
+        from pipeline.core.hashing import hash_file
+
+        if path in self.templates:
+            old = (self.db.get(name, path) or [None, None, None])[2]
+            try:
+                new = hash_file(path)
+            except OSError:
+                new = None
+            return (f"template {path} changed ({_short(old)} -> {_short(new)}), needs "
+                    'allow_prompt_change=1 reason="..."')
+        edits = self._hand_edits(name, [path])
+        if edits:
+            return edits[0]
+        maker = self.producer.get(path)
+        if maker and path.rpartition("/")[2] in _PRE_STATES:
+            return f"pre-state changed: {maker} wrote a new {path.rpartition('/')[2]}"
+        if maker:
+            return f"{path} changed: {maker} wrote a new version"
+        return f"{path} changed"
+
+    def _hand_edits(self, name: str, paths: list[str]) -> list[str]:
+        from pipeline.book.rules import find_edits
+
+        out = []
+        for edit in find_edits(self.db, list(paths)):
+            out.append(f"{edit.path} edited by hand (written by {edit.task_id}): the run stops "
+                       f"until force_resume=1 builds on it or rerun-from {edit.task_id} "
+                       "regenerates it")
+        return out
+
+    # -- transitively ----------------------------------------------------------------
+    def verdict(self, name: str) -> Verdict:
+        """Would ``name`` run, and why (memoised; upstream first)."""
+        if name in self._memo:
+            return self._memo[name]
+        task = self.tasks[name]
+        verdict = self._memo[name] = Verdict(name)
+        if not task.actions:  # a group: it runs when one of its tasks does
+            subs = [self.verdict(s) for s in task.task_dep if s in self.tasks]
+            verdict.upstream = [f"{v.task}: {v.reasons[0]}" for v in subs if v.runs]
+            verdict.runs = bool(verdict.upstream)
+            return verdict
+        verdict.own = self._own(name)
+        seen = set()
+        for path in task.file_dep:
+            maker = self.producer.get(path)
+            if maker is None or maker == name or maker in seen:
+                continue
+            seen.add(maker)
+            up = self.verdict(maker)
+            if not up.runs or any(maker in reason for reason in verdict.own):
+                continue  # up to date, or already named (a hand edit of what it wrote)
+            cause = self.root_cause(maker)
+            if path.rpartition("/")[2] in _PRE_STATES:
+                verdict.upstream.append(
+                    f"pre-state may change: {maker} will produce a new "
+                    f"{path.rpartition('/')[2]} (because {cause})")
+            else:
+                verdict.upstream.append(f"{path} may change: {maker} will run "
+                                        f"(because {cause})")
+        verdict.runs = bool(verdict.own or verdict.upstream)
+        return verdict
+
+    def root_cause(self, name: str) -> str:
+        """The first own cause found walking upstream from ``name``."""
+        verdict = self.verdict(name)
+        if verdict.own:
+            return f"{name}: {verdict.own[0]}"
+        for path in self.tasks[name].file_dep:
+            maker = self.producer.get(path)
+            if maker and maker != name and self.verdict(maker).runs:
+                return self.root_cause(maker)
+        return f"{name} would run"
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.exists(path)
+
+
+def report(verdict: Verdict) -> str:
+    """The text ``doit why`` prints for one task."""
+    if not verdict.runs:
+        return f"{verdict.task} is up to date\n"
+    lines = [f"{verdict.task} would run:"] + [f"  - {r}" for r in verdict.reasons]
+    return "\n".join(lines) + "\n"
+
+
+class Why(DoitCmdBase):
+    """``doit why TASK``: why a task would run, in the user's terms."""
+
+    name = "why"
+    doc_purpose = "say why a task would run, in the user's terms (through its upstream too)"
+    doc_usage = "TASK [TASK ...]"
+    doc_description = ("Names the cause: an outline.json or book.json field, a template (old -> "
+                       "new hash), a hand edit, a pre-state an upstream task will rewrite, a "
+                       "task never built or forgotten by rerun-from. Exit 0 (up to date or "
+                       "not), 3 for an unknown task.")
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        try:
+            db = scene_db(self.name, self.dep_manager)
+            if not pos_args:
+                raise InvalidCommand("doit why needs a task, e.g. doit why write:ch001_sc001")
+            from targets.book import context
+
+            book, _ = context()
+            explainer = Explainer(self.task_list, self.dep_manager, db,
+                                  set(book.templates.values()))
+            for name in pos_args:
+                if name not in explainer.tasks:
+                    raise InvalidCommand(f"doit why: no task '{name}' (doit list shows them)")
+            for name in pos_args:
+                self.outstream.write(report(explainer.verdict(name)))
+        finally:
+            self.dep_manager.close()
+        return 0
