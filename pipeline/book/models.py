@@ -35,7 +35,7 @@ def _no_repeats(values: list[str]) -> list[str]:
 # constrained decoding and the offline stand-in keep to it and a model is re-asked.
 Unique = Annotated[list[str], AfterValidator(_no_repeats),
                    Field(json_schema_extra={"uniqueItems": True})]
-Beat = Annotated[str, Field(min_length=3)]
+Beat = Annotated[str, Field(min_length=1)]
 
 
 Strict = StrictModel

@@ -76,7 +76,10 @@ def test_json_object_with_schema_is_valid(llama_server, phase):
         assert r.status_code == 200, r.text
         text = r.json()["choices"][0]["message"]["content"]
         try:
-            errors = [e.message for e in validator.iter_errors(json.loads(text))]
+            # a grammar cannot say "no repeats": uniqueItems is checked after decoding, and
+            # the client re-asks (tests/book/test_model_mistakes.py); everything else holds
+            errors = [e.message for e in validator.iter_errors(json.loads(text))
+                      if e.validator != "uniqueItems"]
         except ValueError as exc:
             errors = [f"not JSON: {exc}"]
         if errors:

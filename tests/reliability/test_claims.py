@@ -31,7 +31,7 @@ while time.time() < go:  # start together
 for p in prompts:
     req = LLMRequest("offline", "offline-1", ({"role": "user", "content": p},),
                      {"max_tokens": 40})
-    client.complete(req, CallContext(book=order, task="t"))
+    client.complete(req, CallContext(run=order, task="t"))
 """
 
 
