@@ -25,7 +25,7 @@ from .calllog import CallLog
 from .pricing import PriceTable
 from .providers import ProviderConfig, Providers, unknown
 from .providers.offline import estimate_tokens
-from .request import CallContext, LLMRequest, LLMResponse, Provider
+from .request import CallContext, LLMRequest, LLMResponse, Provider, derive_seed
 
 _MAX_ERROR_CHARS = 300
 
@@ -245,7 +245,9 @@ class LLMClient:
             value: Any = text
         else:
             try:
-                value = json.loads(_strip_fences(text))
+                # strict=False: raw control characters (a newline) inside strings, which
+                # llama.cpp's JSON grammar lets through; nothing more lenient than that.
+                value = json.loads(_strip_fences(text), strict=False)
             except json.JSONDecodeError as exc:
                 where = f"line {exc.lineno} column {exc.colno}"
                 return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
@@ -294,6 +296,7 @@ class LLMClient:
             tokens_out=cached.tokens_out,
             cost_usd=0.0,
             latency_ms=latency,
+            seed=cached.seed if cached.seed is not None else _first_seed(request),
         )
 
     def _generate(
@@ -306,6 +309,8 @@ class LLMClient:
         validate: Callable[[Any], Any] | None,
     ) -> LLMResponse:
         current, current_key = request, key
+        sent = request.seeded(_first_seed(request))  # what the provider sees on try 0
+        asked = {key}  # never spend a try on a request already asked in this chain
         tokens_in = tokens_out = 0
         cost = latency = 0.0
         last_error = ""
@@ -320,13 +325,14 @@ class LLMClient:
                 took = (time.perf_counter() - start) * 1000
                 self._log(ctx, current, current_key, "hit", cached, took, try_index)
             else:
-                result, took = self._ask(provider, current, ctx)
+                result, took = self._ask(provider, sent, ctx)
                 answer = CachedResponse(
                     text=result.text,
                     tokens_in=result.tokens_in,
                     tokens_out=result.tokens_out,
                     cost_usd=result.cost_usd,
                     latency_ms=took,
+                    seed=sent.params.get("seed"),
                 )
                 tokens_in += answer.tokens_in
                 tokens_out += answer.tokens_out
@@ -341,7 +347,8 @@ class LLMClient:
                 if try_index > 0:
                     # The original request answers straight away next time; its entry
                     # records what the whole exchange cost.
-                    total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency)
+                    total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency,
+                                           answer.seed)
                     self.cache.put(key, request.canonical(), total)
                 return LLMResponse(
                     text=answer.text,
@@ -355,10 +362,14 @@ class LLMClient:
                     cost_usd=cost,
                     latency_ms=latency,
                     tries=try_index + 1,
+                    seed=answer.seed,
                 )
             last_error = error
-            current = _reask(request, answer.text, error, json_answer=checker is not None)
+            current = _reask(request, answer.text, error, json_answer=checker is not None,
+                             try_index=try_index + 1, asked=asked)
             current_key = current.request_hash()
+            asked.add(current_key)
+            sent = current  # a re-ask carries its own seed
         tries = self.max_reasks + 1
         raise LLMOutputError(
             f"task '{ctx.task or '?'}': {request.provider}/{request.model} gave no valid "
@@ -421,8 +432,19 @@ class LLMClient:
         )
 
 
-def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool) -> LLMRequest:
-    """The original conversation plus the bad answer and what was wrong with it."""
+def _first_seed(request: LLMRequest) -> int | None:
+    """The seed sent with a request's first try (see :func:`derive_seed`)."""
+    return derive_seed(request.params.get("seed"), request.attempt)
+
+
+def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool,
+           try_index: int, asked: set[str]) -> LLMRequest:
+    """The original conversation plus the bad answer and what was wrong with it.
+
+    Each try has its own seed, and a request already in ``asked`` is never returned: a
+    model that repeats its wrong answer would otherwise get the same request again (same
+    hash, same answer from a deterministic server) and waste the try.
+    """
     fix = (
         "Reply again with only the corrected JSON, satisfying the schema."
         if json_answer
@@ -434,4 +456,10 @@ def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool)
         {"role": "assistant", "content": bad_answer},
         {"role": "user", "content": feedback},
     )
-    return dataclasses.replace(original, messages=messages)
+    base = dataclasses.replace(original, messages=messages)
+    salt = try_index
+    reask = base.seeded(derive_seed(original.params.get("seed"), original.attempt, salt))
+    while reask.request_hash() in asked:  # (a seed collision: take the next one)
+        salt += 1000
+        reask = base.seeded(derive_seed(original.params.get("seed"), original.attempt, salt))
+    return reask
