@@ -25,7 +25,12 @@ class Endpoint(Strict):
 
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
+    # Connecting, and waiting for an answer to begin (or for the whole answer of a server
+    # that does not stream); a CPU-served model's first answer can take a minute.
+    timeout_s: float = Field(120.0, gt=0)
+    # The longest silence inside a streamed answer: a stalled or cut-off answer is retried
+    # after this, a long answer that keeps flowing is never cut.
+    idle_timeout_s: float = Field(30.0, gt=0)
     response_format: Literal["auto", "json_schema", "json_object"] = "auto"
     max_attempts: int = Field(6, ge=1)
     max_retry_seconds: float = Field(120.0, gt=0)
