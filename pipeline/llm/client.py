@@ -380,8 +380,10 @@ class LLMClient:
         """One paid call: reserve its worst case in the budget, ask, price what it used."""
         prompt = "\n".join(str(m.get("content", "")) for m in request.messages
                            if isinstance(m, dict))
-        worst = self.prices.cost(request.model, estimate_tokens(prompt),
-                                 int(request.params.get("max_tokens") or 0))
+        # A provider that costs nothing (a model on this machine) needs no price entry.
+        free = getattr(provider, "free", False)
+        worst = 0.0 if free else self.prices.cost(request.model, estimate_tokens(prompt),
+                                                  int(request.params.get("max_tokens") or 0))
         reserved = self.budget.reserve(worst, ctx.task)
         result = None
         start = time.perf_counter()
@@ -391,9 +393,10 @@ class LLMClient:
         finally:
             took = (time.perf_counter() - start) * 1000
             cost = 0.0
-            if result is not None:
+            if result is not None and not free:
                 cost = result.cost_usd or self.prices.cost(request.model, result.tokens_in,
                                                            result.tokens_out)
+            if result is not None:
                 result = dataclasses.replace(result, cost_usd=cost)
             self.budget.settle(reserved, cost)
         return result, took

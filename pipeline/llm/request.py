@@ -142,7 +142,12 @@ class ProviderResult:
 
 
 class Provider(Protocol):
-    """An LLM backend: turns one request into one answer (no caching, no validation)."""
+    """An LLM backend: turns one request into one answer (no caching, no validation).
+
+    Optional: ``free = True`` (its calls cost $0 whatever the price table says), ``limiter``
+    (a ``RateLimiter`` the progress display reads) and ``close()`` (release a server or a
+    connection pool when the client is closed).
+    """
 
     name: str
 
