@@ -127,9 +127,11 @@ def test_a_server_that_does_not_stream_still_works_and_is_remembered():
 
 # -- a real socket: the idle timeout of a silent connection --------------------------------
 class _Stalling(BaseHTTPRequestHandler):
-    """Sends one piece of an answer, then nothing (not even a ping) for 5 s, then hangs up."""
+    """Sends one piece of an answer (or all of it but the [DONE]), then nothing, not even a
+    ping, for 5 s, then hangs up."""
 
     calls = 0
+    complete = False
 
     def do_POST(self):  # noqa: N802
         type(self).calls += 1
@@ -138,6 +140,8 @@ class _Stalling(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         self.wfile.write(piece("Hel"))
+        if type(self).complete:
+            self.wfile.write(piece("lo.", "stop"))
         self.wfile.flush()
         time.sleep(5)
 
@@ -145,7 +149,8 @@ class _Stalling(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_silent_connection_mid_answer_times_out_after_the_idle_time():
+def test_a_silent_connection_mid_answer_times_out_after_the_idle_time(monkeypatch):
+    monkeypatch.setattr(_Stalling, "calls", 0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -157,6 +162,22 @@ def test_a_silent_connection_mid_answer_times_out_after_the_idle_time():
         # the idle timeout noticed the silence (not timeout_s, not the hang-up 5 s later)
         assert "the answer stalled (nothing for 0.3s)" in str(err.value)
         assert _Stalling.calls == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_complete_answer_on_a_line_left_open_is_taken(monkeypatch):
+    monkeypatch.setattr(_Stalling, "complete", True)
+    monkeypatch.setattr(_Stalling, "calls", 0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        llm = OpenAICompatProvider(f"http://127.0.0.1:{server.server_address[1]}/v1",
+                                   timeout_s=60, idle_timeout_s=0.3, sleep=lambda s: None,
+                                   retry=RetryPolicy(max_attempts=1))
+        result = llm.generate(request())  # finish_reason came; no [DONE], no hang-up
+        assert result.text == "Hello." and _Stalling.calls == 1
     finally:
         server.shutdown()
         server.server_close()

@@ -194,6 +194,8 @@ class OpenAICompatProvider:
             try:
                 line = next(lines, None)
             except httpx.ReadTimeout:
+                if finished is not None:  # complete; the server just kept the line open
+                    break
                 raise _Retryable("the answer stalled (nothing for "
                                  f"{self.idle_timeout_s:g}s)") from None
             if line is None:
@@ -203,6 +205,8 @@ class OpenAICompatProvider:
             # hangs may still ping. Before the first piece, the wait is timeout_s.
             limit = self.idle_timeout_s if begun else self.timeout_s
             if now - last_piece > limit:
+                if finished is not None:
+                    break
                 raise _Retryable(f"the answer stalled (nothing for {limit:g}s)")
             if not line.startswith("data:"):
                 continue
