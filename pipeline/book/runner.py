@@ -188,7 +188,8 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
         llm={"request_hash": response.request_hash, "cache": response.cache,
              "provider": response.provider, "model": response.model,
              "tokens_in": response.tokens_in, "tokens_out": response.tokens_out,
-             "cost_usd": response.cost_usd, "latency_ms": round(response.latency_ms, 1)})
+             "cost_usd": response.cost_usd, "latency_ms": round(response.latency_ms, 1),
+             "seed": response.seed})
     data = phases.split_output(phase, response.data)
     data["prompt"] = phases.prompt_artifact(messages, params, schema, attempt)
     data["response"] = phases.response_artifact(response.request_hash, response.provider,

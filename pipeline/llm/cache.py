@@ -28,6 +28,7 @@ class CachedResponse:
     tokens_out: int
     cost_usd: float
     latency_ms: float
+    seed: int | None = None  # the seed sent with the try that answered (None: not known)
 
     def to_json(self) -> dict:
         """Plain JSON form, as stored in the cache entry."""
@@ -45,6 +46,7 @@ class CachedResponse:
                 tokens_out=int(obj["tokens_out"]),
                 cost_usd=float(obj["cost_usd"]),
                 latency_ms=float(obj["latency_ms"]),
+                seed=obj["seed"] if isinstance(obj.get("seed"), int) else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad cache entry: {exc}") from exc

@@ -26,7 +26,7 @@ from .claims import Claims, WorkspaceClaims
 from .pricing import PriceTable
 from .providers import ProviderConfig, Providers, unknown
 from .providers.offline import estimate_tokens
-from .request import CallContext, LLMRequest, LLMResponse, Provider
+from .request import CallContext, LLMRequest, LLMResponse, Provider, derive_seed
 
 _MAX_ERROR_CHARS = 300
 
@@ -234,7 +234,9 @@ class LLMClient:
             value: Any = text
         else:
             try:
-                value = json.loads(_strip_fences(text))
+                # strict=False: raw control characters (a newline) inside strings, which
+                # llama.cpp's JSON grammar lets through; nothing more lenient than that.
+                value = json.loads(_strip_fences(text), strict=False)
             except json.JSONDecodeError as exc:
                 where = f"line {exc.lineno} column {exc.colno}"
                 return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
@@ -283,6 +285,7 @@ class LLMClient:
             tokens_out=cached.tokens_out,
             cost_usd=0.0,
             latency_ms=latency,
+            seed=cached.seed if cached.seed is not None else _first_seed(request),
         )
 
     def _generate(
@@ -295,6 +298,8 @@ class LLMClient:
         validate: Callable[[Any], Any] | None,
     ) -> LLMResponse:
         current, current_key = request, key
+        sent = request.seeded(_first_seed(request))  # what the provider sees on try 0
+        asked = {key}  # never spend a try on a request already asked in this chain
         tokens_in = tokens_out = 0
         cost = latency = 0.0
         last_error = ""
@@ -309,13 +314,14 @@ class LLMClient:
                 took = (time.perf_counter() - start) * 1000
                 self._log(ctx, current, current_key, "hit", cached, took, try_index)
             else:
-                result, took = self._ask(provider, current, ctx)
+                result, took = self._ask(provider, sent, ctx)
                 answer = CachedResponse(
                     text=result.text,
                     tokens_in=result.tokens_in,
                     tokens_out=result.tokens_out,
                     cost_usd=result.cost_usd,
                     latency_ms=took,
+                    seed=sent.params.get("seed"),
                 )
                 tokens_in += answer.tokens_in
                 tokens_out += answer.tokens_out
@@ -330,7 +336,8 @@ class LLMClient:
                 if try_index > 0:
                     # The original request answers straight away next time; its entry
                     # records what the whole exchange cost.
-                    total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency)
+                    total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency,
+                                           answer.seed)
                     self.cache.put(key, request.canonical(), total)
                 return LLMResponse(
                     text=answer.text,
@@ -344,10 +351,14 @@ class LLMClient:
                     cost_usd=cost,
                     latency_ms=latency,
                     tries=try_index + 1,
+                    seed=answer.seed,
                 )
             last_error = error
-            current = _reask(request, answer.text, error, json_answer=checker is not None)
+            current = _reask(request, answer.text, error, json_answer=checker is not None,
+                             try_index=try_index + 1, asked=asked)
             current_key = current.request_hash()
+            asked.add(current_key)
+            sent = current  # a re-ask carries its own seed
         tries = self.max_reasks + 1
         raise LLMOutputError(
             f"task '{ctx.task or '?'}': {request.provider}/{request.model} gave no valid "
@@ -358,8 +369,10 @@ class LLMClient:
         """One paid call: reserve its worst case in the budget, ask, price what it used."""
         prompt = "\n".join(str(m.get("content", "")) for m in request.messages
                            if isinstance(m, dict))
-        worst = self.prices.cost(request.model, estimate_tokens(prompt),
-                                 int(request.params.get("max_tokens") or 0))
+        # A provider that costs nothing (a model on this machine) needs no price entry.
+        free = getattr(provider, "free", False)
+        worst = 0.0 if free else self.prices.cost(request.model, estimate_tokens(prompt),
+                                                  int(request.params.get("max_tokens") or 0))
         reserved = self.budget.reserve(worst, ctx.task)
         result = None
         start = time.perf_counter()
@@ -369,9 +382,10 @@ class LLMClient:
         finally:
             took = (time.perf_counter() - start) * 1000
             cost = 0.0
-            if result is not None:
+            if result is not None and not free:
                 cost = result.cost_usd or self.prices.cost(request.model, result.tokens_in,
                                                            result.tokens_out)
+            if result is not None:
                 result = dataclasses.replace(result, cost_usd=cost)
             self.budget.settle(reserved, cost)
         return result, took
@@ -410,8 +424,19 @@ class LLMClient:
         )
 
 
-def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool) -> LLMRequest:
-    """The original conversation plus the bad answer and what was wrong with it."""
+def _first_seed(request: LLMRequest) -> int | None:
+    """The seed sent with a request's first try (see :func:`derive_seed`)."""
+    return derive_seed(request.params.get("seed"), request.attempt)
+
+
+def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool,
+           try_index: int, asked: set[str]) -> LLMRequest:
+    """The original conversation plus the bad answer and what was wrong with it.
+
+    Each try has its own seed, and a request already in ``asked`` is never returned: a
+    model that repeats its wrong answer would otherwise get the same request again (same
+    hash, same answer from a deterministic server) and waste the try.
+    """
     fix = (
         "Reply again with only the corrected JSON, satisfying the schema."
         if json_answer
@@ -423,4 +448,10 @@ def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool)
         {"role": "assistant", "content": bad_answer},
         {"role": "user", "content": feedback},
     )
-    return dataclasses.replace(original, messages=messages)
+    base = dataclasses.replace(original, messages=messages)
+    salt = try_index
+    reask = base.seeded(derive_seed(original.params.get("seed"), original.attempt, salt))
+    while reask.request_hash() in asked:  # (a seed collision: take the next one)
+        salt += 1000
+        reask = base.seeded(derive_seed(original.params.get("seed"), original.attempt, salt))
+    return reask

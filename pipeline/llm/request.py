@@ -5,11 +5,24 @@ Also the provider interface every backend implements.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.core.hashing import canonical_json, hash_json
+from pipeline.core.hashing import canonical_json, hash_json, hash_text
+
+
+def derive_seed(seed: int | None, attempt: int, try_index: int = 0) -> int | None:
+    """The seed sent for a request's ``attempt`` (a rerun) and ``try_index`` (a re-ask).
+
+    Attempt 0's first try keeps the configured seed, so requests already cached stay valid;
+    any other gets its own seed derived from all three, so a deterministic server (one that
+    honours ``seed``) gives a fresh sample instead of the answer it gave before.
+    """
+    if attempt == 0 and try_index == 0:
+        return seed
+    return int(hash_text(f"seed/{seed}/{attempt}/{try_index}")[:8], 16) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,15 @@ class LLMRequest:
             )
             self.__dict__["_canonical"] = memo  # frozen: fields only; a memo is not a field
         return memo
+
+    def seeded(self, seed: int | None) -> LLMRequest:
+        """This request with ``params["seed"]`` set to ``seed`` (left out when None)."""
+        params = {k: v for k, v in self.params.items() if k != "seed"}
+        if seed is not None:
+            params["seed"] = seed
+        if params == self.params:
+            return self
+        return dataclasses.replace(self, params=params)
 
     def request_hash(self) -> str:
         """The content address: blake3 of the canonical JSON of :meth:`canonical`."""
@@ -106,6 +128,7 @@ class LLMResponse:
     cost_usd: float
     latency_ms: float
     tries: int = 1
+    seed: int | None = None  # the seed sent with the try that gave this answer
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,12 @@ class ProviderResult:
 
 
 class Provider(Protocol):
-    """An LLM backend: turns one request into one answer (no caching, no validation)."""
+    """An LLM backend: turns one request into one answer (no caching, no validation).
+
+    Optional: ``free = True`` (its calls cost $0 whatever the price table says), ``limiter``
+    (a ``RateLimiter`` the progress display reads) and ``close()`` (release a server or a
+    connection pool when the client is closed).
+    """
 
     name: str
 

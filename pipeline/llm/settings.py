@@ -25,7 +25,12 @@ class Endpoint(Strict):
 
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
+    # Connecting, and waiting for an answer to begin (or for the whole answer of a server
+    # that does not stream); a CPU-served model's first answer can take a minute.
+    timeout_s: float = Field(120.0, gt=0)
+    # The longest silence inside a streamed answer: a stalled or cut-off answer is retried
+    # after this, a long answer that keeps flowing is never cut.
+    idle_timeout_s: float = Field(30.0, gt=0)
     response_format: Literal["auto", "json_schema", "json_object"] = "auto"
     max_attempts: int = Field(6, ge=1)
     max_retry_seconds: float = Field(120.0, gt=0)
@@ -44,18 +49,24 @@ class Price(Strict):
 
 def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
                         cfg_path: str) -> tuple[ModelSettings, Endpoint]:
-    """``SCENEMAKE_MODEL=provider:model``, ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
+    """``SCENEMAKE_MODEL=provider:model`` (or a provider alone that has a default model, e.g.
+    ``local``), ``SCENEMAKE_BASE_URL`` and ``SCENEMAKE_API_KEY_ENV``
     override the settings of ``cfg_path`` (a book, an L7 objective ...), so one config can
     switch models without an edit."""
     model = model.model_copy()
     endpoint = endpoint.model_copy()
     spec = os.environ.get("SCENEMAKE_MODEL")
     where = "field 'model.provider'"
+    from . import providers  # the registry (imports no provider until one is used)
+
     if spec:
         provider, sep, name = spec.partition(":")
-        if not sep or not name:
+        if not sep:  # a bare name: that provider's default model (local: the shipped one)
+            name = getattr(providers.plugin(provider), "default_model", None) or ""
+        if not name:
             raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
-                            fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini")
+                            fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini, or "
+                                "SCENEMAKE_MODEL=local")
         model.provider, model.model = provider, name
         where = "environment variable SCENEMAKE_MODEL"
     if os.environ.get("SCENEMAKE_BASE_URL"):
@@ -70,8 +81,6 @@ def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
                             fix=fix)
         raise UserError(f"'{base}' is not an http:// or https:// URL", path=cfg_path,
                         field="endpoint.base_url", fix=fix)
-    from . import providers  # the registry (imports no provider until one is used)
-
     plugin = providers.plugin(model.provider)
     if plugin is None:
         raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,

@@ -120,7 +120,7 @@ def test_structured_output_via_real_server_and_reask_on_bad_content(llama_server
         resp = client.complete(_request("Name the keeper.", SCHEMA), ctx)
         assert resp.data["mood"] in ("calm", "wary")
         # llama.cpp's server refuses json_schema; auto mode settles on json_object
-        assert provider._json_mode == "json_object"
+        assert provider._json_mode("tiny") == "json_object"
         proxy.faults.append("badcontent")
         resp = client.complete(_request("Name the niece.", SCHEMA), ctx)
         assert resp.tries == 2 and resp.data["mood"] in ("calm", "wary")

@@ -43,9 +43,8 @@ class FaultProxy:
 
             def _send(self, status: int, body: bytes, headers: dict | None = None):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
+                for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
@@ -110,7 +109,9 @@ class FaultProxy:
                     if r.status_code == 200:
                         with proxy._lock:
                             proxy.passed += 1
-                    self._send(r.status_code, r.content)
+                    # (a streamed answer is passed on whole, as text/event-stream)
+                    self._send(r.status_code, r.content, {"Content-Type": r.headers.get(
+                        "content-type", "application/json")})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

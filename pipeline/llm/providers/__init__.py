@@ -7,6 +7,7 @@ A plugin is any object with
 - ``configure(model, endpoint) -> (model, endpoint)``: settles a config's model settings
   (``pipeline.llm.settings``) for this provider before any request is built, e.g. a default
   ``base_url`` or the content name of a local model file. Raise ``UserError`` for bad input.
+- ``default_model``: when set, ``SCENEMAKE_MODEL=NAME`` alone (no ``:MODEL``) means it.
 
 The built-ins register themselves below with :func:`register`, exactly as a third-party
 plugin joins: through the entry point group ``scenemake.providers`` (name = the provider's
@@ -160,3 +161,4 @@ class Providers(Mapping):
 # The built-ins join like any plugin (names only: nothing is imported until first use).
 register("offline", "pipeline.llm.providers.offline:PLUGIN")
 register("openai", "pipeline.llm.providers.openai:PLUGIN")
+register("local", "pipeline.llm.providers.local:PLUGIN")

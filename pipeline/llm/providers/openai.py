@@ -1,14 +1,22 @@
 """The OpenAI-compatible chat completions provider (OpenAI, vLLM, llama.cpp, Ollama, ...).
 
-Retries 429, 5xx, timeouts, broken connections and truncated or non-JSON bodies with
-exponential backoff and jitter, honours Retry-After, and caps both the number of
-attempts and the total time. Other 4xx are reported at once with the server's message.
+Answers are streamed (``stream: true``, usage asked for with ``stream_options``), so the
+timeout can be an idle timeout: once an answer has begun, ``idle_timeout_s`` without a new
+piece of it means it stalled, and a stream that ends before its ``finish_reason`` was cut
+off; both are retried within seconds, while a long answer that keeps flowing is never cut.
+A server that does not stream still works (its whole answer within ``timeout_s``).
+
+Retries 429, 5xx, timeouts, broken connections and truncated or non-JSON bodies on the one
+policy of ``pipeline/llm/retry.py``. Other 4xx are reported at once with the server's
+message. What the endpoint supports (json_schema or json_object, streaming, usage in the
+stream) is learnt once and remembered in the workspace (``pipeline/llm/endpoints.py``).
 The API key is read from an environment variable at call time and never appears in a
 repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -18,12 +26,13 @@ import httpx
 
 from pipeline.core.errors import UserError
 
+from ..endpoints import FILE_NAME, EndpointMemory
 from ..ratelimit import RateLimiter
 from ..request import LLMRequest, ProviderResult
 from ..retry import RetryPolicy, retry_after_seconds
+from .offline import estimate_tokens
 
 __all__ = ["OpenAICompatProvider", "ProviderError", "RetryPolicy", "retry_after_seconds"]
-from .offline import estimate_tokens
 
 
 class ProviderError(UserError):
@@ -32,34 +41,47 @@ class ProviderError(UserError):
 
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None,
-                 throttled: bool = False):
+                 throttled: bool = False, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
         self.throttled = throttled
+        self.status = status
+
+
+class _Refused(ProviderError):
+    """A 4xx: the request itself is wrong (or asks for something the server lacks)."""
 
 
 class OpenAICompatProvider:
-    """Chat completions over HTTP; one instance (and limiter) per endpoint, shared by threads."""
+    """Chat completions over HTTP; one instance (and limiter) per endpoint, shared by threads.
+
+    ``timeout_s``: connecting, and waiting for an answer to begin (or for the whole answer
+    of a server that does not stream). ``idle_timeout_s``: the longest silence inside a
+    streamed answer. ``memory`` remembers what the endpoint supports (None: this process
+    only). ``transport`` is the test seam (``httpx.MockTransport``).
+    """
 
     name = "openai"
 
     def __init__(self, base_url: str, *, api_key_env: str | None = None,
-                 timeout_s: float = 60.0, response_format: str = "auto",
+                 timeout_s: float = 120.0, idle_timeout_s: float = 30.0,
+                 response_format: str = "auto", stream: bool = True,
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None,
+                 memory: EndpointMemory | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.response_format = response_format
+        self.stream = stream
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
+        self.memory = memory or EndpointMemory(None)
         self._sleep = sleep
         self._rng = random.Random(seed)
-        # ``transport``: the test seam (httpx.MockTransport); None is a real connection pool.
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), transport=transport)
-        # "auto" learns once whether the server takes json_schema or needs json_object.
-        self._json_mode: str | None = None if response_format == "auto" else response_format
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -67,6 +89,16 @@ class OpenAICompatProvider:
 
     def __repr__(self) -> str:
         return f"OpenAICompatProvider(base_url={self.base_url!r})"
+
+    # -- what the endpoint supports --------------------------------------------------------
+    def _json_mode(self, model: str) -> str | None:
+        """json_schema or json_object; None while ``auto`` has not learnt it yet."""
+        if self.response_format != "auto":
+            return self.response_format
+        return self.memory.get(self.base_url, model).get("json_mode")
+
+    def _streams(self, model: str) -> bool:
+        return self.stream and self.memory.get(self.base_url, model).get("stream") is not False
 
     # -- the request ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -85,7 +117,7 @@ class OpenAICompatProvider:
             text = text.replace(key, "***")
         return " ".join(text.split())[:300]
 
-    def _body(self, request: LLMRequest, mode: str | None) -> dict:
+    def _body(self, request: LLMRequest, mode: str | None, stream: bool) -> dict:
         body = {"model": request.model, "messages": list(request.messages)}
         for name in ("temperature", "max_tokens", "seed"):
             if request.params.get(name) is not None:
@@ -97,29 +129,46 @@ class OpenAICompatProvider:
             else:
                 body["response_format"] = {"type": "json_schema", "json_schema": {
                     "name": "output", "schema": schema, "strict": False}}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         return body
 
     def _post(self, body: dict) -> ProviderResult:
         """One HTTP attempt; raises _Retryable or ProviderError."""
         url = f"{self.base_url}/chat/completions"
         try:
-            resp = self._http.post(url, json=body, headers=self._headers())
+            with self._http.stream("POST", url, json=body, headers=self._headers()) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._raise_for_status(resp)
+                if "text/event-stream" in resp.headers.get("content-type", ""):
+                    return self._read_stream(resp, body)
+                resp.read()
+                result = self._read_whole(resp, body)
+                if body.get("stream"):  # asked to stream, answered in one piece: remember
+                    self.memory.learn(self.base_url, body["model"], stream=False)
+                return result
         except httpx.TimeoutException:
-            raise _Retryable(f"timed out after {self.timeout_s:g}s") from None
+            raise _Retryable(f"no answer within {self.timeout_s:g}s") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # waiting cannot fix it
             raise ProviderError(f"{url} is not a URL scenemake can call ({exc}); "
                                 "base_url must start with http:// or https://") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
-        if resp.status_code == 429:
+
+    def _raise_for_status(self, resp: httpx.Response) -> None:
+        status = resp.status_code
+        if status == 429:
             raise _Retryable("429 Too Many Requests", retry_after_seconds(
-                resp.headers.get("retry-after")), throttled=True)
-        if resp.status_code >= 500:
-            raise _Retryable(f"{resp.status_code} {self._server_message(resp)}",
-                             retry_after_seconds(resp.headers.get("retry-after")))
-        if resp.status_code >= 400:
-            raise ProviderError(f"{resp.status_code} from {self.base_url}: "
-                                f"{self._server_message(resp)}")
+                resp.headers.get("retry-after")), throttled=True, status=status)
+        if status >= 500:
+            raise _Retryable(f"{status} {self._server_message(resp)}",
+                             retry_after_seconds(resp.headers.get("retry-after")),
+                             status=status)
+        raise _Refused(f"{status} from {self.base_url}: {self._server_message(resp)}")
+
+    def _read_whole(self, resp: httpx.Response, body: dict) -> ProviderResult:
         try:
             data = resp.json()
             text = data["choices"][0]["message"]["content"]
@@ -127,12 +176,82 @@ class OpenAICompatProvider:
                 raise TypeError("content is not text")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise _Retryable(f"unreadable answer body ({type(exc).__name__})") from None
-        usage = data.get("usage") or {}
+        return self._result(body, text, data.get("usage"), None)
+
+    def _read_stream(self, resp: httpx.Response, body: dict) -> ProviderResult:
+        """Collect a server-sent-events answer, watching for stalls and truncation."""
+        # The request waited up to timeout_s for the answer to begin; from here on a silent
+        # connection is a stalled one. (httpcore reads this dict when the body starts.)
+        timeouts = resp.request.extensions.get("timeout")
+        if isinstance(timeouts, dict):
+            timeouts["read"] = self.idle_timeout_s
+        last_piece = time.monotonic()
+        begun, finished, usage = False, None, None
+        parts: list[str] = []
+        pieces = 0
+        lines = resp.iter_lines()
+        while True:
+            try:
+                line = next(lines, None)
+            except httpx.ReadTimeout:
+                if finished is not None:  # complete; the server just kept the line open
+                    break
+                raise _Retryable("the answer stalled (nothing for "
+                                 f"{self.idle_timeout_s:g}s)") from None
+            if line is None:
+                break
+            now = time.monotonic()
+            # Keep-alive comments (": ping") are not progress: a server whose generation
+            # hangs may still ping. Before the first piece, the wait is timeout_s.
+            limit = self.idle_timeout_s if begun else self.timeout_s
+            if now - last_piece > limit:
+                if finished is not None:
+                    break
+                raise _Retryable(f"the answer stalled (nothing for {limit:g}s)")
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                raise _Retryable("unreadable piece of a streamed answer") from None
+            if not isinstance(chunk, dict):
+                raise _Retryable("unreadable piece of a streamed answer")
+            if chunk.get("error"):
+                err = chunk["error"]
+                msg = err.get("message") if isinstance(err, dict) else err
+                raise _Retryable(f"the server failed mid-answer: {self._scrub(str(msg))}")
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or choice.get("message") or {}
+                if isinstance(delta.get("content"), str) and delta["content"]:
+                    parts.append(delta["content"])
+                    pieces += 1
+                if choice.get("finish_reason"):
+                    finished = choice["finish_reason"]
+            begun, last_piece = True, time.monotonic()
+        if finished is None:
+            # The stream ended (or a server said [DONE] as it dropped the request) before
+            # the answer said it was complete: a truncated answer, never a valid one.
+            raise _Retryable(f"the streamed answer was cut off after {pieces} piece(s)")
+        self.memory.learn(self.base_url, body["model"], stream=True,
+                          stream_usage=usage is not None)
+        return self._result(body, "".join(parts), usage, pieces)
+
+    def _result(self, body: dict, text: str, usage: dict | None,
+                pieces: int | None) -> ProviderResult:
+        """Tokens from the server's usage; else a streamed answer's pieces (llama.cpp and
+        most servers send one token per piece), else an estimate (``estimate_tokens``)."""
+        usage = usage if isinstance(usage, dict) else {}
         prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        out = usage.get("completion_tokens") or pieces or estimate_tokens(text)
         return ProviderResult(
             text=text,
             tokens_in=int(usage.get("prompt_tokens") or estimate_tokens(prompt)),
-            tokens_out=int(usage.get("completion_tokens") or estimate_tokens(text)))
+            tokens_out=int(out))
 
     def _server_message(self, resp: httpx.Response) -> str:
         try:
@@ -148,28 +267,29 @@ class OpenAICompatProvider:
         started = time.monotonic()
         tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
         attempt, waited = 0, 0.0
+        structured = request.output_schema is not None
         while True:
             attempt += 1
-            mode = self._json_mode
+            mode = self._json_mode(request.model) if structured else None
+            stream = self._streams(request.model)
             self.limiter.acquire(tokens)
             throttled = False
             try:
-                result = self._post(self._body(request, mode))
-                if request.output_schema is not None and mode is None:
-                    self._json_mode = "json_schema"
+                result = self._post(self._body(request, mode, stream))
+                if structured and mode is None:
+                    self.memory.learn(self.base_url, request.model, json_mode="json_schema")
                 return result
             except _Retryable as exc:
                 throttled = exc.throttled
                 error: Exception = exc
-                if (request.output_schema is not None and mode is None
-                        and not exc.throttled and str(exc).startswith("500")):
+                if structured and mode is None and exc.status == 500:
                     # llama.cpp's Python server answers json_schema with a 500: switch once.
-                    self._json_mode = "json_object"
+                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
                     attempt -= 1
                     continue
-            except ProviderError:
-                if request.output_schema is not None and mode is None:
-                    self._json_mode = "json_object"  # a 4xx for json_schema: try json_object
+            except _Refused:
+                if structured and mode is None:  # a 4xx for json_schema: try json_object
+                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
                     attempt -= 1
                     continue
                 raise
@@ -191,6 +311,11 @@ class OpenAICompatProvider:
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
+def workspace_memory(state_dir) -> EndpointMemory:
+    """The endpoint memory of a workspace's state dir (None: this process only)."""
+    return EndpointMemory(None if state_dir is None else state_dir / FILE_NAME)
+
+
 class OpenAIPlugin:
     """Registers ``openai``: any OpenAI-compatible chat completions endpoint."""
 
@@ -209,8 +334,10 @@ class OpenAIPlugin:
                             fix="set endpoint.base_url, or SCENEMAKE_BASE_URL")
         return OpenAICompatProvider(
             s["base_url"], transport=config.transport, api_key_env=s.get("api_key_env"),
-            timeout_s=float(s.get("timeout_s", 60.0)),
+            timeout_s=float(s.get("timeout_s", 120.0)),
+            idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
             response_format=s.get("response_format", "auto"),
+            memory=workspace_memory(config.state_dir),
             retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
                               max_total_s=float(s.get("max_retry_seconds", 120.0))),
             limiter=RateLimiter(int(s.get("max_concurrency", 8)),
