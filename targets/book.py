@@ -79,26 +79,22 @@ def context() -> tuple[Book, RunVars]:
 
 def _follow_package(db) -> None:
     """scenemake's own files (the default templates) are recorded by path; after a move (a
-    new venv, a moved checkout, the templates' move into pipeline/book/) the records follow
-    them instead of every phase rebuilding. The recorded hashes stay: a default template
-    whose content differs is still a prompt change, stopped by the guard."""
+    new venv, a moved checkout) the records follow them instead of every phase rebuilding.
+    The recorded hashes stay: a default template whose content differs is still a prompt
+    change, stopped by the guard. (Runs on every open, after the migrations below.)"""
     from pipeline.core.jsonio import display_path
 
     now = display_path(PACKAGE_DIR)
-    before = db.setting("package_dir") or _recorded_package_dir(db)
-    folder = db.setting("templates_folder") or OLD_TEMPLATES_FOLDER
-    if before is not None and (before, folder) != (now, TEMPLATES_FOLDER):
-        db.relocate(f"{before}/{folder}", f"{now}/{TEMPLATES_FOLDER}")
-        if before != now:
-            db.relocate(before, now)
-    if (before, folder) != (now, TEMPLATES_FOLDER):
+    before = db.setting("package_dir")
+    if before is not None and before != now:
+        db.relocate(before, now)
+    if before != now:
         db.set_setting("package_dir", now)
-        db.set_setting("templates_folder", TEMPLATES_FOLDER)
 
 
 def _recorded_package_dir(db) -> str | None:
-    """For a DB older than the ``package_dir`` setting: the package folder its phases read
-    the default templates from."""
+    """The package folder a DB's phases read the default templates from, as its records
+    show it (None when no record names a default template)."""
     for task_id in db.task_ids():
         template_set = db.values(task_id).get("template_set") or {}
         for entry in template_set.values():
@@ -106,6 +102,26 @@ def _recorded_package_dir(db) -> str | None:
             if home is not None:
                 return home
     return None
+
+
+@builddb.migration("book.package_dir_setting")
+def _m_package_dir_setting(db) -> None:
+    """A DB from before the ``package_dir`` setting: the package folder is inferred from a
+    recorded default template path (.../pipeline/templates/NAME.j2)."""
+    if db.setting("package_dir") is None:
+        found = _recorded_package_dir(db)
+        if found is not None:
+            db.set_setting("package_dir", found)
+
+
+@builddb.migration("book.templates_in_book_family")
+def _m_templates_moved(db) -> None:
+    """The default templates moved from pipeline/templates/ to pipeline/book/templates/
+    when the book became a family: records naming the old folder follow them (a DB
+    written after the move, before migrations, says so in its ``templates_folder``)."""
+    before = db.setting("package_dir")
+    if before is not None and db.setting("templates_folder") != TEMPLATES_FOLDER:
+        db.relocate(f"{before}/{OLD_TEMPLATES_FOLDER}", f"{before}/{TEMPLATES_FOLDER}")
 
 
 _input_stats: dict[str, tuple[int, int]] = {}

@@ -13,45 +13,21 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TextIO
 
-from doit.cmd_base import ModuleTaskLoader
-from doit.doit_cmd import DoitMain
-from doit.reporter import ConsoleReporter
-
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path
 from pipeline.core.lock import exclusive
-from pipeline.l7 import export, stages
+from pipeline.l7 import export
 from pipeline.l7.session import RunConfig, session_for
-from targets.checker import Blake3Checker
 from targets.l7 import l7_tasks
+from targets.runner import run_tasks
 
 OK, GATE_FAILED, ERROR = 0, 1, 2
-
-
-class L7Reporter(ConsoleReporter):
-    """doit's line reporter, minus its failure dump: the runner prints one line instead."""
-
-    desc = "task lines; failures are reported by the L7 runner"
-
-    def add_failure(self, task, fail):
-        self.failures.append({"task": task, "exception": fail})
-
-    def complete_run(self):
-        if self.runtime_errors:
-            for error in self.runtime_errors:
-                self.write(f"{error}\n")
 
 
 def session_lock(path: Path, session_id: str) -> AbstractContextManager[None]:
     """One run per session at a time: both would write the same work files."""
     return exclusive(path, f"another L7 run of session '{session_id}' is in progress",
                      "wait for it to finish", show_path=True)
-
-
-def doit_config(db: Path) -> dict:
-    """DOIT_CONFIG of an L7 run: the per-task-commit sqlite DB and the blake3 checker."""
-    return {"backend": "scenemake", "dep_file": str(db), "check_file_uptodate": Blake3Checker,
-            "verbosity": 2, "reporter": L7Reporter, "default_tasks": ["l7"]}
 
 
 def run(cfg: RunConfig, err: TextIO | None = None) -> int:
@@ -66,23 +42,22 @@ def run(cfg: RunConfig, err: TextIO | None = None) -> int:
                                                cfg.scenes_v2, session.spec_path,
                                                *([cfg.base_prompt_map_pack]
                                                  if cfg.base_prompt_map_pack else [])])
-            stages.FAILURES.clear()
-            namespace = {"task_l7": lambda: l7_tasks(cfg), "DOIT_CONFIG": doit_config(lay.db)}
-            code = DoitMain(ModuleTaskLoader(namespace), config_filenames=()).run(["l7"])
+            result = run_tasks({"task_l7": lambda: l7_tasks(cfg)}, lay.db, tasks=["l7"],
+                               echo=True, verbosity=2, error_log=lay.root / "last_error.txt")
     except UserError as exc:
         err.write(f"scenemake-l7: error: {exc}\n")
         return ERROR
-    failures = list(stages.FAILURES)
-    gate = [f for f in failures if f[2] == "gate"]
+    code, failures = result.code, result.failed
+    gate = [f for f in failures if f.kind == "gate"]
     if code == 0 and not failures:
         print(f"scenemake-l7: session '{session.session_id}' passed the gates; outputs in "
               f"{display_path(cfg.out_dir)}")
         return OK
     if gate and len(gate) == len(failures):
-        err.write(f"scenemake-l7: gate failed: {gate[0][1]}\n")
+        err.write(f"scenemake-l7: gate failed: {gate[0].message}\n")
         return GATE_FAILED
     if failures:
-        err.write(f"scenemake-l7: error: {failures[0][0]}: {failures[0][1]}\n")
+        err.write(f"scenemake-l7: error: {failures[0].task}: {failures[0].message}\n")
     else:
         err.write(f"scenemake-l7: error: the build stopped (doit exit code {code}); see above\n")
     return ERROR

@@ -10,20 +10,16 @@ and for a saved GUI run, ``review_gui:<run_id>`` -> the five bridge files. Their
 ``file_dep`` are the captured step files (and the manifests holding the facts, the score
 spec), checked with blake3 and recorded in a per-run ``scenemake`` DB under
 ``workspace/.scenemake/scenarios/``, so reviewing an unchanged run again runs nothing and
-calls no LLM. The tasks run in-process (``DoitMain(ModuleTaskLoader(...))``); nothing
-here is loaded by ``dodo.py``.
+calls no LLM. The tasks run in-process through the one runner (``targets/runner.py``);
+nothing here is loaded by ``dodo.py``.
 """
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 from typing import Any
 
-from doit.cmd_base import ModuleTaskLoader
-from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
-from doit.reporter import ZeroReporter
 from doit.tools import config_changed
 
 from pipeline.core.errors import UserError
@@ -32,7 +28,7 @@ from pipeline.llm import build_client
 from pipeline.scenario import bridge, business_review, judge, truth_review
 from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.reviewing import TaskRun, db_path
-from targets.checker import Blake3Checker
+from targets.runner import run_tasks
 
 # Bump when a review's logic changes: its tasks then rerun on every run reviewed again.
 VERSIONS = {"truth": 1, "business": 1, "judge": 1, "gui": 1}
@@ -139,47 +135,6 @@ def gui_namespace(run_id: str, runs_dir: Path, out_dir: Path) -> dict:
     return {"task_review_gui": task_review_gui}
 
 
-def run_tasks(namespace: dict, db: Path, log_dir: Path | None = None) -> TaskRun:
-    """Run every task of ``namespace`` through doit with the ``scenemake`` backend."""
-    outcome = TaskRun(code=0)
-
-    class Collect(ZeroReporter):
-        desc = "collects results for the scenario CLI"
-
-        def execute_task(self, task):
-            if task.actions:
-                outcome.ran.append(task.name)
-
-        def skip_uptodate(self, task):
-            if task.actions:
-                outcome.up_to_date.append(task.name)
-
-        def add_failure(self, task, fail):
-            message = fail.get_msg().strip()
-            if log_dir is not None and "Traceback" in message:
-                log = Path(log_dir) / "review_errors.log"
-                atomic_write_text(log, message + "\n")
-                message = f"{message.splitlines()[-1]} (details in {log})"
-            outcome.failed.append((task.name, message.splitlines()[-1] if message else "failed"))
-
-        def runtime_error(self, msg):
-            outcome.failed.append(("doit", msg.strip().splitlines()[-1] if msg else "error"))
-
-    db.parent.mkdir(parents=True, exist_ok=True)
-    ns = dict(namespace)
-    ns["DOIT_CONFIG"] = {"backend": "scenemake", "dep_file": str(db),
-                         "check_file_uptodate": Blake3Checker, "reporter": Collect,
-                         "verbosity": 0}
-    try:
-        outcome.code = DoitMain(ModuleTaskLoader(ns), config_filenames=()).run([])
-    except Exception as exc:  # noqa: BLE001 - reported as one line by the caller
-        outcome.code = 3
-        outcome.failed.append(("doit", f"{type(exc).__name__}: {exc}"))
-        if log_dir is not None:
-            atomic_write_text(Path(log_dir) / "review_errors.log", traceback.format_exc())
-    return outcome
-
-
 class DoitReviewer:
     """The scenario loop's ``Reviewer``: its review tasks as in-process doit runs."""
 
@@ -187,10 +142,11 @@ class DoitReviewer:
                    score_spec: Path | None) -> TaskRun:
         """Truth, business and judge reviews of a captured run."""
         return run_tasks(review_namespace(layout, workspace, score_spec),
-                         db_path(workspace, layout.run_id), log_dir=layout.dir)
+                         db_path(workspace, layout.run_id),
+                         error_log=layout.dir / "review_errors.log")
 
     def review_gui(self, run_id: str, runs_dir: Path, out_dir: Path, db_name: str,
                    workspace: Path) -> TaskRun:
         """The GUI run review bridge of ``run_id``."""
         return run_tasks(gui_namespace(run_id, runs_dir, out_dir), db_path(workspace, db_name),
-                         log_dir=out_dir)
+                         error_log=out_dir / "review_errors.log")

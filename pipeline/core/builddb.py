@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
+from pipeline.core.migrations import Migrations
 
 _listeners: list[Callable[[str, str], None]] = []
 _openers: list[Callable[[SceneDB], None]] = []
@@ -29,21 +30,41 @@ _openers: list[Callable[[SceneDB], None]] = []
 NO_GENERATION = {"guard", "_stamp"}
 _current: SceneDB | None = None
 
-_SCHEMA = """
-create table if not exists doit (task_id text not null primary key, task_data json);
-create table if not exists sm_outputs (
-    path text not null primary key, task_id text not null,
-    known json not null, state json);
-create table if not exists sm_events (
-    id integer primary key autoincrement, task_id text not null, kind text not null,
-    data json not null, ts text not null);
-create table if not exists sm_failures (
-    task_id text not null primary key, error text not null, data json, ts text not null);
-create table if not exists sm_attempts (task_id text not null primary key, n integer not null);
-create table if not exists sm_dirty (task_id text not null primary key);
-create table if not exists sm_meta (key text not null primary key, n integer not null);
-create table if not exists sm_settings (key text not null primary key, value text not null);
-"""
+# The build DB's tables, as ordered migrations recorded in ``sm_migrations``
+# (pipeline/core/migrations.py). A DB from before the record has every step pending; the
+# first one accepts the tables such a DB already has. A later change of a table is a new
+# step at the end of SCHEMA, never an edit of one below.
+SCHEMA = Migrations("sm_migrations")
+# Migrations of the records themselves (a family's recorded paths ...), applied to the
+# open SceneDB once its rows are read; they manage their own transactions (idempotent).
+RECORDS = Migrations("sm_migrations")
+
+
+@SCHEMA.migration
+def m001_tables(conn: sqlite3.Connection) -> None:
+    """doit's table and scenemake's records (what every DB before migrations had)."""
+    for statement in (
+        "create table if not exists doit (task_id text not null primary key, task_data json)",
+        "create table if not exists sm_outputs (path text not null primary key, "
+        "task_id text not null, known json not null, state json)",
+        "create table if not exists sm_events (id integer primary key autoincrement, "
+        "task_id text not null, kind text not null, data json not null, ts text not null)",
+        "create table if not exists sm_failures (task_id text not null primary key, "
+        "error text not null, data json, ts text not null)",
+        "create table if not exists sm_attempts (task_id text not null primary key, "
+        "n integer not null)",
+        "create table if not exists sm_dirty (task_id text not null primary key)",
+        "create table if not exists sm_meta (key text not null primary key, n integer not null)",
+        "create table if not exists sm_settings (key text not null primary key, "
+        "value text not null)",
+    ):
+        conn.execute(statement)
+
+
+def migration(name: str) -> Callable[[Callable[[SceneDB], None]], Callable[[SceneDB], None]]:
+    """Register ``fn(db)`` as the next migration of the records of every build DB opened
+    from now on (applied once per DB, in the order registered; see RECORDS)."""
+    return RECORDS.migration(name=name, atomic=False)
 
 
 class BuildDBError(UserError):
@@ -92,7 +113,7 @@ class SceneDB:
                                          timeout=30)
             self._conn.execute("pragma journal_mode=wal")
             self._conn.execute("pragma synchronous=normal")
-            self._conn.executescript(_SCHEMA)
+            SCHEMA.migrate(self._conn)
             rows = self._conn.execute("select task_id, task_data from doit").fetchall()
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):  # another doit holds it: moving it away would lose work
@@ -117,6 +138,7 @@ class SceneDB:
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
+            RECORDS.migrate(self._conn, self)
             for hook in list(_openers):
                 hook(self)
         except sqlite3.DatabaseError as exc:

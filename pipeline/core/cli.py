@@ -48,8 +48,8 @@ class Cli:
     def run(self, body: Callable[[], int], *, traceback_dir: Path | None = None) -> int:
         """Run ``body`` (returns the exit code) with SIGTERM treated as Ctrl-C; returns the
         exit code. ``traceback_dir`` overrides the CLI's folder (e.g. from ``--workspace``)."""
-        previous = None
-        if threading.current_thread() is threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        if main:
             # SIGTERM ends a run like Ctrl-C: finally blocks run, finished work stays
             previous = signal.signal(signal.SIGTERM, _terminate)
         try:
@@ -65,8 +65,9 @@ class Cli:
             self._say(f"{self.prefix}internal error: {type(exc).__name__}: {exc}{where}")
             return self.bug
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if main:  # None: a handler set outside Python, which means the default
+                signal.signal(signal.SIGTERM, previous if previous is not None
+                              else signal.SIG_DFL)
 
     @staticmethod
     def _say(line: str) -> None:

@@ -25,9 +25,6 @@ from .contracts import OUTPUT_FILES, ScoreSpec
 from .files import load, write_if_changed
 from .session import RunConfig, Session, session_for
 
-# (task, message, kind) of failures in this process: the CLI turns them into its exit code.
-FAILURES: list[tuple[str, str, str]] = []
-
 
 class GateFailed(UserError):
     """A gate's checks failed; its report is written (exit code 1)."""
@@ -40,8 +37,10 @@ def run(cfg: RunConfig, stage: str, task: str, *args: str):
         session = session_for(cfg)
         extra = STAGES[stage](session, task, *args) or {}
     except UserError as exc:
-        FAILURES.append((task, str(exc), "gate" if isinstance(exc, GateFailed) else "error"))
-        return TaskFailed(str(exc))
+        failed = TaskFailed(str(exc))
+        # the runner's result carries the kind: a failed gate is exit 1, the rest exit 2
+        failed.kind = "gate" if isinstance(exc, GateFailed) else "error"
+        return failed
     return {"started_at": started, "finished_at": utc_timestamp(),
             "elapsed_s": round(time.perf_counter() - t0, 4), **extra}
 

@@ -7,21 +7,14 @@ changed); the loop itself knows no doit. The command line hands it a ``Reviewer`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.core.taskrun import TaskRun
+
 from .layout import RunLayout
 
-
-@dataclass
-class TaskRun:
-    """What one run of review tasks did."""
-
-    code: int
-    ran: list[str] = field(default_factory=list)
-    up_to_date: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+__all__ = ["Reviewer", "TaskRun", "db_path"]
 
 
 class Reviewer(Protocol):

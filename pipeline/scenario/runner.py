@@ -181,9 +181,9 @@ def reviews(reviewer: Reviewer, layout: RunLayout, workspace: Path,
             score_spec: Path | None) -> tuple[dict, bool]:
     """Run the review tasks: (the current reviews by name, whether one failed)."""
     outcome = reviewer.review_run(layout, workspace, score_spec)
-    for task, message in outcome.failed:
+    for task, message, _kind in outcome.failed:
         print(f"  review {task} failed: {message}")
-    failed = {t for t, _ in outcome.failed}
+    failed = {f.task for f in outcome.failed}
     found = {}
     for name in ("truth", "business", "judge"):
         task = f"review_{name}:{layout.run_id}"

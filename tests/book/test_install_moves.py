@@ -66,6 +66,7 @@ def test_a_db_older_than_the_package_setting_still_follows_a_move(project, tmp_p
     db = project.root / "workspace" / ".scenemake" / "books" / "example.sqlite"
     with sqlite3.connect(db) as conn:  # as a DB written before scenemake kept the setting
         conn.execute("drop table sm_settings")
+        conn.execute("drop table sm_migrations")  # nor recorded migrations
 
     moved = project.build(env=second)
 
@@ -89,6 +90,7 @@ def test_a_db_from_before_the_book_family_follows_the_templates_move(project):
             conn.execute("update doit set task_data=? where task_id=?",
                          (raw.replace("pipeline/book/templates/", "pipeline/templates/"), task_id))
         conn.execute("delete from sm_settings where key='templates_folder'")
+        conn.execute("drop table sm_migrations")  # it had no record of migrations either
     old = json.loads(dict(rows)["write:ch001_sc001"].replace("pipeline/book/templates/",
                                                            "pipeline/templates/"))
     assert any(k.endswith("pipeline/templates/write.j2") for k in old)
