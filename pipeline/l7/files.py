@@ -6,14 +6,13 @@ tasks that read it stay up to date: this is what makes each stage content-addres
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes, hash_file, remember
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, loads
 from pipeline.core.store import atomic_write_bytes, dump_json
 
 
@@ -35,7 +34,7 @@ def write_if_changed(path: str | os.PathLike, obj: Any) -> bool:
 def load(path: str | os.PathLike) -> Any:
     """Read a work file another task wrote (missing or broken: a one-line error)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError("work file is missing", path=display_path(path),
                         fix="run the runner again; the stage that writes it will rerun") from None

@@ -15,13 +15,12 @@ reviewed, resumed or saved by a later process.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path
+from pipeline.core.jsonio import display_path, loads
 
 STEP_FILES = ("output.md", "debug.json", "turn.json", "session.json", "assistant_response.json",
               "step_state.json")
@@ -40,8 +39,8 @@ def rollup(statuses: list[str]) -> str:
 def read_json_or_none(path: Path) -> Any:
     """The JSON in ``path``, or None when absent or unreadable (never raises)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONTooDeep is a ValueError
         return None
 
 
