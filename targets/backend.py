@@ -3,7 +3,10 @@ errors doit reports in one line, used by one run at a time."""
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from doit.dependency import DatabaseException
@@ -59,6 +62,38 @@ def run_lock(db_path: str) -> FileLock:
     return lock
 
 
+_FULL_FIX = "free some disk space (or make it writable) and run again: nothing already built " \
+    "is lost, an unrecorded task runs again (from the response cache)"
+
+
+def _db_failure(name: str, exc: sqlite3.Error) -> str:
+    if "locked" in str(exc) or "busy" in str(exc):
+        fix = "another process holds the build DB: let it finish, then run again"
+    else:
+        fix = _FULL_FIX
+    return f"{display_path(name)}: could not update the build DB ({exc}); {fix}"
+
+
+def _unreadable(exc: sqlite3.Error) -> bool:
+    """The DB file itself is damaged (not: the disk is full, read-only, or it is locked)."""
+    text = str(exc)
+    return not any(w in text for w in ("full", "readonly", "read-only", "disk I/O", "locked",
+                                       "unable to open"))
+
+
+def _guarded(method: Callable, error: type[Exception]) -> Callable:
+    """``method`` with its sqlite errors (disk full, read-only, I/O) as one-line ``error``."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise error(_db_failure(self.name, exc)) from None
+
+    return wrapper
+
+
 class SceneDB(builddb.SceneDB):
     """doit backend (plugin name ``scenemake``): sqlite, WAL, one commit per finished task,
     one run at a time (see :func:`run_lock`)."""
@@ -67,19 +102,49 @@ class SceneDB(builddb.SceneDB):
 
     def __init__(self, name: str, codec, *, module_name=None):
         self._run_lock = run_lock(name)
+        self._view_failures: list[str] = []
         try:
             super().__init__(name, codec, module_name=module_name)
         except builddb.BuildDBError as exc:
             self._unlock()
+            cause = exc.__cause__
+            if isinstance(cause, sqlite3.Error) and not _unreadable(cause):
+                # a full disk or a read-only folder: the DB is fine, moving it away is wrong
+                raise BuildDBError(_db_failure(name, cause)) from None
             raise BuildDBError(str(exc)) from exc
         except BaseException:
             self._unlock()
             raise
 
+    def _write_views(self, views) -> None:
+        # As builddb's, but a failure is kept for one line at the end instead of a line per
+        # view: on a full disk every ledger fails the same way.
+        while (item := views.get()) is not None:
+            for listener in list(builddb._listeners):
+                try:
+                    listener(*item)
+                except Exception as exc:  # the record stays marked stale: the next run retries
+                    self._view_failures.append(f"{item[0]}: {exc}")
+
     def dump(self) -> None:
         """Close the DB, then let the next run in."""
         try:
             super().dump()
+            if self._view_failures:
+                more = len(self._view_failures) - 1
+                print(f"scenemake: could not rewrite the views of {self._view_failures[0]}"
+                      + (f" (and {more} more)" if more else "")
+                      + "; the next run rewrites them", file=sys.stderr)
+        except sqlite3.Error as exc:
+            # Already committed tasks stay; the ones left in memory run again next time.
+            self.flush_views()
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            if builddb._current is self:
+                builddb._current = None
+            raise BuildDBError(_db_failure(self.name, exc)) from None
         finally:
             self._unlock()
 
@@ -88,3 +153,12 @@ class SceneDB(builddb.SceneDB):
         for key, lock in list(_held.items()):
             if lock is self._run_lock:
                 del _held[key]
+
+
+# Called by doit while it saves results: an InvalidCommand is one ``ERROR:`` line, exit 3.
+for _name in ("set", "remove", "remove_all"):
+    setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), BuildDBError))
+# Called from inside a task's action: a UserError fails that task in one line.
+for _name in ("announce_outputs", "settle_outputs", "set_failure", "add_event", "bump_attempt",
+              "forget", "views_written", "set_setting", "relocate"):
+    setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), builddb.BuildDBError))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,10 +71,19 @@ class Workspace:
 
     def default_book(self) -> str:
         cfg = self.root / "scenemake.json"
-        if cfg.exists():
+        if os.path.lexists(cfg):  # a dangling link or a symlink loop is an error, not "absent"
             data = read_json(cfg, "workspace config")
-            if isinstance(data, dict) and isinstance(data.get("default_book"), str):
-                return data["default_book"]
+            if not isinstance(data, dict):
+                raise UserError(f"the workspace config is {type(data).__name__}, not an object",
+                                path=display_path(cfg),
+                                fix='write {"default_book": "NAME"}, or remove the file')
+            if "default_book" in data:
+                name = data["default_book"]
+                if not isinstance(name, str) or not name:
+                    raise UserError(f"default_book is {json.dumps(name)}, not a book name",
+                                    path=display_path(cfg), field="default_book",
+                                    fix='e.g. "default_book": "example"')
+                return name
         books = sorted(p.name for p in (self.root / "books").glob("*") if p.is_dir())
         if len(books) == 1:
             return books[0]
@@ -142,24 +153,44 @@ def check_scene_id(scene_id: str) -> str:
     return scene_id
 
 
+def _inside(path: Path, *folders: Path) -> bool:
+    return any(path.is_relative_to(folder.resolve()) for folder in folders)
+
+
 def resolve_templates(book_dir: Path, config: BookConfig) -> dict[str, str]:
-    """Template name -> file: config entry, else book override, else package default."""
+    """Template name -> file: config entry, else book override, else package default.
+
+    A template is read into prompts (and so into the response cache and the artifacts):
+    it must be a file of the workspace, or one of scenemake's defaults, after symlinks.
+    """
     unknown = sorted(set(config.templates) - set(TEMPLATE_NAMES))
+    cfg = display_path(book_dir / "book.json")
     if unknown:
         raise UserError(f"unknown template '{unknown[0]}'",
-                        path=display_path(book_dir / "book.json"), field=f"templates.{unknown[0]}",
+                        path=cfg, field=f"templates.{unknown[0]}",
                         fix=f"known: {', '.join(TEMPLATE_NAMES)}")
+    workspace_root = book_dir.parent.parent
     out = {}
     for name in TEMPLATE_NAMES:
         if name in config.templates:
-            p = (book_dir / config.templates[name]).resolve()
+            given = config.templates[name]
+            p = (book_dir / given).resolve()
+            if not _inside(p, workspace_root, DEFAULT_TEMPLATES):
+                raise UserError(f"template file {given} is outside the workspace",
+                                path=cfg, field=f"templates.{name}",
+                                fix="put the template in the book's folder (e.g. "
+                                    f"templates/{name}.j2)")
             if not p.is_file():
-                raise UserError(f"template file {config.templates[name]} does not exist",
-                                path=display_path(book_dir / "book.json"),
-                                field=f"templates.{name}",
+                raise UserError(f"template file {given} does not exist",
+                                path=cfg, field=f"templates.{name}",
                                 fix="create it or remove the entry to use the default")
         else:
             p = book_dir / "templates" / f"{name}.j2"
+            if p.is_file() or p.is_symlink():
+                if not _inside(p.resolve(), workspace_root, DEFAULT_TEMPLATES):
+                    raise UserError("template override links outside the workspace",
+                                    path=display_path(p),
+                                    fix="make it a file of the workspace, or remove it")
             if not p.is_file():
                 p = DEFAULT_TEMPLATES / f"{name}.j2"
                 if not p.is_file():

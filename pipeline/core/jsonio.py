@@ -17,6 +17,56 @@ if TYPE_CHECKING:  # pydantic loads only where a model is validated (not on a no
 
 M = TypeVar("M", bound="BaseModel")
 
+# No input of scenemake nests anywhere near this deep; a file that does is hostile or broken,
+# and deeper values would exhaust the recursion of the validators and hashers that walk them.
+MAX_DEPTH = 100
+
+
+class JSONTooDeep(ValueError):
+    """A JSON text nested deeper than :data:`MAX_DEPTH`."""
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    # Iterative, so that checking a deep value is not itself a recursion.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
+
+
+class JSONNotStandard(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's extension, not JSON."""
+
+
+def _no_constants(name: str) -> Any:
+    raise JSONNotStandard(f"{name} is not a JSON value")
+
+
+def loads(text: str | bytes, allow_nan: bool = True) -> Any:
+    """``json.loads`` that refuses a value nested deeper than :data:`MAX_DEPTH`.
+
+    Raises ``json.JSONDecodeError`` for bad syntax and :class:`JSONTooDeep` for a nesting
+    too deep (both are ``ValueError`` s), never ``RecursionError``; ``allow_nan=False``
+    refuses ``NaN`` and ``Infinity`` (:class:`JSONNotStandard`).
+    """
+    try:
+        value = json.loads(text, parse_constant=None if allow_nan else _no_constants)
+    except RecursionError:
+        raise JSONTooDeep(f"nested more than {MAX_DEPTH} levels deep") from None
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise JSONTooDeep(f"nested more than {MAX_DEPTH} levels deep")
+    return value
+
 
 def display_path(path: str | os.PathLike) -> str:
     """A path as users see it: relative to the current folder when inside it."""
@@ -37,18 +87,25 @@ def read_json(path: str | os.PathLike, what: str, fix: str | None = None) -> Any
     except UnicodeDecodeError:
         raise UserError(f"{what} is not UTF-8 text", path=display_path(path)) from None
     except OSError as exc:
-        raise UserError(f"cannot read {what}: {exc.strerror}", path=display_path(path)) from None
+        raise UserError(f"cannot read {what}: {exc.strerror or exc}",
+                        path=display_path(path)) from None
     try:
-        return json.loads(text)
+        return loads(text, allow_nan=False)
     except json.JSONDecodeError as exc:
         raise UserError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                         path=display_path(path), fix="fix the JSON syntax") from None
+    except JSONTooDeep as exc:
+        raise UserError(f"{what} is {exc}", path=display_path(path),
+                        fix="no input needs such nesting: fix the file") from None
+    except JSONNotStandard as exc:
+        raise UserError(f"invalid JSON: {exc}", path=display_path(path),
+                        fix="write a number, or null") from None
 
 
 def load_json(path: str | os.PathLike) -> Any:
     """The JSON in ``path``; OSError / ValueError as they come (for callers that decide
-    themselves what a missing or broken file means)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    themselves what a missing or broken file means; :class:`JSONTooDeep` is a ValueError)."""
+    return loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

@@ -1,6 +1,8 @@
 """The one atomic writer: temp file in the same folder, fsync, rename, fsync the folder.
 
 A crash never leaves a half-written artifact: readers see the old file or the new one.
+A temp file is named ``.NAME.PID-TID-N.tmp``; the temp files a killed process left behind
+(its PID no longer alive) are removed the first time this process writes into their folder.
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ import errno
 import itertools
 import json
 import os
+import re
+import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
+from pipeline.core.filelock import pid_alive
 from pipeline.core.jsonio import display_path
 
 _names = itertools.count()
+_TEMP_RE = re.compile(r"\..+\.(\d+)-\d+-\d+\.tmp")
+_swept: set[str] = set()  # folders this process already cleared of dead writers' temp files
+_swept_lock = threading.Lock()
 
 _FIXES = {
     errno.ENOSPC: "free some disk space and run again: no file was left half-written",
@@ -51,8 +59,64 @@ def _temp_file(path: Path) -> tuple[int, str]:
             continue
 
 
+def sweep_debris(folder: str | os.PathLike) -> list[str]:
+    """Remove the temp files in ``folder`` whose writer (the PID in the name) is dead.
+
+    A ``kill -9`` in the middle of a write leaves its temp file; no live process owns it,
+    and the rename that would have used it never comes. Returns the names removed; a file
+    that cannot be removed (a read-only folder) stays for a later run.
+    """
+    removed = []
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            match = _TEMP_RE.fullmatch(entry.name)
+            if match is None or pid_alive(int(match.group(1))):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+            except OSError:
+                pass
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = str(folder)
+    if key in _swept:
+        return
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_debris(folder)
+
+
+def _fault(point: str) -> None:
+    """``SCENEMAKE_KILL_AT=point:N`` kills this process (SIGKILL) at the Nth ``point``.
+
+    The reliability tests choose where a run dies: ``staged`` (temp files written, not yet
+    renamed), ``written`` (renamed, before the task's DB record). Unset: nothing happens.
+    """
+    spec = os.environ.get("SCENEMAKE_KILL_AT")
+    if not spec or not spec.startswith(point + ":"):
+        return
+    with _swept_lock:
+        _FAULTS[point] = _FAULTS.get(point, 0) + 1
+        hit = _FAULTS[point] == int(spec.partition(":")[2] or 1)
+    if hit:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULTS: dict[str, int] = {}
+
+
 def _stage(path: Path, data: bytes) -> tuple[int, str]:
     """``data`` in a new temp file beside ``path``: (open fd, temp name)."""
+    _sweep_once(path.parent)
     try:
         fd, tmp = _temp_file(path)
     except FileNotFoundError:  # folders are made on the first write only (a syscall saved)
@@ -70,9 +134,12 @@ def _stage(path: Path, data: bytes) -> tuple[int, str]:
 
 
 def _unlink(tmp: str) -> None:
+    # Best effort: in a folder that just became unwritable the temp file cannot go; it is
+    # debris of a dead writer for the next run to sweep, and the error that matters is
+    # the write's own.
     try:
         os.unlink(tmp)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -104,6 +171,7 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
         raise
     for fd, _, _ in staged:
         os.close(fd)
+    _fault("staged")
     for i, (_, tmp, path) in enumerate(staged):
         try:
             os.replace(tmp, path)
@@ -113,6 +181,7 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
             if isinstance(exc, OSError):
                 raise WriteError(path, exc) from exc
             raise
+    _fault("written")
 
 
 def sync_dir(folder: str | os.PathLike) -> None:

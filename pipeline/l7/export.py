@@ -217,14 +217,27 @@ def _siblings(out_dir: Path) -> tuple[Path, Path]:
             out_dir.parent / f".{out_dir.name}.l7-old")
 
 
+def _remove(path: Path) -> None:
+    # A link left by an older version (an out-dir that was a link) goes, not its target.
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
 def recover(out_dir: Path) -> None:
     """Finish or undo a publication cut short: never leave the out-dir missing or mixed."""
     staging, old = _siblings(out_dir)
-    if not out_dir.exists() and old.is_dir():
+    if not os.path.lexists(out_dir) and old.is_dir():
         os.rename(old, out_dir)  # cut between the two renames: the old set comes back
     for leftover in (staging, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+        if os.path.lexists(leftover):
+            try:
+                _remove(leftover)
+            except OSError as exc:
+                raise UserError(f"cannot remove what an earlier run left ({exc.strerror or exc})",
+                                path=display_path(leftover),
+                                fix="remove it by hand, then run again") from None
 
 
 def check_out_dir(out_dir: str | os.PathLike, inputs: list[str] | tuple = ()) -> None:
@@ -236,6 +249,12 @@ def check_out_dir(out_dir: str | os.PathLike, inputs: list[str] | tuple = ()) ->
             raise UserError(f"--out-dir holds {display_path(inp)}, an input of this run; "
                             "the folder is replaced as a whole", path=display_path(path),
                             fix="write the outputs to another folder (e.g. l7_rerun_output)")
+    if path.is_symlink():
+        # the folder is replaced as a whole by renames: they would replace the link, and the
+        # folder it points to would keep the old set
+        raise UserError("--out-dir is a symbolic link; the out-dir is replaced as a whole",
+                        path=display_path(path),
+                        fix=f"pass the folder it points to ({display_path(path.resolve())})")
     if path.exists() and not path.is_dir():
         raise UserError("--out-dir is a file, not a folder", path=display_path(path),
                         fix="choose a folder for the outputs")
@@ -281,7 +300,7 @@ def publish_set(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
     if out.exists():
         os.rename(out, old)
         os.rename(staging, out)
-        shutil.rmtree(old)
+        _remove(old)
     else:
         os.rename(staging, out)
     sync_dir(out.parent)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.assistant.sessions import reports_dir, session_order, sessions_dir
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import display_path, load_json
+from pipeline.core.jsonio import display_path, loads
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from .business_review import review_answer, summarize
@@ -46,14 +46,14 @@ def sources(runs_dir: Path, run_id: str) -> tuple[Path | None, list[Path]]:
     """(report, session files) of a run; UserError naming both places when neither exists."""
     report = reports_dir(runs_dir) / f"{run_id}.md"
     found = []
-    for path in sorted(sessions_dir(runs_dir).glob(f"{run_id}-*.json")):
-        try:
-            data = load_json(path)
-        except (OSError, ValueError):
-            found.append(path)  # kept: reported as unreadable in the review, not silently lost
-            continue
+    try:
+        candidates = sorted(sessions_dir(runs_dir).glob(f"{run_id}-*.json"))
+    except OSError as exc:  # e.g. the folder is a symlink loop
+        raise _unreadable(sessions_dir(runs_dir), exc) from None
+    for path in candidates:
+        data = _read_session(path)
         # assistant-stage1-a-*.json also matches run assistant-stage1-a-b: check the owner
-        if not isinstance(data, dict) or data.get("run_id", run_id) == run_id:
+        if data.get("run_id", run_id) == run_id:
             found.append(path)
     if not found and not report.exists():
         raise UserError(f"no saved run {run_id}: neither {display_path(report)} nor "
@@ -62,33 +62,57 @@ def sources(runs_dir: Path, run_id: str) -> tuple[Path | None, list[Path]]:
     return (report if report.exists() else None), found
 
 
+def _of(value: Any, kind: type, default: Any) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else default
+
+
+def _unreadable(path: Path, why: Any) -> UserError:
+    return UserError(f"the run's evidence is unreadable: {why}", path=display_path(path),
+                     fix="restore the file from the GUI run (or remove it) and review again; "
+                         "an unreadable run is never reviewed as a clean one")
+
+
+def _read_session(path: Path) -> dict:
+    """A session file's JSON; unreadable, not JSON, not UTF-8 or the wrong shape: an error
+    (a broken run must never read as a clean one)."""
+    try:
+        data = loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _unreadable(path, "not UTF-8 text") from None
+    except ValueError as exc:
+        raise _unreadable(path, f"not JSON ({str(exc)[:120]})") from None
+    except OSError as exc:
+        raise _unreadable(path, exc.strerror or exc) from None
+    if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
+        raise _unreadable(path, "not a session (an object with a 'turns' list)")
+    for i, turn in enumerate(data["turns"]):
+        if not isinstance(turn, dict):
+            raise _unreadable(path, f"turns[{i}] is not an object")
+    return data
+
+
 def conversation_pairs(session_files: list[Path]) -> tuple[list[dict], list[dict], int]:
-    """(question/answer pairs in session order, skipped files, session count)."""
-    sessions, skipped = [], []
-    for path in session_files:
-        try:
-            data = load_json(path)
-            if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
-                raise ValueError("no 'turns' list")
-        except (OSError, ValueError) as exc:
-            skipped.append({"path": display_path(path), "error": str(exc)[:200]})
-            continue
-        sessions.append(data)
+    """(question/answer pairs in session order, skipped files (none: an unreadable file is
+    an error), session count)."""
+    sessions = [_read_session(path) for path in session_files]
+    skipped: list[dict] = []
     sessions.sort(key=session_order)
     pairs = []
     for s in sessions:
         for t in s["turns"]:
-            if not isinstance(t, dict):
-                continue
-            debug = t.get("debug") or {}
+            # a field of the wrong type reads as absent (the business review then says so)
+            debug = _of(t.get("debug"), dict, {})
+            entries = _of(t.get("entries"), list, [])
             pairs.append({
                 "index": len(pairs) + 1, "session_id": s.get("session_id"),
-                "turn": t.get("turn"), "question": str(t.get("message", "")),
+                "turn": _of(t.get("turn"), int, None), "question": str(t.get("message", "")),
                 "answer": str(t.get("reply", "")),
-                "capability": (t.get("capability") or {}).get("status", "answered"),
-                "entries_count": len(t.get("entries") or []),
-                "route": debug.get("route"), "route_id": debug.get("route_id"),
-                "entries": t.get("entries") or [], "debug": debug,
+                "capability": str(_of(t.get("capability"), dict, {}).get("status",
+                                                                         "answered")),
+                "entries_count": len(entries),
+                "route": _of(debug.get("route"), str, None),
+                "route_id": debug.get("route_id"),
+                "entries": entries, "debug": debug,
             })
     return pairs, skipped, len(sessions)
 
@@ -211,6 +235,12 @@ def build(run_id: str, runs_dir: Path, out_dir: Path) -> dict:
     """Review a saved run and write the five bridge files; returns ``run_review.json``."""
     report, session_files = sources(runs_dir, run_id)
     pairs, skipped, n_sessions = conversation_pairs(session_files)
+    if not pairs:
+        # "0 answers" is no evidence of a clean run: nothing was reviewed
+        where = report if report is not None else sessions_dir(runs_dir)
+        raise UserError(f"run {run_id} has no answers to review ({len(session_files)} session "
+                        "file(s) with no turns)", path=display_path(where),
+                        fix="review a run whose sessions were saved")
     findings = review_pairs(pairs)
     statuses = [pair_status(findings, p["index"]) for p in pairs]
     business = summarize(findings, statuses)

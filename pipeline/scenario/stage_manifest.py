@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
-from pipeline.core.jsonio import read_json
+from pipeline.core.errors import UserError
+from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.models import StrictModel
 from pipeline.core.store import atomic_write_text, dump_json
 
@@ -84,9 +85,32 @@ class StageManifest(StrictModel):
                                      "data/autoruns")
 
 
+# What a scenemake workspace holds (one of them is enough: a fresh one may have little).
+_WORKSPACE_MARKS = (".scenemake", "scenarios", "orchestration", "books", "artifacts",
+                    "llm_normalizer")
+
+
 def load(path: Path) -> StageManifest:
-    """The manifest at ``path``; UserError naming the file and JSON path when invalid."""
-    return parse(StageManifest, read_json(path, "stage manifest"), path)
+    """The manifest at ``path``; UserError naming the file and JSON path when invalid.
+
+    Its ``workspace`` must be a scenemake workspace (a stage writes its runs, reviews and
+    autoruns there): ``"/"``, a missing folder or an unrelated one is refused.
+    """
+    manifest = parse(StageManifest, read_json(path, "stage manifest"), path)
+    root = (Path(path).parent / manifest.workspace).resolve()
+    problem = None
+    if root == Path(root.anchor):
+        problem = "is the filesystem root"
+    elif not root.is_dir():
+        problem = "is not a folder"
+    elif not any((root / mark).exists() for mark in _WORKSPACE_MARKS):
+        problem = "is not a scenemake workspace (it has none of " + \
+            ", ".join(_WORKSPACE_MARKS) + ")"
+    if problem:
+        raise UserError(f"workspace {manifest.workspace!r} ({root}) {problem}",
+                        path=display_path(path), field="workspace",
+                        fix="name the workspace folder, relative to this file (default '..')")
+    return manifest
 
 
 def schema() -> dict:
