@@ -201,7 +201,7 @@ def doit_config() -> dict:
                           else ["guard"] + list(PHASES) + ["manuscript", "_stamp"]),
         "verbosity": 2,
         # the live display on a terminal; plain lines in logs and pipes
-        "reporter": "scenemake" if sys.stdout.isatty() else "console",
+        "reporter": "scenemake" if sys.stdout.isatty() else "scenemake-lines",
     }
 
 
