@@ -155,6 +155,14 @@ def meta_from_values(values: dict, previous: dict | None, events: list[dict]) ->
 _TOKEN = re.compile(r"\s+|[^\s]+")
 
 
+def _split(text: str) -> tuple[str, str, str]:
+    core = text.strip()
+    if not core:
+        return text, "", ""
+    start = text.index(core)
+    return text[:start], core, text[start + len(core):]
+
+
 def word_diff(old: str, new: str) -> str:
     """``[-removed-]{+added+}`` inline, the rest as it was (git's --word-diff=plain)."""
     a, b = _TOKEN.findall(old), _TOKEN.findall(new)
@@ -163,10 +171,15 @@ def word_diff(old: str, new: str) -> str:
         if op == "equal":
             out.append("".join(a[i1:i2]))
             continue
-        if i2 > i1:
-            out.append("[-" + "".join(a[i1:i2]).strip() + "-]")
-        if j2 > j1:
-            out.append("{+" + "".join(b[j1:j2]).strip() + "+}")
+        lead_a, gone, trail_a = _split("".join(a[i1:i2]))
+        lead_b, came, trail_b = _split("".join(b[j1:j2]))
+        # the spaces around a change stay outside its marks, so the words keep apart
+        out.append(lead_a if gone else lead_b)
+        if gone:
+            out.append(f"[-{gone}-]")
+        if came:
+            out.append(f"{{+{came}+}}")
+        out.append(trail_b if came else trail_a)
     return "".join(out)
 
 
