@@ -217,7 +217,7 @@ def doit_config() -> dict:
                           else ["guard"] + list(PHASES) + ["manuscript", "_stamp"]),
         "verbosity": 2,
         # the live display on a terminal; plain lines in logs and pipes
-        "reporter": "scenemake" if sys.stdout.isatty() else "console",
+        "reporter": "scenemake" if sys.stdout.isatty() else "scenemake-lines",
     }
 
 
@@ -229,7 +229,44 @@ def _on_task_recorded(book: Book, task_id: str, what: str) -> None:
     db = builddb.current()
     if phase in PHASES and sid:
         ledger.export(db, book, sid)
+        if what == "saved":
+            _keep_version(book, db, task_id)
     db.views_written(task_id)
+
+
+def _versions(book: Book):
+    from pipeline.book.versions import Versions
+
+    return Versions(book.workspace.state_dir, book.name)
+
+
+def _keep_version(book: Book, db, task_id: str) -> None:
+    """A phase committed: keep its files as a version (if they are new)."""
+    from pipeline.book.versions import meta_from_values
+
+    values = db.values(task_id)
+    files = values.get("artifacts") or {}
+    if not files:
+        return
+    store = _versions(book)
+    history = store.history(task_id)
+    meta = meta_from_values(values, history[-1] if history else None, db.events(task_id))
+    store.add(task_id, files, meta)
+
+
+def _keep_unversioned(book: Book, db, task_id: str) -> None:
+    """Before a phase replaces files built before versions were kept: keep them first."""
+    store = _versions(book)
+    if store.index_path(task_id).exists():
+        return
+    values = db.values(task_id)
+    if values.get("artifacts"):
+        meta = {"timestamp": values.get("timestamp"), "reason": "built before versions were kept"}
+        if "attempt" in values:
+            meta["attempt"] = values["attempt"]
+        if values.get("prompt_hash"):
+            meta["prompt_hash"] = values["prompt_hash"]
+        store.add(task_id, values["artifacts"], meta)
 
 
 def _refresh_stale_ledgers(book: Book, db) -> None:
@@ -251,6 +288,7 @@ def _act(phase: str, sid: str, changed: list[str]):
     task_id = f"{phase}:{sid}"
     db = builddb.current()
     try:
+        _keep_unversioned(book, db, task_id)
         with cpu_turn.turn():  # one task's Python work at a time; model calls overlap
             values = run_phase(book, sid, phase, changed, rv)
     except UserError as exc:

@@ -130,34 +130,43 @@ class RerunFrom(Run):
                                 failure_verbosity, pdb)
 
 
+opt_json = {"name": "as_json", "long": "json", "type": bool, "default": False,
+            "help": "print the ledger file's JSON instead of the table"}
+
+
 class Ledger(DoitCmdBase):
     """Print a scene's phase ledger, rewritten from the build DB."""
 
     name = "ledger"
-    doc_purpose = "print the phase ledger of a scene (rewritten from the build DB)"
-    doc_usage = "SCENE"
-    doc_description = None
-    cmd_options = ()
+    doc_purpose = "print the phase ledger of a scene as a table (rewritten from the build DB)"
+    doc_usage = "SCENE [--json]"
+    doc_description = ("One row per phase: status, when, attempt, cache, tokens, cost, prompt "
+                       "change and its reason; --json prints the ledger file's JSON.")
+    cmd_options = (opt_json,)
 
-    def _execute(self, pos_args=None):
+    def _execute(self, pos_args=None, as_json=False):
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
-        from targets.book import context
+        from targets.project import scene_db
 
         try:
+            db = scene_db(self.name, self.dep_manager)
+            from targets.book import context
+
             if not pos_args or len(pos_args) != 1:
                 raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
             sid = check_scene_id(pos_args[0])
             book, _ = context()
             book.scene(sid)
-            data = ledger.export(_scene_db(self.dep_manager), book, sid)
+            data = ledger.export(db, book, sid)
         except UserError as exc:
             raise InvalidCommand(str(exc)) from None
         finally:
             self.dep_manager.close()
         from pipeline.core.store import dump_json
 
-        self.outstream.write(dump_json(data))  # the same text as the ledger file
+        # --json: the same text as the ledger file
+        self.outstream.write(dump_json(data) if as_json else ledger.table(data))
         return 0
 
 

@@ -1,7 +1,11 @@
-"""A rich progress display for doit runs: the default on a terminal.
+"""How a doit run of the book reports itself.
 
-Shows tasks done/total, what runs now, LLM cache hits, tokens and cost so far, and
-requests waiting in backoff. Off a terminal (CI logs) doit's plain line output is used.
+On a terminal (reporter ``scenemake``): one live status block with tasks done/total, what
+runs now, LLM cache hits, tokens and cost so far, and requests waiting in backoff. In logs
+and pipes (reporter ``scenemake-lines``): doit's plain lines. Both end with one line saying
+what the run did: scenes built, tasks run / up to date, LLM calls paid / served by the
+cache, tokens, cost, where the manuscript and the report are, and whether the text came
+from the offline stand-in model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,95 @@ def _llm_stats() -> dict:
     return llm_stats()
 
 
+def _calls_made() -> tuple[dict, bool]:
+    """This process's LLM totals and whether the offline stand-in answered; nothing is
+    imported when no phase ran (the no-op fast path stays light)."""
+    runner = sys.modules.get("pipeline.book.runner")
+    if runner is None:
+        return {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
+                "cost_usd": 0.0}, False
+    with runner._clients_lock:
+        providers = {name for c in runner._clients.values() for name in c.providers}
+    return runner.llm_stats(), "offline" in providers
+
+
+class RunSummary:
+    """Counts of one run, for its last line."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.up_to_date = 0
+        self.failed = 0
+        self.book_run = False
+
+    def note(self, task, what: str) -> None:
+        """Count a task that ran (``ran``), was up to date (``skip``) or failed (``fail``)."""
+        from pipeline.book.workspace import PHASES
+
+        if task.name.partition(":")[0] in PHASES or task.name in ("guard", "manuscript"):
+            self.book_run = True
+        if not task.actions or task.name[0] == "_":
+            return
+        if what == "ran":
+            self.ran.append(task.name)
+        elif what == "skip":
+            self.up_to_date += 1
+        else:
+            self.failed += 1
+
+    def line(self) -> str | None:
+        """The end-of-run line of a book run (None when the run built no book task)."""
+        if not self.book_run:
+            return None
+        from targets.book import _target, fast
+
+        ws, name, _ = _target()
+        draft = ws.book_dir(name) / "draft"
+        if fast():
+            what = "nothing changed since the last complete build: no task checked, no LLM call"
+        else:
+            st, stand_in = _calls_made()
+            scenes = {t.partition(":")[2] for t in self.ran if ":" in t}
+            what = (f"{len(scenes)} scene(s) built, {len(self.ran)} task(s) run, "
+                    f"{self.up_to_date} up to date"
+                    + (f", {self.failed} failed" if self.failed else "")
+                    + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
+                    f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")
+            if stand_in:
+                what += " (text from the offline stand-in model: placeholder prose)"
+        where = [f"{label}: {path.as_posix()}" for label, path in
+                 (("manuscript", draft / "manuscript.md"), ("report", draft / "report.html"))
+                 if path.exists()]
+        return "scenemake: " + what + ("; " + ", ".join(where) if where else "")
+
+
+class LineReporter(ConsoleReporter):
+    """doit reporter plugin ``scenemake-lines``: doit's plain lines, then the run's line."""
+
+    desc = "plain lines (for logs and pipes), then one line on what the run did"
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.summary = RunSummary()
+
+    def add_success(self, task):
+        self.summary.note(task, "ran")
+
+    def skip_uptodate(self, task):
+        super().skip_uptodate(task)
+        self.summary.note(task, "skip")
+
+    def add_failure(self, task, fail):
+        super().add_failure(task, fail)
+        self.summary.note(task, "fail")
+
+    def complete_run(self):
+        super().complete_run()
+        line = self.summary.line()
+        if line:
+            self.write(line + "\n")
+
+
 class ProgressReporter(ConsoleReporter):
     """doit reporter plugin ``scenemake``: one live status block instead of a line per task."""
 
@@ -33,6 +126,7 @@ class ProgressReporter(ConsoleReporter):
         self.done = self.ran = self.skipped = self.failed = 0
         self.running: list[str] = []
         self.live = None
+        self.summary = RunSummary()
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""
@@ -78,11 +172,13 @@ class ProgressReporter(ConsoleReporter):
     def add_success(self, task):
         if task.name in self.running:
             self.running.remove(task.name)
+        self.summary.note(task, "ran")
         if task.actions and task.name[0] != "_":  # groups and private tasks are not counted
             self.done += 1
             self.ran += 1
 
     def skip_uptodate(self, task):
+        self.summary.note(task, "skip")
         if task.actions and task.name[0] != "_":
             self.done += 1
             self.skipped += 1
@@ -96,6 +192,7 @@ class ProgressReporter(ConsoleReporter):
             self.running.remove(task.name)
         self.done += 1
         self.failed += 1
+        self.summary.note(task, "fail")
         from rich.text import Text
 
         result = {"task": task, "exception": fail}
@@ -109,3 +206,6 @@ class ProgressReporter(ConsoleReporter):
             self.live.stop()
         self.console.print(self._render())
         super().complete_run()
+        line = self.summary.line()
+        if line:
+            self.console.print(line, highlight=False, soft_wrap=True)

@@ -77,3 +77,60 @@ def export(db: SceneDB, book: Book, scene_id: str) -> dict:
     ledger = build(db, book, scene_id)
     atomic_write_json(book.ledger_path(scene_id), ledger)
     return ledger
+
+
+# -- the ledger as a table (doit ledger SCENE) --------------------------------------------
+TABLE_COLUMNS = ("phase", "status", "when", "attempt", "cache", "tokens", "cost",
+                 "prompt change")
+
+
+def _when(timestamp: str | None) -> str:
+    return (timestamp or "-").replace("T", " ").rstrip("Z")
+
+
+def _row(phase: str, entry: dict | None) -> list[str]:
+    if entry is None:
+        return [phase, "not run", "-", "-", "-", "-", "-", ""]
+    llm = entry.get("llm") or {}
+    change = ""
+    if entry.get("prompt_update_reason") is not None or entry.get("prompt_hash_new"):
+        change = (f"{(entry.get('prompt_hash_prev') or 'none')[:8]} -> "
+                  f"{(entry.get('prompt_hash_new') or '')[:8]}: "
+                  f"{entry.get('prompt_update_reason') or ''}")
+    return [phase, entry["status"], _when(entry.get("timestamp")),
+            str(entry["attempt"]) if "attempt" in entry else "-",
+            llm.get("cache", "-"),
+            f"{llm['tokens_in']}+{llm['tokens_out']}" if llm else "-",
+            f"${llm['cost_usd']:.4f}" if llm else "-", change]
+
+
+def table(ledger: dict) -> str:
+    """The ledger as a plain-text table: one row per phase, then the notes and totals."""
+    rows = [list(TABLE_COLUMNS)]
+    phases = ledger["phases"]
+    rows += [_row(phase, phases.get(phase)) for phase in PHASES]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
+    lines = [f"scene {ledger['scene_id']} of book '{ledger['book']}'"]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = []
+    for phase in PHASES:
+        entry = phases.get(phase) or {}
+        if entry.get("status") == "fail":
+            notes.append(f"{phase} failed: {entry.get('error', '').splitlines()[0]}")
+        for edit in entry.get("manual_edits", []):
+            notes.append(f"{phase}: {edit['path']} edited by hand, accepted with force_resume "
+                         f"({edit['hash_prev'][:8]} -> {edit['hash_new'][:8]})")
+        for stale in entry.get("forced_resume", []):
+            notes.append(f"{phase}: kept its result over a changed pre-state {stale['path']} "
+                         "(force_resume)")
+    totals = ledger["totals"]
+    lines.append("")
+    lines += [f"note: {n}" for n in notes]
+    lines.append(f"total: {totals['llm_phases']} LLM phase(s), {totals['cache_hits']} from the "
+                 f"cache, {totals['tokens_in']}+{totals['tokens_out']} tokens, "
+                 f"${totals['cost_usd']:.4f}")
+    return "\n".join(lines) + "\n"

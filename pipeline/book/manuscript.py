@@ -62,14 +62,15 @@ def _paragraphs(text: str) -> str:
                      if p.strip())
 
 
-_STYLE = """body{max-width:38em;margin:2em auto;padding:0 1em;font:1.1em/1.6 Georgia,serif;
+STYLE = """body{max-width:38em;margin:2em auto;padding:0 1em;font:1.1em/1.6 Georgia,serif;
 color:#222;background:#fff}h1{text-align:center}h2{margin-top:2.5em;text-align:center}
 h3{margin-top:2em;font-style:italic;font-weight:normal}.note{font:0.85em sans-serif;color:#555}
 .stand-in{border:1px solid #c90;background:#fff8e0;padding:0.5em 1em;font:0.95em sans-serif}"""
 
 
-def render_html(book: Book, prose: dict[str, str], stand_in: bool) -> str:
-    """One self-contained HTML page (inline style, no script, no link to anything)."""
+def body_html(book: Book, prose: dict[str, str], stand_in: bool) -> str:
+    """The manuscript's HTML body (title, notes, chapters, scenes); scenes without prose
+    yet are left out (the report shows a book being built)."""
     title = html.escape(book.config.title)
     body = [f"<h1>{title}</h1>", f'<p class="note">{html.escape(GENERATED_NOTE)}</p>']
     if stand_in:
@@ -78,13 +79,20 @@ def render_html(book: Book, prose: dict[str, str], stand_in: bool) -> str:
         body.append(f'<section class="chapter"><h2>Chapter {number}: '
                     f"{html.escape(chapter_title)}</h2>")
         for scene in scenes:
-            body.append(f'<section class="scene" id="{scene.id}">'
-                        f"<h3>{html.escape(scene.title)}</h3>\n{_paragraphs(prose[scene.id])}"
-                        "</section>")
+            if scene.id in prose:
+                body.append(f'<section class="scene" id="{scene.id}">'
+                            f"<h3>{html.escape(scene.title)}</h3>\n"
+                            f"{_paragraphs(prose[scene.id])}</section>")
         body.append("</section>")
+    return "\n".join(body)
+
+
+def render_html(book: Book, prose: dict[str, str], stand_in: bool) -> str:
+    """One self-contained HTML page (inline style, no script, no link to anything)."""
+    title = html.escape(book.config.title)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{title}</title><style>{_STYLE}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+            f"<title>{title}</title><style>{STYLE}</style></head>\n<body>\n"
+            + body_html(book, prose, stand_in) + "\n</body></html>\n")
 
 
 def render(book: Book, prose: dict[str, str], stand_in: bool) -> dict[Path, bytes]:

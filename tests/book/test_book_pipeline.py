@@ -57,7 +57,7 @@ def test_ledger_follows_spec_schema(built):
     for phase in ("plan", "continuity_pack", "write", "repair", "state_repair"):
         assert ledger["phases"][phase]["prompt_hash"]
     # `doit ledger` prints the same thing, rewritten from the DB
-    proc = built.build("ledger", "ch001_sc002")
+    proc = built.build("ledger", "--json", "ch001_sc002")
     assert json.loads(proc.stdout) == ledger
 
 

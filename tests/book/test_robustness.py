@@ -173,7 +173,7 @@ def test_ledger_is_rewritten_from_the_db(built):
     path = built.draft / "context" / "phase_history" / "ch001_sc003.json"
     truth = json.loads(path.read_text())
     path.write_text('{"scene_id": "ch001_sc003", "phases": {}}')
-    proc = built.build("ledger", "ch001_sc003")
+    proc = built.build("ledger", "--json", "ch001_sc003")
     assert json.loads(proc.stdout) == truth == json.loads(path.read_text())
 
 

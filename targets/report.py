@@ -1,0 +1,154 @@
+"""``doit report``: the book's report page, ``draft/report.html`` (pipeline/book/report.py
+draws it; this command gathers the build DB, the call log, the versions and the prose)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from doit.cmd_base import DoitCmdBase
+from doit.exceptions import InvalidCommand
+
+from pipeline.core.errors import UserError
+from targets.project import scene_db
+
+LAST_DIFFS = 8  # the most recent changes shown with their diff
+
+
+def _calls(book) -> tuple[dict, dict, dict]:
+    """Per phase, per scene and total: calls, hits, tokens paid, cost, cost avoided."""
+    from pipeline.book.workspace import LLM_PHASES
+    from pipeline.llm import read_calls
+
+    per_phase: dict[str, dict[str, float]] = {p: defaultdict(float) for p in LLM_PHASES}
+    per_scene: dict[str, dict[str, float]] = {s.id: defaultdict(float) for s in book.scenes}
+    total: dict[str, float] = defaultdict(float)
+    for c in read_calls(book.workspace.call_log):
+        if c.get("book") != book.name:
+            continue
+        hit = c.get("cache") == "hit"
+        tokens = 0 if hit else (c.get("tokens_in", 0) + c.get("tokens_out", 0))
+        rows = [total, per_phase.setdefault(c.get("phase") or "?", defaultdict(float))]
+        if c.get("scene") in per_scene:
+            rows.append(per_scene[c["scene"]])
+        for row in rows:
+            row["calls"] += 1
+            row["hits"] += hit
+            row["tokens"] += tokens
+            row["cost"] += c.get("cost_usd") or 0.0
+            row["avoided"] += c.get("cost_avoided_usd") or 0.0
+    return per_phase, per_scene, total
+
+
+def gather(book, db, explainer) -> object:
+    """The report's data for ``book`` from its build DB, call log, versions and prose."""
+    from pipeline.book import ledger, manuscript
+    from pipeline.book.report import Cell, ReportData, SceneRow
+    from pipeline.book.versions import Versions, diff_files
+    from pipeline.book.workspace import PHASES
+    from pipeline.core.builddb import now_iso
+
+    scenes, changes, prose = [], [], {}
+    stand_in = False
+    versions = Versions(book.workspace.state_dir, book.name)
+    recent = []
+    for scene in book.scenes:
+        entries = ledger.build(db, book, scene.id)["phases"]
+        cells = {}
+        for phase in PHASES:
+            task_id = f"{phase}:{scene.id}"
+            entry = entries.get(phase)
+            llm = (entry or {}).get("llm") or {}
+            verdict = explainer.verdict(task_id) if task_id in explainer.tasks else None
+            cells[phase] = Cell(
+                status=entry["status"] if entry else "not run",
+                stale=verdict.reasons[0] if verdict and verdict.runs and entry else "",
+                cost_usd=llm.get("cost_usd", 0.0), cache=llm.get("cache", ""),
+                tokens=llm.get("tokens_in", 0) + llm.get("tokens_out", 0))
+            update = db.values(task_id).get("prompt_update")
+            if update:
+                changes.append({"task": task_id, "timestamp": update.get("timestamp"),
+                                "reason": update.get("prompt_update_reason"),
+                                "prev": update.get("prompt_hash_prev"),
+                                "new": update.get("prompt_hash_new"),
+                                "templates": update.get("templates", [])})
+            history = versions.history(task_id)
+            if len(history) >= 2:
+                recent.append((history[-1].get("timestamp") or "", task_id, history))
+        scenes.append(SceneRow(scene.id, scene.title, cells))
+        path = Path(manuscript.final_prose_path(book, scene.id))
+        if path.exists():
+            prose[scene.id] = path.read_text(encoding="utf-8")
+            llm = db.values(f"repair:{scene.id}").get("llm") or {}
+            stand_in |= llm.get("provider") == "offline"
+    diffs = []
+    # what the user asked for (a prompt change, a rerun, a restore) first, then the newest
+    def asked_for(item) -> bool:
+        return item[2][-1].get("reason", "").startswith(("prompt change", "rerun-from",
+                                                         "restored"))
+
+    recent.sort(key=lambda item: item[0], reverse=True)
+    recent.sort(key=lambda item: not asked_for(item))  # stable: newest first within each
+    for _when, task_id, history in recent[:LAST_DIFFS]:
+        old, new = history[-2], history[-1]
+        lines = []
+        for name in dict.fromkeys(list(old["files"]) + list(new["files"])):
+            if name in ("prompt", "response"):
+                continue
+            a, b = old["files"].get(name), new["files"].get(name)
+            try:
+                lines += diff_files(name, versions.blob(a) if a else None,
+                                    versions.blob(b) if b else None)
+            except UserError as exc:  # a pruned version: say so, show the rest
+                lines.append(f"{name}: {exc}")
+        diffs.append({"task": task_id, "from": old["version"], "to": new["version"],
+                      "reason": new.get("reason", ""), "lines": lines})
+    per_phase, per_scene, total = _calls(book)
+    changes.sort(key=lambda c: c.get("timestamp") or "", reverse=True)
+    return ReportData(
+        book=book.name, title=book.config.title, phases=list(PHASES), scenes=scenes,
+        per_phase={p: dict(r) for p, r in per_phase.items()},
+        per_scene={s: dict(r) for s, r in per_scene.items()}, totals=dict(total),
+        prompt_changes=changes, diffs=diffs,
+        manuscript_html=manuscript.body_html(book, prose, stand_in) if prose else
+        "<p>No scene has its final prose yet.</p>",
+        stand_in=stand_in, generated=now_iso())
+
+
+class Report(DoitCmdBase):
+    """``doit report``: one self-contained HTML page for the book."""
+
+    name = "report"
+    doc_purpose = "write draft/report.html: the book's phases, costs, prompt changes, diffs, text"
+    doc_usage = ""
+    doc_description = ("One HTML file, no script and no network: the scene x phase matrix "
+                       "(status, cost, cache, why stale), cost and tokens per phase and per "
+                       "scene as SVG charts, cache savings, prompt-change history, the last "
+                       "changes' diffs, the manuscript.")
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        from pipeline.book.report import render
+        from pipeline.core.store import atomic_write_text
+        from targets.why import Explainer
+
+        try:
+            db = scene_db(self.name, self.dep_manager)
+            if pos_args:
+                raise UserError(f"doit report takes no argument here (got '{pos_args[0]}'); "
+                                "reports of an L7 session or a scenario run are not built yet",
+                                fix="doit report writes the book's draft/report.html")
+            from targets.book import context
+
+            book, _ = context()
+            explainer = Explainer(self.task_list, self.dep_manager, db,
+                                  set(book.templates.values()))
+            page = render(gather(book, db, explainer))
+            target = book.draft / "report.html"
+            atomic_write_text(target, page)
+        except UserError as exc:
+            raise InvalidCommand(str(exc)) from None
+        finally:
+            self.dep_manager.close()
+        self.outstream.write(f"report: {target.as_posix()}\n")
+        return 0

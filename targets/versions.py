@@ -1,0 +1,211 @@
+"""doit commands over the kept versions of a phase's artifacts: ``history``, ``diff``,
+``restore``, ``gc`` (the store itself: pipeline/book/versions.py)."""
+
+from __future__ import annotations
+
+from doit.cmd_base import DoitCmdBase
+from doit.exceptions import InvalidCommand
+
+from pipeline.core.errors import UserError
+from targets.project import scene_db
+
+HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
+
+
+def _task(arg: str):
+    """(book, task id, the phase's files name -> path) for ``PHASE:SCENE``."""
+    from pipeline.book import phases
+    from pipeline.book.workspace import PHASES, check_scene_id
+    from targets.book import context
+
+    phase, _, sid = arg.partition(":")
+    if phase not in PHASES or not sid:
+        raise UserError(f"'{arg}' is not PHASE:SCENE", fix=f"e.g. write:ch001_sc001 (phases: "
+                        f"{', '.join(PHASES)})")
+    check_scene_id(sid)
+    book, _ = context()
+    book.scene(sid)
+    return book, arg, phases.layout(book, sid)[phase].outputs
+
+
+def _store(book):
+    from pipeline.book.versions import Versions
+
+    return Versions(book.workspace.state_dir, book.name)
+
+
+def _number(text: str) -> int:
+    try:
+        return int(text.lstrip("v"))
+    except ValueError:
+        raise UserError(f"'{text}' is not a version number",
+                        fix="doit history PHASE:SCENE lists them (1, 2, ...)") from None
+
+
+class _VersionCommand(DoitCmdBase):
+    """Shared frame: the scenemake check, one-line errors, the DB closed at the end."""
+
+    cmd_options = ()
+    usage_hint = ""
+
+    def _execute(self, pos_args=None):
+        return self._guarded(pos_args)
+
+    def _guarded(self, pos_args, **opts) -> int:
+        try:
+            db = scene_db(self.name, self.dep_manager)
+            return self.run(db, list(pos_args or []), **opts)
+        except UserError as exc:
+            raise InvalidCommand(str(exc)) from None
+        finally:
+            self.dep_manager.close()
+
+    def run(self, db, args: list[str], **opts) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class History(_VersionCommand):
+    """``doit history PHASE:SCENE``: the kept versions of a phase's artifacts."""
+
+    name = "history"
+    doc_purpose = "list the kept versions of a phase's artifacts (why each was made)"
+    doc_usage = "PHASE:SCENE"
+    doc_description = "* marks the version whose files are on disk now."
+
+    def run(self, db, args, **opts) -> int:
+        from pipeline.book.versions import current_matches
+
+        if len(args) != 1:
+            raise UserError("history needs one PHASE:SCENE",
+                            fix="e.g. doit history write:ch001_sc001")
+        book, task_id, files = _task(args[0])
+        versions = _store(book).history(task_id)
+        if not versions:
+            self.outstream.write(f"{task_id}: no kept versions yet (build it first)\n")
+            return 0
+        self.outstream.write(f"{task_id}: {len(versions)} version(s), oldest first "
+                             "(* = the files on disk now)\n")
+        for entry in versions:
+            mark = "*" if current_matches(files, entry) else " "
+            when = (entry.get("timestamp") or "-").replace("T", " ").rstrip("Z")
+            attempt = f"attempt {entry['attempt']}" if "attempt" in entry else ""
+            prompt = f"prompt {entry['prompt_hash'][:8]}" if entry.get("prompt_hash") else ""
+            self.outstream.write(f"{mark} v{entry['version']:<3} {when:19}  {attempt:10} "
+                                 f"{prompt:15} {entry.get('reason', '')}\n")
+        return 0
+
+
+opt_all = {"name": "show_all", "long": "all", "type": bool, "default": False,
+           "help": "also diff the rendered prompt and the raw response"}
+
+
+class Diff(_VersionCommand):
+    """``doit diff PHASE:SCENE [A B]``: what changed between two versions."""
+
+    name = "diff"
+    doc_purpose = "show what changed between two versions of a phase's artifacts"
+    doc_usage = "PHASE:SCENE [A B]"
+    doc_description = ("Without A B: the last two versions. Prose as a word diff "
+                       "([-old-]{+new+}), cards and patches as a JSON diff (~ changed, + added, "
+                       "- removed).")
+    cmd_options = (opt_all,)
+
+    def _execute(self, pos_args=None, show_all=False):
+        return self._guarded(pos_args, show_all=show_all)
+
+    def run(self, db, args, show_all=False, **opts) -> int:
+        from pipeline.book.versions import diff_files
+
+        if len(args) not in (1, 3):
+            raise UserError("diff needs PHASE:SCENE, optionally two versions",
+                            fix="e.g. doit diff write:ch001_sc001 1 2")
+        book, task_id, _files = _task(args[0])
+        store = _store(book)
+        versions = store.history(task_id)
+        if len(args) == 3:
+            old, new = store.version(task_id, _number(args[1])), store.version(
+                task_id, _number(args[2]))
+        elif len(versions) < 2:
+            self.outstream.write(f"{task_id}: {len(versions)} version(s) kept, nothing to "
+                                 "compare yet\n")
+            return 0
+        else:
+            old, new = versions[-2], versions[-1]
+        self.outstream.write(f"{task_id}: version {old['version']} -> {new['version']} "
+                             f"({new.get('reason', '')})\n")
+        names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
+                 if show_all or n not in HIDDEN]
+        shown = 0
+        for name in names:
+            a, b = old["files"].get(name), new["files"].get(name)
+            lines = diff_files(name, store.blob(a) if a else None, store.blob(b) if b else None)
+            if lines:
+                shown += 1
+                self.outstream.write("\n".join(lines).rstrip("\n") + "\n")
+        if not shown:
+            self.outstream.write("no difference" + ("" if show_all else
+                                                    " (--all compares prompt and response too)")
+                                 + "\n")
+        return 0
+
+
+class Restore(_VersionCommand):
+    """``doit restore PHASE:SCENE VERSION``: put a kept version back, with no LLM call."""
+
+    name = "restore"
+    doc_purpose = "put a kept version of a phase's artifacts back (no LLM call)"
+    doc_usage = "PHASE:SCENE VERSION"
+    doc_description = ("Records it in the build DB as the phase's output, so no hand edit is "
+                       "seen; what depends on it rebuilds on it at the next doit.")
+
+    def run(self, db, args, **opts) -> int:
+        from pipeline.book import ledger
+        from pipeline.book.versions import file_state
+        from pipeline.core.builddb import now_iso
+        from pipeline.core.store import atomic_write_many
+
+        if len(args) != 2:
+            raise UserError("restore needs PHASE:SCENE and a version",
+                            fix="e.g. doit restore write:ch001_sc001 1 (doit history lists them)")
+        book, task_id, files = _task(args[0])
+        store = _store(book)
+        entry = store.version(task_id, _number(args[1]))
+        if not db.values(task_id):
+            raise UserError(f"{task_id} has no record in the build DB",
+                            fix="build it first (doit), then restore")
+        data = {files[name]: store.blob(digest) for name, digest in entry["files"].items()
+                if name in files}
+        atomic_write_many(data)
+        hashes = {files[name]: digest for name, digest in entry["files"].items() if name in files}
+        db.announce_outputs(task_id, hashes)
+        db.settle_outputs(task_id, {path: file_state(path, digest)
+                                    for path, digest in hashes.items()})
+        db.add_event(task_id, "restored", {"version": entry["version"]})
+        meta = {k: v for k, v in entry.items() if k not in ("version", "files", "reason")}
+        meta.update(timestamp=now_iso(), reason=f"restored version {entry['version']}")
+        store.add(task_id, files, meta)
+        ledger.export(db, book, task_id.partition(":")[2])
+        self.outstream.write(f"{task_id}: version {entry['version']} restored ({len(data)} "
+                             "file(s), no LLM call); what depends on it rebuilds at the next "
+                             "doit\n")
+        return 0
+
+
+class Gc(_VersionCommand):
+    """``doit gc``: delete kept files no version refers to any more."""
+
+    name = "gc"
+    doc_purpose = "delete kept artifact versions beyond the limit (the first and last 19 stay)"
+    doc_usage = ""
+    doc_description = None
+
+    def run(self, db, args, **opts) -> int:
+        from targets.book import context
+
+        if args:
+            raise UserError("gc takes no arguments")
+        book, _ = context()
+        count, size = _store(book).gc()
+        self.outstream.write(f"gc: deleted {count} kept file(s) ({size} bytes) that no "
+                             "version refers to\n")
+        return 0
