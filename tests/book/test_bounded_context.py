@@ -177,3 +177,19 @@ def test_example_state_files_still_load(tmp_path: Path):
     old = json.loads((REPO / "workspace/books/example/state.json").read_text())
     state = State.model_validate(old)
     assert state.archive.threads == {} and state.last_scene is None
+
+
+def test_call_log_counts_messages_and_schema(built):
+    """The stand-in's tokens_in (what doit cost and the budget read) counts the output
+    schema too: the model receives it with the messages."""
+    from pipeline.llm.offline import estimate_tokens
+
+    calls = built.calls()
+    assert len(calls) == 30 and all(c.get("try", 0) == 0 for c in calls)  # no re-asks
+    for call in calls:
+        prompt = json.loads(built.artifact(call["scene"], f"{call['phase']}/prompt.json")
+                            .read_text())
+        messages = "\n".join(m["content"] for m in prompt["messages"])
+        schema = json.dumps(prompt["output_schema"])
+        assert call["tokens_in"] == estimate_tokens(messages + "\n" + schema), call["task"]
+        assert call["tokens_in"] > estimate_tokens(messages) + estimate_tokens(schema) // 2
