@@ -30,6 +30,8 @@ EXAMPLE = {
 DOCS = {
     "l7": "L7 prompt map of the session: every stage below, then the export",
     "l7_gate_in": "Gate-In: schemas, policies, cross-references -> gate_in_report.json",
+    "l7_slices": "each scene's slice of scenes_v2.json (its entry, cast, neighbours), "
+                 "rewritten only where it changed",
     "l7_context": "scene context packaging: scene, cast looks and wardrobe, style, neighbours",
     "l7_candidates": "N prompt candidates per scene (LLM); not keyed by the score spec",
     "l7_judge": "LLM judge of the rubric criteria, per candidate",
@@ -50,6 +52,7 @@ _PKG = Path(pipeline.l7.__file__).parent
 # still come from the response cache when the requests are unchanged).
 CODE = {
     "gate_in": ["gates.py", "session.py", "policies.py", "contracts.py"],
+    "slices": ["context.py", "session.py"],
     "context": ["context.py"],
     "candidates": ["candidates.py", "llm.py"],
     "judge": ["scoring.py", "llm.py"],
@@ -133,11 +136,17 @@ def _tasks(cfg: RunConfig, s: Session, model: dict) -> Iterator[dict]:
                # the flags and the model (SCENEMAKE_MODEL can change it) are inputs too
                uptodate=[config_changed({"run": run_config, "model": model,
                                          "out_dir": cfg.out_dir})])
+    # One task reads the whole scenes_v2.json and writes each scene's slice (only those
+    # that changed); a scene's context depends on its own slice, so editing one scene of
+    # a long session reruns one context, not all of them.
+    yield task("l7_slices", None, "slices", file_dep=[cfg.scenes_v2], task_dep=["l7_gate_in"],
+               targets=[str(lay.scene(sid, "slice")) for sid in s.order])
     yield _group("l7_context")
     for sid in s.order:
         yield task("l7_context", sid, "context", sid,
-                   file_dep=[cfg.session_input, cfg.session_objective, cfg.scenes_v2],
-                   task_dep=["l7_gate_in"], targets=[ctx(sid), str(lay.scene(sid, "neighbours"))])
+                   file_dep=[cfg.session_input, cfg.session_objective,
+                             str(lay.scene(sid, "slice"))],
+                   task_dep=["l7_slices"], targets=[ctx(sid), str(lay.scene(sid, "neighbours"))])
     for basename in ("l7_candidates", "l7_judge", "l7_score", "l7_select"):
         yield _group(basename)
     for sid in s.active:

@@ -44,6 +44,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def listening_socket() -> socket.socket:
+    """The server's TCP socket, with Nagle's algorithm off for every connection.
+
+    asyncio turns Nagle off only on sockets whose ``proto`` is IPPROTO_TCP; a socket made
+    with ``proto`` 0 (the default) kept it on, and the server writes a response in two
+    pieces (head, then body): the body waited for the client's delayed ACK of the head,
+    about 40 ms per request on a kept-alive connection. Linux hands TCP_NODELAY from the
+    listening socket down to the connections it accepts.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 CLI = Cli(interrupted_message="assistant stopped")
 
 
@@ -67,8 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         workspace=workspace, runs_dir=args.runs_dir or workspace,
         rules_path=args.rules or workspace / "scenarios" / "assistant_rules.json",
         run_id=run_id, delay_ms=args.delay_ms)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = listening_socket()
     try:
         sock.bind((args.host, args.port))
     except OSError as exc:

@@ -90,13 +90,36 @@ class Thread(Strict):
     status: Literal["open", "closed"] = "open"
     opened_in: str | None = None
     closed_in: str | None = None
+    # ids of the characters (and the places they went) the opening scene changed: how a
+    # later scene's bounded context finds the threads that involve its cast or its place
+    involves: list[str] = []
+
+
+class Archive(Strict):
+    """What a scene's prompt no longer needs but the book keeps: closed threads and each
+    character's older facts (moved here at commit, shown again in the registries)."""
+
+    threads: dict[str, Thread] = {}
+    knows: dict[str, list[str]] = {}
+
+
+class SceneAccount(Strict):
+    """A short account of the scene just committed, derived in code from its state patch
+    (no model call): what the next scene's prompt says about the scene before it."""
+
+    id: str
+    events: list[str] = []
+    threads_opened: list[str] = []
+    threads_closed: list[str] = []
 
 
 class State(Strict):
     characters: dict[str, Character] = {}
     locations: dict[str, Location] = {}
     items: dict[str, Item] = {}
-    threads: dict[str, Thread] = {}
+    threads: dict[str, Thread] = {}  # open threads (closed ones move to the archive at commit)
+    archive: Archive = Archive()
+    last_scene: SceneAccount | None = None
 
 
 class NewCharacter(Strict):

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.book.context import KEEP_FACTS, SceneView, scene_view
 from pipeline.book.models import (
     ContinuityPack,
     Finding,
@@ -24,6 +25,7 @@ from pipeline.book.models import (
     State,
     StatePatch,
     StateRepairOutput,
+    Thread,
     WriteOutput,
     output_schema,
 )
@@ -163,7 +165,11 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
 
 
 def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> dict:
-    """Variables the phase's templates see."""
+    """Variables the phase's templates see.
+
+    ``state`` is the scene's bounded view (``pipeline.book.context``), not the whole
+    state, and ``last_scene`` the account of the scene before it.
+    """
     cfg = book.config
     ctx: dict[str, Any] = {
         "book": {"title": cfg.title, "premise": cfg.premise, "style": cfg.style.model_dump()},
@@ -175,55 +181,92 @@ def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> di
         ctx["previous"] = prev.model_dump() if prev else None
         ctx["chapter"] = {"title": _chapter(book, scene.id).title}
     for name, value in inp.items():
+        if name in ("state", "pre_state"):
+            view = _view(scene, inp)
+            ctx["state"] = view.state.model_dump()
+            ctx["last_scene"] = view.last_scene.model_dump() if view.last_scene else None
+            continue
         key = {"scene_card": "card", "state_patch": "patch"}.get(name, name)
         ctx[key] = value.model_dump() if isinstance(value, BaseModel) else value
     return ctx
 
 
-def _patch_choices(state: State, scene_chars: list[str]) -> dict[str, list[str]]:
-    chars, locs = list(state.characters), list(state.locations)
-    open_threads = [t for t, th in state.threads.items() if th.status == "open"]
-    choices = {"CharacterChange.id": scene_chars, "CharacterChange.location": locs,
-               "StatePatch.threads_closed": open_threads}
-    if state.items:
-        choices["ItemMove.id"] = list(state.items)
-        choices["ItemMove.holder"] = chars + locs
+def _view(scene: OutlineScene, inp: dict) -> SceneView:
+    state = inp["state"] if "state" in inp else inp["pre_state"]
+    return scene_view(state, scene, inp.get("scene_card"))
+
+
+def _patch_choices(view: SceneView, scene_chars: list[str]) -> dict[str, list[str]]:
+    choices = {"CharacterChange.id": scene_chars, "CharacterChange.location": view.places,
+               "StatePatch.threads_closed": view.threads}
+    if view.items:
+        choices["ItemMove.id"] = view.items
+        choices["ItemMove.holder"] = view.cast + view.places
     else:
         choices["StatePatch.items"] = []
     return choices
 
 
 def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
-    """The output JSON Schema for ``phase``, narrowed to ids the scene may use."""
+    """The output JSON Schema for ``phase``, narrowed to the ids of the scene's bounded
+    view (so its enums do not grow with the book either)."""
     if phase == "plan":
         return output_schema(SceneCard, {"SceneCard.pov": scene.characters,
                                          "SceneCard.location": [scene.location],
                                          "SceneCard.characters": scene.characters})
-    state: State = inp["state"]
+    view = _view(scene, inp)
     card: SceneCard = inp["scene_card"] if "scene_card" in inp else None
     chars = card.characters if card else scene.characters
     if phase == "continuity_pack":
-        open_threads = [t for t, th in state.threads.items() if th.status == "open"]
-        subjects = list(chars) + [card.location] + list(state.items)
+        subjects = list(chars) + view.cast + [card.location] + view.items
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
-                                              "ContinuityPack.open_threads": open_threads})
-    schema = output_schema(OUTPUT_MODELS[phase], _patch_choices(state, chars))
-    _forbid_existing_threads(schema, state)
+                                              "ContinuityPack.open_threads": view.threads})
+    schema = output_schema(OUTPUT_MODELS[phase], _patch_choices(view, chars))
+    _forbid_existing_threads(schema, view)
     return schema
 
 
-def _forbid_existing_threads(schema: dict, state: State) -> None:
-    if state.threads:
+def _forbid_existing_threads(schema: dict, view: SceneView) -> None:
+    # Only the threads in view: the rest of the book's ids are checked in code
+    # (output_validator), which re-asks the model, so the schema stays bounded.
+    if view.threads:
         new_id = schema["$defs"]["NewThread"]["properties"]["id"]
-        new_id["not"] = {"enum": sorted(state.threads)}
+        new_id["not"] = {"enum": sorted(view.threads)}
+
+
+def known_thread(state: State, tid: str) -> Thread | None:
+    """The thread ``tid`` of the book, open or archived (None if there is none)."""
+    return state.threads.get(tid) or state.archive.threads.get(tid)
+
+
+def output_validator(phase: str, inp: dict):
+    """The check of a phase's answer past its schema: the pydantic model, and for a state
+    patch that a new thread does not reuse an id the book already has (the schema only
+    lists the threads in view). A failure is a ValueError, so the model is re-asked."""
+    model = OUTPUT_MODELS[phase]
+    state: State | None = inp.get("state")
+
+    def validate(value: Any) -> BaseModel:
+        data = model.model_validate(value)
+        patch = getattr(data, "state_patch", None)
+        if patch is not None and state is not None:
+            for i, t in enumerate(patch.threads_opened):
+                old = known_thread(state, t.id)
+                if old is not None:
+                    raise ValueError(
+                        f"$.state_patch.threads_opened[{i}].id: thread '{t.id}' already exists "
+                        f"(opened in {old.opened_in or 'the initial state'}); choose a new id")
+        return data
+
+    return validate
 
 
 def patch_schema(scene: OutlineScene, inp: dict) -> dict:
     """The JSON Schema a scene's state patch must satisfy against its current pre-state."""
-    state: State = inp["state"]
+    view = _view(scene, inp)
     chars = inp["scene_card"].characters if "scene_card" in inp else scene.characters
-    schema = output_schema(StatePatch, _patch_choices(state, chars))
-    _forbid_existing_threads(schema, state)
+    schema = output_schema(StatePatch, _patch_choices(view, chars))
+    _forbid_existing_threads(schema, view)
     return schema
 
 
@@ -319,7 +362,7 @@ def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
             findings.append(Finding(rule="forbidden", severity="error",
                                     message=f"prose contains {marker!r}"))
     for t in patch.threads_opened:
-        if t.id in state.threads:
+        if known_thread(state, t.id) is not None:
             findings.append(Finding(rule="thread_exists", severity="error",
                                     message=f"thread '{t.id}' is already in the state"))
     for t in patch.threads_closed:
@@ -385,12 +428,20 @@ def _card_findings(scene: OutlineScene, card: SceneCard, patch: StatePatch, pros
 
 
 def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
-    """The post-state: the pre-state with the scene's patch applied."""
+    """The post-state: the pre-state with the scene's patch applied.
+
+    Closed threads and each character's facts beyond the latest ``KEEP_FACTS`` move to
+    the archive (kept, not sent to the model), and ``last_scene`` becomes this scene's
+    account, so the next scene's prompt stays bounded.
+    """
     data = state.model_dump()
+    touched: set[str] = set()
     for c in patch.characters:
         ch = data["characters"][c.id]
+        touched.add(c.id)
         if c.location:
             ch["location"] = c.location
+            touched.add(c.location)
         if c.condition:
             ch["condition"] = c.condition
         for fact in c.learned:
@@ -400,19 +451,42 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
         data["items"][move.id]["holder"] = move.holder
     for t in patch.threads_opened:
         data["threads"][t.id] = {"summary": t.summary, "status": "open", "opened_in": sid,
-                                 "closed_in": None}
+                                 "closed_in": None, "involves": sorted(touched)}
     for t in patch.threads_closed:
         data["threads"][t]["status"] = "closed"
         data["threads"][t]["closed_in"] = sid
+    archive = data["archive"]
+    for tid in [t for t, th in data["threads"].items() if th["status"] != "open"]:
+        archive["threads"][tid] = data["threads"].pop(tid)
+    for cid, ch in data["characters"].items():
+        if len(ch["knows"]) > KEEP_FACTS:
+            archive["knows"].setdefault(cid, []).extend(ch["knows"][:-KEEP_FACTS])
+            ch["knows"] = ch["knows"][-KEEP_FACTS:]
+    data["last_scene"] = {"id": sid, "events": list(patch.events),
+                          "threads_opened": [t.id for t in patch.threads_opened],
+                          "threads_closed": list(patch.threads_closed)}
     return State.model_validate(data)
+
+
+def registries(post: dict) -> dict[str, dict]:
+    """The registries of a post-state (as dumped): everything the book knows, the archive
+    put back (every thread, open or closed; every fact a character ever learned)."""
+    archive = post.get("archive") or {}
+    chars = {}
+    for cid, ch in post["characters"].items():
+        older = archive.get("knows", {}).get(cid, [])
+        chars[cid] = {**ch, "knows": older + ch["knows"]} if older else ch
+    threads = {**archive.get("threads", {}), **post["threads"]}
+    return {"characters": chars, "locations": post["locations"], "items": post["items"],
+            "threads": threads}
 
 
 def commit(state: State, patch: StatePatch, sid: str) -> dict[str, bytes]:
     """Apply the patch and snapshot the registries."""
     post = apply_patch(state, patch, sid).model_dump()
     out = {"post_state": dump_json(post).encode()}
-    for reg in ("characters", "locations", "items", "threads"):
-        out[reg] = dump_json(post[reg]).encode()
+    for reg, value in registries(post).items():
+        out[reg] = dump_json(value).encode()
     return out
 
 

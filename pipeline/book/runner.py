@@ -180,7 +180,7 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
                          params=params, output_schema=schema, attempt=attempt)
     response = llm_client(book, rv).complete(
         request, CallContext(run=book.name, task=task_id, unit=scene.id, step=phase),
-        validate=phases.OUTPUT_MODELS[phase].model_validate)
+        validate=phases.output_validator(phase, inp))
     values.update(
         prompt_hash=prompt_hash, attempt=attempt,
         template_set={role: {"path": t["path"], "hash": t["hash"]}

@@ -40,3 +40,24 @@ def neighbours(session: Session, sid: str) -> dict:
     i = order.index(sid)
     return {"scene_id": sid, "prev": order[i - 1] if i > 0 else None,
             "next": order[i + 1] if i + 1 < len(order) else None}
+
+
+def scene_slice(session: Session, sid: str) -> dict:
+    """Scene ``sid``'s slice of ``scenes_v2.json``: all its context is made from (with the
+    session input and objective), so a scene's context task depends on it and not on the
+    whole file: editing one scene reruns one context."""
+    scene = session.scenes[sid]
+    chars = session.characters
+    return {"scene": scene.model_dump(mode="json"),
+            "cast": [chars[c].model_dump(mode="json") for c in scene.characters if c in chars],
+            "neighbours": neighbours(session, sid)}
+
+
+def write_slices(session: Session, task: str) -> dict:
+    """Stage ``slices``: every scene's slice, each file rewritten only when it changed
+    (an unchanged one keeps its hash and mtime, so its context stays up to date)."""
+    from .files import write_if_changed
+
+    written = sum(write_if_changed(session.layout.scene(sid, "slice"), scene_slice(session, sid))
+                  for sid in session.order)
+    return {"slices_written": written}

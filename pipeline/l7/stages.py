@@ -20,7 +20,7 @@ from pipeline.core.store import dump_json
 from pipeline.llm import CallContext, read_calls
 
 from . import candidates, continuity, export, gates, llm, revision, scoring, selection
-from .context import neighbours, scene_context
+from .context import neighbours, scene_context, write_slices
 from .contracts import OUTPUT_FILES, ScoreSpec
 from .files import load, write_if_changed
 from .session import RunConfig, Session, session_for
@@ -245,6 +245,7 @@ def publish(session: Session, task: str, *task_names: str) -> None:
                          path=str(Path(session.cfg.out_dir) / "gate_out_report.json"))
 
 
-STAGES = {"gate_in": gate_in, "context": context, "candidates": generate, "judge": judge,
-          "score": score, "select": select, "base": base, "audit": audit, "revise": revise,
-          "export": export_docs, "gate_out": gate_out, "publish": publish}
+STAGES = {"gate_in": gate_in, "slices": write_slices, "context": context,
+          "candidates": generate, "judge": judge, "score": score, "select": select,
+          "base": base, "audit": audit, "revise": revise, "export": export_docs,
+          "gate_out": gate_out, "publish": publish}

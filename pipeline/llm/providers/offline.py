@@ -49,6 +49,8 @@ class OfflineProvider:
             for m in request.messages
             if isinstance(m, dict) and isinstance(m.get("content"), str)
         )
+        if request.output_schema is not None:  # the model receives the schema too
+            prompt += "\n" + json.dumps(request.output_schema)
         return ProviderResult(
             text=text, tokens_in=estimate_tokens(prompt), tokens_out=estimate_tokens(text)
         )
