@@ -93,11 +93,15 @@ def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
     if env_latency:
         settings["offline_latency_ms"] = float(env_latency)
     state_dir = Path(state_dir)
-    return LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
-                     providers=default_providers(settings),
-                     max_reasks=int(settings.get("max_reasks", 2)),
-                     prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
-                     budget=Budget(max_cost_usd))
+    client = LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
+                       providers=default_providers(settings),
+                       max_reasks=int(settings.get("max_reasks", 2)),
+                       prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
+                       budget=Budget(max_cost_usd))
+    from .shared import attach_shared  # SCENEMAKE_CACHE_URL / cache_url: the shared cache
+
+    attach_shared(client, state_dir)
+    return client
 
 
 def _one_line(text: str) -> str:
@@ -155,6 +159,9 @@ class LLMClient:
         # Running totals of this process, for the progress display.
         self.stats = {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
                       "cost_usd": 0.0, "cost_avoided_usd": 0.0}
+        # Claims shared past this process (``shared.attach_shared``): None = threads only.
+        self.claims: Any = None
+        self.shared: str | None = None  # the shared cache's URL (no password), if any
         self._guard = threading.Lock()
         self._locks: dict[str, list] = {}  # hash -> [lock, number of threads using it]
         self._validators: dict[str, SchemaCheck] = {}
@@ -181,7 +188,14 @@ class LLMClient:
         key = request.request_hash()
         with self._hash_lock(key):
             response = self._from_cache(request, key, ctx, checker, validate)
-            if response is None:
+            if response is None and self.claims is not None:
+                with self.claims.claim(key):
+                    # Whoever held the claim before us has stored its answer: look again.
+                    response = self._from_cache(request, key, ctx, checker, validate)
+                    if response is None:
+                        response = self._generate(request, key, ctx, provider, checker,
+                                                  validate)
+            elif response is None:
                 response = self._generate(request, key, ctx, provider, checker, validate)
             return response
 
