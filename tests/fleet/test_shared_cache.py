@@ -175,3 +175,50 @@ def test_unusable_cache_stops_the_run_in_one_line(pg, tmp_path, case):
     assert BUILDER_PASSWORD not in proc.out and READER_PASSWORD not in proc.out
     assert one.calls() == []  # never a miss: nothing was asked
     assert not list((one.draft / "scenes").rglob("response*"))
+
+
+def _priced(m: Project, seed: int = 7) -> Project:
+    m.edit_json(BOOK, lambda d: (d.update(prices=PRICE), d["model"].update(seed=seed)))
+    return m
+
+
+def test_cost_reads_the_shared_log_and_all_machines_shows_the_team(pg, tmp_path):
+    url = fresh_db(pg)
+    one, two = _priced(machine(tmp_path, "one")), _priced(machine(tmp_path, "two"))
+    one.build(env=env(url, SCENEMAKE_MACHINE="one"))
+    two.build(env=env(url, SCENEMAKE_MACHINE="two"))
+    spent = sum(c["cost_usd"] for c in one.misses())
+    assert spent > 0
+    mine = two.build("cost", env=env(url, SCENEMAKE_MACHINE="two")).stdout
+    total_line = [ln for ln in mine.splitlines() if "total" in ln][0]
+    assert "0.0000" in total_line and f"{spent:.4f}" in total_line  # spent 0, avoided all
+    team = two.build("cost", "--all-machines", env=env(url, SCENEMAKE_MACHINE="two")).stdout
+    per_machine = {ln.split("│")[1].strip(): ln for ln in team.splitlines()
+                   if ln.count("│") >= 5 and ln.split("│")[1].strip() in ("one", "two",
+                                                                          "all machines")}
+    assert f"{spent:.4f}" in per_machine["one"].split("│")[4]  # one paid
+    assert f"{spent:.4f}" in per_machine["two"].split("│")[5]  # two was served for free
+    assert "60" in per_machine["all machines"].split("│")[2]
+    # without a shared cache, --all-machines says what it needs in one line
+    alone = two.doit("cost", "--all-machines")
+    assert alone.returncode != 0 and "SCENEMAKE_CACHE_URL" in alone.out
+    assert "Traceback" not in alone.out
+
+
+def test_budget_of_a_named_run_counts_every_machine(pg, tmp_path):
+    url = fresh_db(pg)
+    one, two = _priced(machine(tmp_path, "one")), _priced(machine(tmp_path, "two"), seed=8)
+    first = one.doit("budget=3", env=env(url, SCENEMAKE_RUN="nightly"))
+    assert first.returncode != 0 and "spent in run 'nightly' (all machines)" in first.out
+    run_spent = rows(url, "SELECT sum(cost_usd) FROM llm_calls WHERE run = 'nightly'")[0][0]
+    assert 0 < run_spent <= 3
+    # another machine of the same run (other requests: another seed) finds the budget used
+    second = two.doit("budget=3", env=env(url, SCENEMAKE_RUN="nightly"))
+    assert second.returncode != 0 and "Traceback" not in second.out
+    run_spent = rows(url, "SELECT sum(cost_usd) FROM llm_calls WHERE run = 'nightly'")[0][0]
+    assert run_spent <= 3 + 1e-9
+    assert rows(url, "SELECT count(*) FROM llm_claims") == [(0,)]
+    # a run of another name has its own budget
+    third = two.doit("budget=3", env=env(url, SCENEMAKE_RUN="other"))
+    assert "spent in run 'other'" in third.out
+    assert 0 < rows(url, "SELECT sum(cost_usd) FROM llm_calls WHERE run = 'other'")[0][0] <= 3

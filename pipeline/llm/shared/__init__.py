@@ -111,3 +111,37 @@ def attach_shared(client: Any, state_dir: Path) -> None:
     if run:
         client.budget = SharedBudget(client.budget.max_cost_usd, db, claims, run)
     client.shared = db.shown
+
+
+def read_shared_calls(workspace_root: Path, book: str | None,
+                      all_machines: bool = False) -> list[dict] | None:
+    """The shared call log's lines (as ``read_calls`` gives them, plus ``machine`` and
+    ``run``) of ``book`` (None: every book), from this machine or from all of them; None
+    when no shared cache is configured. Reading needs no write permission."""
+    settings = shared_settings(Path(workspace_root))
+    if settings is None:
+        return None
+    from .connection import Connector
+    from .schema import migrate
+    from .store import _CALL_COLUMNS, machine_name
+
+    db = Connector(settings.url)
+    migrate(db)
+    sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM llm_calls WHERE true"
+    args: list = []
+    if book is not None:
+        sql += " AND book = %s"
+        args.append(book)
+    if not all_machines:
+        sql += " AND machine = %s"
+        args.append(machine_name(Path(workspace_root)))
+    found = db.run("read the call log", lambda conn: conn.execute(sql + " ORDER BY id",
+                                                                   args).fetchall())
+    calls = []
+    for row in found:
+        line = dict(zip(_CALL_COLUMNS, row, strict=True))
+        line["timestamp"] = line.pop("at")
+        if line.get("cost_avoided_usd") is None:
+            line.pop("cost_avoided_usd")
+        calls.append(line)
+    return calls
