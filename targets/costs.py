@@ -20,19 +20,37 @@ class Cost(DoitCmdBase):
     name = "cost"
     doc_purpose = "print what the book's LLM calls cost: per phase and in total"
     doc_usage = ""
-    doc_description = "Read from workspace/.scenemake/llm_calls.jsonl (every call, hit or miss)."
-    cmd_options = ()
+    doc_description = ("Read from workspace/.scenemake/llm_calls.jsonl (every call, hit or miss), "
+                       "or from the shared call log when a shared cache is configured "
+                       "(SCENEMAKE_CACHE_URL / cache_url); --all-machines: every machine's.")
+    cmd_options = ({"name": "all_machines", "long": "all-machines", "type": bool,
+                    "default": False,
+                    "help": "spend and savings of every machine on the shared cache"},)
 
-    def _execute(self, pos_args=None):
+    def _execute(self, all_machines=False, pos_args=None):
+        from doit.exceptions import InvalidCommand
         from rich.table import Table
 
         from pipeline.book.workspace import LLM_PHASES
+        from pipeline.core.errors import UserError
         from pipeline.llm import read_calls
+        from pipeline.llm.shared import read_shared_calls
         from targets.book import context
 
         book, _ = context()
         self.dep_manager.close()
-        calls = [c for c in read_calls(book.workspace.call_log) if c.get("book") == book.name]
+        try:
+            shared = read_shared_calls(book.workspace.root, book.name, all_machines)
+        except UserError as exc:
+            raise InvalidCommand(str(exc)) from None
+        if shared is None and all_machines:
+            raise InvalidCommand("cost --all-machines reads the shared call log: set "
+                                 "SCENEMAKE_CACHE_URL (or cache_url in workspace/scenemake.json)")
+        if shared is not None:
+            calls = shared
+        else:
+            calls = [c for c in read_calls(book.workspace.call_log)
+                     if c.get("book") == book.name]
         rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
         for c in calls:
             for key in (c.get("phase") or "?", "total"):
@@ -56,14 +74,40 @@ class Cost(DoitCmdBase):
                           f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
                           style="bold" if key == "total" else None)
         _console(self.outstream).print(table)
+        if all_machines:
+            _console(self.outstream).print(_per_machine(calls, book.name))
         # the book's totals beside its phase ledgers, for tools that read files
         from pipeline.core.store import atomic_write_json
 
+        if all_machines:  # the file holds this machine's view; the team's is printed only
+            return 0
         atomic_write_json(book.draft / "context" / "cost_totals.json", {
             "book": book.name,
             "phases": {k: {n: round(v, 6) for n, v in rows[k].items()} for k in order},
             "total": {n: round(v, 6) for n, v in rows["total"].items()} if calls else {}})
         return 0
+
+
+def _per_machine(calls: list[dict], book: str):
+    """A table of calls, hits, spent and avoided dollars per machine (and the team's total)."""
+    from rich.table import Table
+
+    rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    for c in calls:
+        for key in (c.get("machine") or "?", "all machines"):
+            r = rows[key]
+            r["calls"] += 1
+            r["hits"] += c["cache"] == "hit"
+            r["spent"] += c.get("cost_usd", 0.0) or 0.0
+            r["avoided"] += c.get("cost_avoided_usd", 0.0) or 0.0
+    table = Table(title=f"LLM cost of book '{book}' per machine (shared call log)")
+    for col in ("machine", "calls", "cache hits", "spent $", "avoided by cache $"):
+        table.add_column(col, justify="left" if col == "machine" else "right")
+    for key in sorted(k for k in rows if k != "all machines") + ["all machines"] * bool(calls):
+        r = rows[key]
+        table.add_row(key, f"{int(r['calls'])}", f"{int(r['hits'])}", f"{r['spent']:.4f}",
+                      f"{r['avoided']:.4f}", style="bold" if key == "all machines" else None)
+    return table
 
 
 class Estimate(DoitCmdBase):

@@ -34,5 +34,6 @@ def built(tmp_path: Path, built_template: Path) -> Project:
 def pytest_collection_modifyitems(items) -> None:
     """A test that needs a real server is slow too: ``pytest -m "not slow"`` is the quick suite."""
     for item in items:
-        if item.get_closest_marker("llama") is not None:
+        if (item.get_closest_marker("llama") is not None
+                or item.get_closest_marker("fleet") is not None):
             item.add_marker(pytest.mark.slow)

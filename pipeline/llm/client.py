@@ -82,13 +82,17 @@ def build_client(state_dir: Path, endpoint: Mapping[str, Any] | None = None,
     if env_latency:
         settings["offline_latency_ms"] = float(env_latency)
     state_dir = Path(state_dir)
-    return LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
-                     claims=WorkspaceClaims(state_dir / "claims"),
-                     providers=default_providers(settings, state_dir=state_dir,
-                                                 transport=transport),
-                     max_reasks=int(settings.get("max_reasks", 2)),
-                     prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
-                     budget=Budget(max_cost_usd))
+    client = LLMClient(state_dir / "llm_cache", state_dir / "llm_calls.jsonl",
+                       claims=WorkspaceClaims(state_dir / "claims"),
+                       providers=default_providers(settings, state_dir=state_dir,
+                                                   transport=transport),
+                       max_reasks=int(settings.get("max_reasks", 2)),
+                       prices=PriceTable({m: dict(p) for m, p in (prices or {}).items()}),
+                       budget=Budget(max_cost_usd))
+    from .shared import attach_shared  # SCENEMAKE_CACHE_URL / cache_url: the shared cache
+
+    attach_shared(client, state_dir)
+    return client
 
 
 def _one_line(text: str) -> str:
@@ -150,8 +154,10 @@ class LLMClient:
         # Running totals of this process, for the progress display.
         self.stats = {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
                       "cost_usd": 0.0, "cost_avoided_usd": 0.0}
-        # Claims beside the cache by default: every client of one workspace sees them.
+        # Claims beside the cache by default: every client of one workspace sees them; a
+        # shared cache (``shared.attach_shared``) puts its own, seen by every machine.
         self.claims: Claims = claims or WorkspaceClaims(Path(cache_dir).parent / "claims")
+        self.shared: str | None = None  # the shared cache's URL (no password), if any
         self._guard = threading.Lock()
         self._validators: dict[str, SchemaCheck] = {}
 
