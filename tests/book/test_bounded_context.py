@@ -182,7 +182,7 @@ def test_example_state_files_still_load(tmp_path: Path):
 def test_call_log_counts_messages_and_schema(built):
     """The stand-in's tokens_in (what doit cost and the budget read) counts the output
     schema too: the model receives it with the messages."""
-    from pipeline.llm.offline import estimate_tokens
+    from pipeline.llm.providers.offline import estimate_tokens
 
     calls = built.calls()
     assert len(calls) == 30 and all(c.get("try", 0) == 0 for c in calls)  # no re-asks

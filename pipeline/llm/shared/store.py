@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.core import cpu_turn
 from pipeline.core.hashing import hash_json
+from pipeline.core.jsonio import load_json
 from pipeline.core.store import append_line
 
 from ..budget import Budget, BudgetExceeded
@@ -362,7 +363,7 @@ def upload_spool(db: Connector, spool: Path, machine: str) -> int:
         request_hash = path.stem
         found = cache.get(request_hash) if _HASH_RE.fullmatch(request_hash) else None
         if found is not None:
-            request = json.loads(path.read_text(encoding="utf-8"))["request"]
+            request = load_json(path)["request"]
             entries.append((request_hash, json.dumps(request, ensure_ascii=False,
                                                      sort_keys=True),
                             json.dumps(found.to_json()), machine))
