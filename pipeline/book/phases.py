@@ -211,9 +211,14 @@ def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
     """The output JSON Schema for ``phase``, narrowed to the ids of the scene's bounded
     view (so its enums do not grow with the book either)."""
     if phase == "plan":
-        return output_schema(SceneCard, {"SceneCard.pov": scene.characters,
-                                         "SceneCard.location": [scene.location],
-                                         "SceneCard.characters": scene.characters})
+        schema = output_schema(SceneCard, {"SceneCard.pov": scene.characters,
+                                           "SceneCard.location": [scene.location]})
+        # Who is present is the outline's to say: the card lists exactly them. As a const,
+        # constrained decoding writes it for the model; an enum list let a small model
+        # repeat ids, which no grammar can forbid (uniqueItems is checked after decoding).
+        schema["properties"]["characters"] = {"const": list(scene.characters),
+                                              "title": "Characters"}
+        return schema
     view = _view(scene, inp)
     card: SceneCard = inp["scene_card"] if "scene_card" in inp else None
     chars = card.characters if card else scene.characters

@@ -31,7 +31,9 @@ def test_a_card_naming_a_character_twice_is_refused_and_the_schema_says_so(book)
         SceneCard.model_validate({**CARD, "beats": ["a b c", "d e f", "a b c"]})
     scene = book.scenes[0]
     schema = schema_for("plan", scene, {})
-    assert schema["properties"]["characters"]["uniqueItems"] is True
+    # the plan's cast is the outline's, written for the model by constrained decoding
+    assert schema["properties"]["characters"] == {"const": scene.characters,
+                                                  "title": "Characters"}
     assert schema["properties"]["beats"]["uniqueItems"] is True
     patch = output_schema(StatePatch, {})
     assert patch["properties"]["threads_closed"]["uniqueItems"] is True
