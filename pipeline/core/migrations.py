@@ -37,15 +37,19 @@ class Step:
     atomic: bool = True
 
 
+def _driver(conn: Any) -> str:
+    """The DB-API module a connection comes from (``sqlite3``, ``psycopg`` ...)."""
+    return type(conn).__module__.split(".")[0]
+
+
 def _placeholder(conn: Any) -> str:
     """The driver's parameter marker: ``?`` (sqlite3 qmark) or ``%s`` (psycopg format)."""
-    driver = sys.modules.get(type(conn).__module__.split(".")[0])
-    style = getattr(driver, "paramstyle", "qmark")
+    style = getattr(sys.modules.get(_driver(conn)), "paramstyle", "qmark")
     return "?" if style == "qmark" else "%s"
 
 
 def _is_sqlite(conn: Any) -> bool:
-    return type(conn).__module__.split(".")[0] == "sqlite3"
+    return _driver(conn) == "sqlite3"
 
 
 class Migrations:
@@ -104,9 +108,11 @@ class Migrations:
                 step.apply(conn if target is None else target)
             cur = conn.cursor()
             try:
+                # take the write lock now: a second process waits here, then sees the record
                 if _is_sqlite(conn):
-                    # take the write lock now: a second process waits here, then sees the record
                     cur.execute("begin immediate")
+                elif _driver(conn) in ("psycopg", "psycopg2"):
+                    cur.execute(f"lock table {self.table} in exclusive mode")
                 cur.execute(f"select 1 from {self.table} where name = {ph}", (step.name,))
                 if cur.fetchone() is None:
                     if step.atomic:

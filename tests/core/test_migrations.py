@@ -147,3 +147,51 @@ def test_a_records_migration_runs_once_per_db(tmp_path, monkeypatch):
     for _ in range(2):
         builddb.SceneDB(str(tmp_path / "b.sqlite"), None)._conn.close()
     assert seen == [""]
+
+
+def test_a_format_paramstyle_driver_gets_its_own_markers(tmp_path, monkeypatch):
+    """The helper speaks plain DB-API: a driver with ``%s`` markers (psycopg's style) works,
+    here a stand-in module translating them for sqlite."""
+    import sys
+    import types
+
+    issued: list[str] = []
+    fake = types.ModuleType("fakepg")
+    fake.paramstyle = "format"
+
+    class Cursor:
+        def __init__(self, cur):
+            self._cur = cur
+
+        def execute(self, sql, params=()):
+            issued.append(sql)
+            self._cur.execute(sql.replace("%s", "?"), params)
+
+        def fetchone(self):
+            return self._cur.fetchone()
+
+        def fetchall(self):
+            return self._cur.fetchall()
+
+    class Connection:
+        def __init__(self, path):
+            self._conn = sqlite3.connect(path)
+
+        def cursor(self):
+            return Cursor(self._conn.cursor())
+
+        def commit(self):
+            self._conn.commit()
+
+        def rollback(self):
+            self._conn.rollback()
+
+    Connection.__module__ = "fakepg.connection"
+    monkeypatch.setitem(sys.modules, "fakepg", fake)
+    conn = Connection(tmp_path / "pg.db")
+    steps = Migrations("my_migrations")
+    steps.migration(lambda c: c.cursor().execute("create table t (x integer)"), name="m001_t")
+    assert steps.migrate(conn) == ["m001_t"]
+    assert steps.migrate(conn) == []
+    assert any("values (%s, %s)" in sql for sql in issued)
+    assert not any("?" in sql for sql in issued)
