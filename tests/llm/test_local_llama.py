@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from support.parts import require
@@ -74,6 +75,11 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
     assert [(c["provider"], c["cache"]) for c in calls][-2:] == [("local", "miss"),
                                                                   ("local", "hit")]
     assert calls[-2]["tokens_out"] > 0 and calls[-2]["cost_usd"] == 0.0
+    # the prompt counted by the model's own tokenizer (the stream carries no usage)
+    counted = httpx.post(server.base_url.removesuffix("/v1") + "/extras/tokenize/count",
+                         json={"input": local.chatml(list(_request(model.model).messages))},
+                         timeout=10).json()["count"]
+    assert calls[-2]["tokens_in"] == counted
     client.close()
     assert not _alive(pid) and local._servers == {} and local._live == set()
 

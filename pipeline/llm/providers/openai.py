@@ -69,7 +69,8 @@ class OpenAICompatProvider:
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
                  transport: httpx.BaseTransport | None = None,
-                 memory: EndpointMemory | None = None):
+                 memory: EndpointMemory | None = None,
+                 count_prompt: Callable[[list], int | None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -79,6 +80,8 @@ class OpenAICompatProvider:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.memory = memory or EndpointMemory(None)
+        # The model's own tokenizer for a prompt, when the server's answer has no usage.
+        self.count_prompt = count_prompt
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), transport=transport)
@@ -243,15 +246,18 @@ class OpenAICompatProvider:
 
     def _result(self, body: dict, text: str, usage: dict | None,
                 pieces: int | None) -> ProviderResult:
-        """Tokens from the server's usage; else a streamed answer's pieces (llama.cpp and
-        most servers send one token per piece), else an estimate (``estimate_tokens``)."""
+        """Tokens from the server's usage; else the prompt counted by ``count_prompt`` and
+        a streamed answer's pieces (llama.cpp and most servers send one token per piece);
+        else an estimate (``estimate_tokens``: words * 1.3)."""
         usage = usage if isinstance(usage, dict) else {}
-        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        tokens_in = usage.get("prompt_tokens")
+        if not tokens_in and self.count_prompt is not None:
+            tokens_in = self.count_prompt(body["messages"])
+        if not tokens_in:
+            tokens_in = estimate_tokens("\n".join(str(m.get("content", ""))
+                                                  for m in body["messages"]))
         out = usage.get("completion_tokens") or pieces or estimate_tokens(text)
-        return ProviderResult(
-            text=text,
-            tokens_in=int(usage.get("prompt_tokens") or estimate_tokens(prompt)),
-            tokens_out=int(out))
+        return ProviderResult(text=text, tokens_in=int(tokens_in), tokens_out=int(out))
 
     def _server_message(self, resp: httpx.Response) -> str:
         try:
