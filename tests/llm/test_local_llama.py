@@ -80,8 +80,15 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
                          json={"input": local.chatml(list(_request(model.model).messages))},
                          timeout=10).json()["count"]
     assert calls[-2]["tokens_in"] == counted
+    # a server that dies (killed, out of memory) is replaced on the next request
+    os.kill(pid, signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    other = client.complete(_request(model.model, "Name the ferryman and his mood. JSON."), ctx)
+    assert other.cache == "miss" and set(other.data) == {"name", "mood"}
+    new_pid = local._servers[local.default_model_path().resolve()].proc.pid
+    assert new_pid != pid and _alive(new_pid)
     client.close()
-    assert not _alive(pid) and local._servers == {} and local._live == set()
+    assert not _alive(new_pid) and local._servers == {} and local._live == set()
 
 
 SCRIPT = textwrap.dedent("""

@@ -249,7 +249,8 @@ class LocalProvider:
         self.state_dir = state_dir
         self.transport = transport
         self.limiter = _LIMITER
-        self._asking: dict[Path, object] = {}  # model file -> its OpenAICompatProvider
+        # model file -> (its OpenAICompatProvider, the server it asks)
+        self._asking: dict[Path, tuple] = {}
         self._lock = threading.Lock()
         self._http = None  # for counting tokens (made with the first server)
 
@@ -257,7 +258,16 @@ class LocalProvider:
         with self._lock:  # other threads wait here while the server starts
             found = self._asking.get(path)
             if found is not None:
-                return found
+                asking, server = found
+                if server.running():
+                    return asking
+                # That server died (killed, out of memory): ask a new one.
+                del self._asking[path]
+                asking.close()
+                with _servers_lock:
+                    if _servers.get(path) is server:
+                        del _servers[path]
+                server.stop()
             with _servers_lock:
                 server = _servers.get(path)
                 if server is None or not server.running():
@@ -272,7 +282,7 @@ class LocalProvider:
             if self._http is None:
                 self._http = httpx.Client(transport=self.transport)
             s = self.settings
-            found = self._asking[path] = OpenAICompatProvider(
+            asking = OpenAICompatProvider(
                 server.base_url, transport=self.transport,
                 timeout_s=float(s.get("timeout_s", 120.0)),
                 idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
@@ -281,7 +291,8 @@ class LocalProvider:
                                   max_total_s=float(s.get("max_retry_seconds", 120.0))),
                 limiter=self.limiter,
                 count_prompt=prompt_counter(self._http, server.base_url.removesuffix("/v1")))
-            return found
+            self._asking[path] = (asking, server)
+            return asking
 
     def generate(self, request: LLMRequest) -> ProviderResult:
         """Answer ``request`` with its model's server (started now if need be)."""
@@ -295,16 +306,14 @@ class LocalProvider:
             http, self._http = self._http, None
         if http is not None:
             http.close()
-        for path, provider in asking.items():
+        for path, (provider, server) in asking.items():
             provider.close()
             with _servers_lock:
-                server = _servers.get(path)
-                if server is None:
-                    continue
                 server.users -= 1
                 if server.users <= 0:
                     server.stop()
-                    del _servers[path]
+                    if _servers.get(path) is server:
+                        del _servers[path]
 
 
 class LocalPlugin:
