@@ -135,3 +135,16 @@ def test_prompt_tokens_come_from_the_models_tokenizer_when_the_stream_has_no_usa
     broken = local.prompt_counter(httpx.Client(transport=httpx.MockTransport(
         lambda r: httpx.Response(404))), "http://local.test")
     assert broken(list(messages)) is None  # the caller then estimates
+
+
+def test_a_name_resolved_elsewhere_finds_the_shipped_model_if_the_content_matches(
+        monkeypatch, tmp_path):
+    shipped = tmp_path / local.MODEL_FILE
+    shipped.write_bytes(b"GGUF shipped")
+    monkeypatch.setattr(local, "default_model_path", lambda: shipped)
+    monkeypatch.setattr(local, "_known", {})
+    name = f"{local.MODEL_FILE}@{hash_file(str(shipped))}"
+    assert local.resolve(name) == (name, shipped.resolve())
+    monkeypatch.setattr(local, "_known", {})
+    with pytest.raises(UserError, match="is not the installed"):
+        local.resolve(f"{local.MODEL_FILE}@{'0' * 64}")

@@ -75,7 +75,8 @@ def resolve(spec: str | None) -> tuple[str, Path]:
     with _lock:
         if spec in _known:
             return spec, _known[spec]
-    if not spec or spec == DEFAULT:
+    if not spec or spec == DEFAULT or spec.startswith(MODEL_FILE + "@"):
+        # (a name resolved by another process: the shipped model, if its content matches)
         path = default_model_path()
     else:
         path = Path(spec).expanduser()
@@ -85,6 +86,10 @@ def resolve(spec: str | None) -> tuple[str, Path]:
                                 " or use SCENEMAKE_MODEL=local for the shipped SmolLM2")
     path = path.resolve()
     name = model_name(path)
+    if spec and "@" in spec and not Path(spec).is_file() and spec != name:
+        raise UserError(f"local model {spec} is not the installed {path.name} ({name})",
+                        fix="install the model the config was built with, or rerun with the "
+                            "installed one")
     with _lock:
         _known[name] = path
     return name, path
