@@ -274,28 +274,33 @@ class OpenAICompatProvider:
         tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
         attempt, waited = 0, 0.0
         structured = request.output_schema is not None
+        # json_object after json_schema was refused, for this request; remembered for the
+        # endpoint only once it worked (a passing 500 must not downgrade it for good).
+        fallback: str | None = None
         while True:
             attempt += 1
-            mode = self._json_mode(request.model) if structured else None
+            known = self._json_mode(request.model) if structured else None
+            mode = known or fallback
             stream = self._streams(request.model)
             self.limiter.acquire(tokens)
             throttled = False
             try:
                 result = self._post(self._body(request, mode, stream))
-                if structured and mode is None:
-                    self.memory.learn(self.base_url, request.model, json_mode="json_schema")
+                if structured and known is None:
+                    self.memory.learn(self.base_url, request.model,
+                                      json_mode=mode or "json_schema")
                 return result
             except _Retryable as exc:
                 throttled = exc.throttled
                 error: Exception = exc
                 if structured and mode is None and exc.status == 500:
                     # llama.cpp's Python server answers json_schema with a 500: switch once.
-                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
+                    fallback = "json_object"
                     attempt -= 1
                     continue
             except _Refused:
                 if structured and mode is None:  # a 4xx for json_schema: try json_object
-                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
+                    fallback = "json_object"
                     attempt -= 1
                     continue
                 raise
