@@ -104,39 +104,6 @@ def test_the_local_provider_is_free_of_price_entries(monkeypatch, gguf, tmp_path
     assert "no price" not in capsys.readouterr().err
 
 
-def test_prompt_tokens_come_from_the_models_tokenizer_when_the_stream_has_no_usage():
-    import json
-
-    import httpx
-
-    from pipeline.llm.providers.openai import OpenAICompatProvider
-
-    seen: list[dict] = []
-
-    def server(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/extras/tokenize/count":
-            seen.append(json.loads(request.content))
-            return httpx.Response(200, json={"count": 42})
-        events = [{"choices": [{"delta": {"content": w}, "finish_reason": None}]}
-                  for w in ("Hel", "lo.")]
-        events.append({"choices": [{"delta": {}, "finish_reason": "stop"}]})
-        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-        return httpx.Response(200, headers={"Content-Type": "text/event-stream"},
-                              content=body.encode())
-
-    transport = httpx.MockTransport(server)
-    counter = local.prompt_counter(httpx.Client(transport=transport), "http://local.test")
-    llm = OpenAICompatProvider("http://local.test/v1", transport=transport, count_prompt=counter)
-    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."})
-    result = llm.generate(LLMRequest("local", "m", messages))
-    assert (result.tokens_in, result.tokens_out) == (42, 2)
-    assert seen == [{"input": "<|im_start|>system\nBe brief.<|im_end|>\n"
-                              "<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\n"}]
-    broken = local.prompt_counter(httpx.Client(transport=httpx.MockTransport(
-        lambda r: httpx.Response(404))), "http://local.test")
-    assert broken(list(messages)) is None  # the caller then estimates
-
-
 def test_a_name_resolved_elsewhere_finds_the_shipped_model_if_the_content_matches(
         monkeypatch, tmp_path):
     shipped = tmp_path / local.MODEL_FILE

@@ -21,6 +21,7 @@ from support.parts import require
 
 from pipeline.llm import CallContext, LLMRequest, build_client, read_calls
 from pipeline.llm.providers import local
+from pipeline.llm.providers.openai import chatml
 from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]
@@ -77,7 +78,7 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
     assert calls[-2]["tokens_out"] > 0 and calls[-2]["cost_usd"] == 0.0
     # the prompt counted by the model's own tokenizer (the stream carries no usage)
     counted = httpx.post(server.base_url.removesuffix("/v1") + "/extras/tokenize/count",
-                         json={"input": local.chatml(list(_request(model.model).messages))},
+                         json={"input": chatml(list(_request(model.model).messages))},
                          timeout=10).json()["count"]
     assert calls[-2]["tokens_in"] == counted
     # a server that dies (killed, out of memory) is replaced on the next request

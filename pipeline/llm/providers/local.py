@@ -218,31 +218,6 @@ def _stop_all() -> None:
 _LIMITER = RateLimiter(max_concurrency=1)
 
 
-def chatml(messages: list) -> str:
-    """The prompt as SmolLM2's chat template (ChatML) frames it: what the model reads."""
-    text = "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content', '')}<|im_end|>\n"
-                   for m in messages if isinstance(m, dict))
-    return text + "<|im_start|>assistant\n"
-
-
-def prompt_counter(http, root_url: str):
-    """Counts a prompt's tokens with the model's own tokenizer, through the server's
-    ``/extras/tokenize/count`` (llama.cpp's Python server streams no usage). The ChatML
-    framing is SmolLM2's template, and close for other models; None when the server
-    cannot say (the caller estimates)."""
-    import httpx
-
-    def count(messages: list) -> int | None:
-        try:
-            resp = http.post(f"{root_url}/extras/tokenize/count",
-                             json={"input": chatml(messages)}, timeout=10)
-            return int(resp.json()["count"]) if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return None
-
-    return count
-
-
 class LocalProvider:
     """Starts the model's server on first use, then asks it as the ``openai`` provider."""
 
@@ -257,7 +232,6 @@ class LocalProvider:
         # model file -> (its OpenAICompatProvider, the server it asks)
         self._asking: dict[Path, tuple] = {}
         self._lock = threading.Lock()
-        self._http = None  # for counting tokens (made with the first server)
 
     def _provider_for(self, path: Path):
         with self._lock:  # other threads wait here while the server starts
@@ -280,12 +254,8 @@ class LocalProvider:
                     server.start()  # (a server that cannot start is not kept)
                     _servers[path] = server
                 server.users += 1
-            import httpx
-
             from .openai import OpenAICompatProvider
 
-            if self._http is None:
-                self._http = httpx.Client(transport=self.transport)
             s = self.settings
             asking = OpenAICompatProvider(
                 server.base_url, transport=self.transport,
@@ -294,8 +264,7 @@ class LocalProvider:
                 response_format="json_object",  # the Python server refuses json_schema
                 retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
                                   max_total_s=float(s.get("max_retry_seconds", 120.0))),
-                limiter=self.limiter,
-                count_prompt=prompt_counter(self._http, server.base_url.removesuffix("/v1")))
+                limiter=self.limiter)
             self._asking[path] = (asking, server)
             return asking
 
@@ -308,9 +277,6 @@ class LocalProvider:
         """Let go of the servers; the last user stops each."""
         with self._lock:
             asking, self._asking = self._asking, {}
-            http, self._http = self._http, None
-        if http is not None:
-            http.close()
         for path, (provider, server) in asking.items():
             provider.close()
             with _servers_lock:

@@ -35,6 +35,13 @@ from .offline import estimate_tokens
 __all__ = ["OpenAICompatProvider", "ProviderError", "RetryPolicy", "retry_after_seconds"]
 
 
+def chatml(messages: list) -> str:
+    """A prompt as the ChatML chat template frames it (SmolLM2's): what the model reads."""
+    text = "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content', '')}<|im_end|>\n"
+                   for m in messages if isinstance(m, dict))
+    return text + "<|im_start|>assistant\n"
+
+
 class ProviderError(UserError):
     """The provider could not give an answer (after retries, or a non-retryable error)."""
 
@@ -69,8 +76,7 @@ class OpenAICompatProvider:
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
                  transport: httpx.BaseTransport | None = None,
-                 memory: EndpointMemory | None = None,
-                 count_prompt: Callable[[list], int | None] | None = None):
+                 memory: EndpointMemory | None = None):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -80,8 +86,6 @@ class OpenAICompatProvider:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter()
         self.memory = memory or EndpointMemory(None)
-        # The model's own tokenizer for a prompt, when the server's answer has no usage.
-        self.count_prompt = count_prompt
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), transport=transport)
@@ -246,18 +250,39 @@ class OpenAICompatProvider:
 
     def _result(self, body: dict, text: str, usage: dict | None,
                 pieces: int | None) -> ProviderResult:
-        """Tokens from the server's usage; else the prompt counted by ``count_prompt`` and
-        a streamed answer's pieces (llama.cpp and most servers send one token per piece);
-        else an estimate (``estimate_tokens``: words * 1.3)."""
+        """Tokens from the server's usage; else the prompt counted by the model's own
+        tokenizer (:meth:`_count_prompt`) and a streamed answer's pieces (llama.cpp and most
+        servers send one token per piece); else an estimate (``estimate_tokens``: words *
+        1.3)."""
         usage = usage if isinstance(usage, dict) else {}
-        tokens_in = usage.get("prompt_tokens")
-        if not tokens_in and self.count_prompt is not None:
-            tokens_in = self.count_prompt(body["messages"])
+        tokens_in = usage.get("prompt_tokens") or self._count_prompt(body)
         if not tokens_in:
             tokens_in = estimate_tokens("\n".join(str(m.get("content", ""))
                                                   for m in body["messages"]))
         out = usage.get("completion_tokens") or pieces or estimate_tokens(text)
         return ProviderResult(text=text, tokens_in=int(tokens_in), tokens_out=int(out))
+
+    def _count_prompt(self, body: dict) -> int | None:
+        """The prompt's tokens by the model's own tokenizer, through llama.cpp's
+        ``/extras/tokenize/count`` (its Python server streams no usage), framed as ChatML
+        (SmolLM2's template; close for others). None where the server has no such
+        endpoint, which is remembered so it is asked once."""
+        model = body["model"]
+        if self.memory.get(self.base_url, model).get("tokenize") is False:
+            return None
+        url = self.base_url.removesuffix("/v1") + "/extras/tokenize/count"
+        try:
+            resp = self._http.post(url, json={"input": chatml(body["messages"])},
+                                   headers=self._headers(), timeout=10)
+            if resp.status_code == 200:
+                count = int(resp.json()["count"])
+                self.memory.learn(self.base_url, model, tokenize=True)
+                return count
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        if resp.status_code in (404, 405):
+            self.memory.learn(self.base_url, model, tokenize=False)
+        return None
 
     def _server_message(self, resp: httpx.Response) -> str:
         try:
