@@ -191,3 +191,14 @@ def test_scenario_client_gives_up_on_a_4xx_at_once():
     result = assistant(server, slept).session("nope")
     assert not result.ok and result.error_kind == "http_4xx" and result.attempts == 1
     assert "no such session" in result.error and slept == []
+
+
+def test_an_outage_during_the_probe_teaches_nothing():
+    server = Server(httpx.Response(500, json={"error": {"message": "overloaded"}}))
+    llm = provider(server, retry=RetryPolicy(max_attempts=2, base_delay_s=0.01))
+    with pytest.raises(UserError, match="overloaded"):
+        llm.generate(request(SCHEMA))
+    # json_object was tried for this request, but nothing proved the endpoint needs it
+    assert [b["response_format"]["type"] for b in server.bodies] == [
+        "json_schema", "json_object", "json_object"]
+    assert llm.memory.get(BASE, "m") == {}

@@ -102,3 +102,16 @@ def test_the_local_provider_is_free_of_price_entries(monkeypatch, gguf, tmp_path
                                CallContext(task="t"))
     assert response.cost_usd == 0.0 and response.text == "Hello."
     assert "no price" not in capsys.readouterr().err
+
+
+def test_a_name_resolved_elsewhere_finds_the_shipped_model_if_the_content_matches(
+        monkeypatch, tmp_path):
+    shipped = tmp_path / local.MODEL_FILE
+    shipped.write_bytes(b"GGUF shipped")
+    monkeypatch.setattr(local, "default_model_path", lambda: shipped)
+    monkeypatch.setattr(local, "_known", {})
+    name = f"{local.MODEL_FILE}@{hash_file(str(shipped))}"
+    assert local.resolve(name) == (name, shipped.resolve())
+    monkeypatch.setattr(local, "_known", {})
+    with pytest.raises(UserError, match="is not the installed"):
+        local.resolve(f"{local.MODEL_FILE}@{'0' * 64}")

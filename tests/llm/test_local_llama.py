@@ -14,12 +14,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from support.parts import require
 
 from pipeline.llm import CallContext, LLMRequest, build_client, read_calls
 from pipeline.llm.providers import local
+from pipeline.llm.providers.openai import chatml
 from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]
@@ -74,8 +76,20 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
     assert [(c["provider"], c["cache"]) for c in calls][-2:] == [("local", "miss"),
                                                                   ("local", "hit")]
     assert calls[-2]["tokens_out"] > 0 and calls[-2]["cost_usd"] == 0.0
+    # the prompt counted by the model's own tokenizer (the stream carries no usage)
+    counted = httpx.post(server.base_url.removesuffix("/v1") + "/extras/tokenize/count",
+                         json={"input": chatml(list(_request(model.model).messages))},
+                         timeout=10).json()["count"]
+    assert calls[-2]["tokens_in"] == counted
+    # a server that dies (killed, out of memory) is replaced on the next request
+    os.kill(pid, signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    other = client.complete(_request(model.model, "Name the ferryman and his mood. JSON."), ctx)
+    assert other.cache == "miss" and set(other.data) == {"name", "mood"}
+    new_pid = local._servers[local.default_model_path().resolve()].proc.pid
+    assert new_pid != pid and _alive(new_pid)
     client.close()
-    assert not _alive(pid) and local._servers == {} and local._live == set()
+    assert not _alive(new_pid) and local._servers == {} and local._live == set()
 
 
 SCRIPT = textwrap.dedent("""

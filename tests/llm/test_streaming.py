@@ -55,6 +55,8 @@ class Server:
         self.bodies: list[dict] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/extras/"):  # no tokenizer endpoint here
+            return httpx.Response(404)
         self.bodies.append(json.loads(request.content))
         return self.answers[min(len(self.bodies), len(self.answers)) - 1]()
 
@@ -134,8 +136,13 @@ class _Stalling(BaseHTTPRequestHandler):
     complete = False
 
     def do_POST(self):  # noqa: N802
-        type(self).calls += 1
         self.rfile.read(int(self.headers["content-length"]))
+        if self.path.startswith("/extras/"):  # no tokenizer endpoint here
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        type(self).calls += 1
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -224,3 +231,36 @@ def test_an_unreadable_memory_is_an_empty_one(tmp_path):
     memory.learn(BASE, "m", stream=True)
     assert json.loads(path.read_text())["endpoints"][BASE] == {
         "m": {"json_mode": "json_object", "stream": True}, "other": {"stream": False}}
+
+
+def test_without_usage_the_prompt_is_counted_by_the_models_tokenizer(tmp_path):
+    """llama.cpp's Python server streams no usage: its /extras/tokenize/count (the model's
+    own tokenizer) counts the prompt; a server without it is asked once, then estimated."""
+    counted: list[dict] = []
+
+    def llama(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/extras/tokenize/count":
+            counted.append(json.loads(request.content))
+            return httpx.Response(200, json={"count": 42})
+        return httpx.Response(200, headers=SSE,
+                              content=b"".join(answer_events(["Hel", "lo."], usage=False)))
+
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."})
+    llm = provider(llama)
+    result = llm.generate(LLMRequest("openai", "m", messages))
+    assert (result.tokens_in, result.tokens_out) == (42, 2)
+    assert counted == [{"input": "<|im_start|>system\nBe brief.<|im_end|>\n"
+                                 "<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\n"}]
+
+    other = Server(lambda: httpx.Response(
+        200, headers=SSE, content=b"".join(answer_events(["Hel", "lo."], usage=False))))
+    asked: list[str] = []
+
+    def no_tokenizer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return other(request)
+
+    llm = provider(no_tokenizer)
+    for _ in range(2):
+        assert llm.generate(LLMRequest("openai", "m", messages)).tokens_in > 0  # estimated
+    assert asked.count("/extras/tokenize/count") == 1  # a 404 is remembered

@@ -56,6 +56,13 @@ class FaultProxy:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
+                if not self.path.endswith("/chat/completions"):
+                    # e.g. /extras/tokenize/count: no fault, not counted as a completion
+                    r = httpx.post(proxy.upstream.removesuffix("/v1") + self.path,
+                                   content=body, headers={"Content-Type": "application/json"},
+                                   timeout=60)
+                    self._send(r.status_code, r.content)
+                    return
                 with proxy._lock:
                     fault = proxy.faults.popleft() if proxy.faults else ""
                     proxy.seen.append(fault or "pass")

@@ -75,7 +75,8 @@ def resolve(spec: str | None) -> tuple[str, Path]:
     with _lock:
         if spec in _known:
             return spec, _known[spec]
-    if not spec or spec == DEFAULT:
+    if not spec or spec == DEFAULT or spec.startswith(MODEL_FILE + "@"):
+        # (a name resolved by another process: the shipped model, if its content matches)
         path = default_model_path()
     else:
         path = Path(spec).expanduser()
@@ -85,6 +86,10 @@ def resolve(spec: str | None) -> tuple[str, Path]:
                                 " or use SCENEMAKE_MODEL=local for the shipped SmolLM2")
     path = path.resolve()
     name = model_name(path)
+    if spec and "@" in spec and not Path(spec).is_file() and spec != name:
+        raise UserError(f"local model {spec} is not the installed {path.name} ({name})",
+                        fix="install the model the config was built with, or rerun with the "
+                            "installed one")
     with _lock:
         _known[name] = path
     return name, path
@@ -224,14 +229,24 @@ class LocalProvider:
         self.state_dir = state_dir
         self.transport = transport
         self.limiter = _LIMITER
-        self._asking: dict[Path, object] = {}  # model file -> its OpenAICompatProvider
+        # model file -> (its OpenAICompatProvider, the server it asks)
+        self._asking: dict[Path, tuple] = {}
         self._lock = threading.Lock()
 
     def _provider_for(self, path: Path):
         with self._lock:  # other threads wait here while the server starts
             found = self._asking.get(path)
             if found is not None:
-                return found
+                asking, server = found
+                if server.running():
+                    return asking
+                # That server died (killed, out of memory): ask a new one.
+                del self._asking[path]
+                asking.close()
+                with _servers_lock:
+                    if _servers.get(path) is server:
+                        del _servers[path]
+                server.stop()
             with _servers_lock:
                 server = _servers.get(path)
                 if server is None or not server.running():
@@ -242,7 +257,7 @@ class LocalProvider:
             from .openai import OpenAICompatProvider
 
             s = self.settings
-            found = self._asking[path] = OpenAICompatProvider(
+            asking = OpenAICompatProvider(
                 server.base_url, transport=self.transport,
                 timeout_s=float(s.get("timeout_s", 120.0)),
                 idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
@@ -250,7 +265,8 @@ class LocalProvider:
                 retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
                                   max_total_s=float(s.get("max_retry_seconds", 120.0))),
                 limiter=self.limiter)
-            return found
+            self._asking[path] = (asking, server)
+            return asking
 
     def generate(self, request: LLMRequest) -> ProviderResult:
         """Answer ``request`` with its model's server (started now if need be)."""
@@ -261,16 +277,14 @@ class LocalProvider:
         """Let go of the servers; the last user stops each."""
         with self._lock:
             asking, self._asking = self._asking, {}
-        for path, provider in asking.items():
+        for path, (provider, server) in asking.items():
             provider.close()
             with _servers_lock:
-                server = _servers.get(path)
-                if server is None:
-                    continue
                 server.users -= 1
                 if server.users <= 0:
                     server.stop()
-                    del _servers[path]
+                    if _servers.get(path) is server:
+                        del _servers[path]
 
 
 class LocalPlugin:

@@ -35,6 +35,13 @@ from .offline import estimate_tokens
 __all__ = ["OpenAICompatProvider", "ProviderError", "RetryPolicy", "retry_after_seconds"]
 
 
+def chatml(messages: list) -> str:
+    """A prompt as the ChatML chat template frames it (SmolLM2's): what the model reads."""
+    text = "".join(f"<|im_start|>{m.get('role', 'user')}\n{m.get('content', '')}<|im_end|>\n"
+                   for m in messages if isinstance(m, dict))
+    return text + "<|im_start|>assistant\n"
+
+
 class ProviderError(UserError):
     """The provider could not give an answer (after retries, or a non-retryable error)."""
 
@@ -243,15 +250,39 @@ class OpenAICompatProvider:
 
     def _result(self, body: dict, text: str, usage: dict | None,
                 pieces: int | None) -> ProviderResult:
-        """Tokens from the server's usage; else a streamed answer's pieces (llama.cpp and
-        most servers send one token per piece), else an estimate (``estimate_tokens``)."""
+        """Tokens from the server's usage; else the prompt counted by the model's own
+        tokenizer (:meth:`_count_prompt`) and a streamed answer's pieces (llama.cpp and most
+        servers send one token per piece); else an estimate (``estimate_tokens``: words *
+        1.3)."""
         usage = usage if isinstance(usage, dict) else {}
-        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        tokens_in = usage.get("prompt_tokens") or self._count_prompt(body)
+        if not tokens_in:
+            tokens_in = estimate_tokens("\n".join(str(m.get("content", ""))
+                                                  for m in body["messages"]))
         out = usage.get("completion_tokens") or pieces or estimate_tokens(text)
-        return ProviderResult(
-            text=text,
-            tokens_in=int(usage.get("prompt_tokens") or estimate_tokens(prompt)),
-            tokens_out=int(out))
+        return ProviderResult(text=text, tokens_in=int(tokens_in), tokens_out=int(out))
+
+    def _count_prompt(self, body: dict) -> int | None:
+        """The prompt's tokens by the model's own tokenizer, through llama.cpp's
+        ``/extras/tokenize/count`` (its Python server streams no usage), framed as ChatML
+        (SmolLM2's template; close for others). None where the server has no such
+        endpoint, which is remembered so it is asked once."""
+        model = body["model"]
+        if self.memory.get(self.base_url, model).get("tokenize") is False:
+            return None
+        url = self.base_url.removesuffix("/v1") + "/extras/tokenize/count"
+        try:
+            resp = self._http.post(url, json={"input": chatml(body["messages"])},
+                                   headers=self._headers(), timeout=10)
+            if resp.status_code == 200:
+                count = int(resp.json()["count"])
+                self.memory.learn(self.base_url, model, tokenize=True)
+                return count
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        if resp.status_code in (404, 405):
+            self.memory.learn(self.base_url, model, tokenize=False)
+        return None
 
     def _server_message(self, resp: httpx.Response) -> str:
         try:
@@ -268,28 +299,33 @@ class OpenAICompatProvider:
         tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
         attempt, waited = 0, 0.0
         structured = request.output_schema is not None
+        # json_object after json_schema was refused, for this request; remembered for the
+        # endpoint only once it worked (a passing 500 must not downgrade it for good).
+        fallback: str | None = None
         while True:
             attempt += 1
-            mode = self._json_mode(request.model) if structured else None
+            known = self._json_mode(request.model) if structured else None
+            mode = known or fallback
             stream = self._streams(request.model)
             self.limiter.acquire(tokens)
             throttled = False
             try:
                 result = self._post(self._body(request, mode, stream))
-                if structured and mode is None:
-                    self.memory.learn(self.base_url, request.model, json_mode="json_schema")
+                if structured and known is None:
+                    self.memory.learn(self.base_url, request.model,
+                                      json_mode=mode or "json_schema")
                 return result
             except _Retryable as exc:
                 throttled = exc.throttled
                 error: Exception = exc
                 if structured and mode is None and exc.status == 500:
                     # llama.cpp's Python server answers json_schema with a 500: switch once.
-                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
+                    fallback = "json_object"
                     attempt -= 1
                     continue
             except _Refused:
                 if structured and mode is None:  # a 4xx for json_schema: try json_object
-                    self.memory.learn(self.base_url, request.model, json_mode="json_object")
+                    fallback = "json_object"
                     attempt -= 1
                     continue
                 raise
