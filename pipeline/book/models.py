@@ -35,7 +35,9 @@ def _no_repeats(values: list[str]) -> list[str]:
 # constrained decoding and the offline stand-in keep to it and a model is re-asked.
 Unique = Annotated[list[str], AfterValidator(_no_repeats),
                    Field(json_schema_extra={"uniqueItems": True})]
-Beat = Annotated[str, Field(min_length=1)]
+Beat = Annotated[str, Field(min_length=1, max_length=300)]
+# One sentence of an LLM answer, bounded (see SceneCard).
+Sentence = Annotated[str, Field(min_length=1, max_length=300)]
 
 
 Strict = StrictModel
@@ -163,13 +165,15 @@ class Outline(Strict):
 
 # -- LLM outputs -----------------------------------------------------------------------
 class SceneCard(Strict):
-    title: str = Field(min_length=1)
+    # Bounded strings: constrained decoding then ends a small model's runaway sentence
+    # instead of paying for max_tokens of it.
+    title: str = Field(min_length=1, max_length=120)
     pov: str
     location: str
     characters: Unique = Field(min_length=1)
-    goal: str = Field(min_length=1)
-    conflict: str = Field(min_length=1)
-    outcome: str = Field(min_length=1)
+    goal: str = Field(min_length=1, max_length=400)
+    conflict: str = Field(min_length=1, max_length=400)
+    outcome: str = Field(min_length=1, max_length=400)
     beats: Annotated[list[Beat], AfterValidator(_no_repeats),
                      Field(min_length=3, max_length=6, json_schema_extra={"uniqueItems": True})]
 
@@ -177,8 +181,8 @@ class SceneCard(Strict):
 class CharacterChange(Strict):
     id: str
     location: str | None = None
-    condition: str | None = None
-    learned: list[str] = Field(default=[], max_length=3)
+    condition: Sentence | None = None
+    learned: list[Sentence] = Field(default=[], max_length=3)
 
 
 class ItemMove(Strict):
@@ -188,7 +192,7 @@ class ItemMove(Strict):
 
 class NewThread(Strict):
     id: str = Field(pattern=SLUG)
-    summary: str = Field(min_length=1)
+    summary: Sentence
 
 
 class StatePatch(Strict):
@@ -196,17 +200,17 @@ class StatePatch(Strict):
     items: list[ItemMove] = Field(default=[], max_length=4)
     threads_opened: list[NewThread] = Field(default=[], max_length=2)
     threads_closed: Unique = Field(default=[], max_length=2)
-    events: list[str] = Field(min_length=1, max_length=6)
+    events: list[Sentence] = Field(min_length=1, max_length=6)
 
 
 class Fact(Strict):
     subject: str
-    fact: str = Field(min_length=1)
+    fact: Sentence
 
 
 class ContinuityPack(Strict):
     facts: list[Fact] = Field(min_length=2, max_length=8)
-    carry_forward: list[str] = Field(default=[], max_length=4)
+    carry_forward: list[Sentence] = Field(default=[], max_length=4)
     open_threads: Unique = Field(default=[], max_length=4)
 
 
@@ -218,12 +222,12 @@ class WriteOutput(Strict):
 class RepairOutput(Strict):
     prose: str = Field(min_length=100)
     state_patch: StatePatch
-    changes: list[str] = Field(min_length=1, max_length=5)
+    changes: list[Sentence] = Field(min_length=1, max_length=5)
 
 
 class StateRepairOutput(Strict):
     state_patch: StatePatch
-    notes: list[str] = Field(min_length=1, max_length=4)
+    notes: list[Sentence] = Field(min_length=1, max_length=4)
 
 
 # -- deterministic artifacts -----------------------------------------------------------

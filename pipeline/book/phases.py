@@ -207,9 +207,25 @@ def _patch_choices(view: SceneView, scene_chars: list[str]) -> dict[str, list[st
     return choices
 
 
-def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
+def schema_for(phase: str, scene: OutlineScene, inp: dict,
+               max_tokens: int | None = None) -> dict:
     """The output JSON Schema for ``phase``, narrowed to the ids of the scene's bounded
-    view (so its enums do not grow with the book either)."""
+    view (so its enums do not grow with the book either). With ``max_tokens``, the prose
+    must leave room in the answer for the rest of it (see ``_fit_prose``)."""
+    schema = _schema_for(phase, scene, inp)
+    if max_tokens and "prose" in schema.get("properties", {}):
+        _fit_prose(schema, max_tokens)
+    return schema
+
+
+def _fit_prose(schema: dict, max_tokens: int) -> None:
+    # An answer cut at max_tokens is invalid JSON, paid for and re-asked; a small model
+    # runs on until it is cut. About 4 characters a token: prose may take 60% of the
+    # answer, the patch and the rest what is left, so constrained decoding ends it in time.
+    schema["properties"]["prose"]["maxLength"] = int(max_tokens * 4 * 0.6)
+
+
+def _schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
     if phase == "plan":
         schema = output_schema(SceneCard, {"SceneCard.pov": scene.characters,
                                            "SceneCard.location": [scene.location]})
@@ -287,7 +303,7 @@ def stale_output_error(phase: str, scene: OutlineScene, inp: dict,
     from pipeline.core.jsonio import load_json
 
     if phase == "continuity_pack":
-        schema, path = schema_for(phase, scene, inp), outputs["pack"]
+        schema, path = _schema_for(phase, scene, inp), outputs["pack"]
     elif "state_patch" in outputs:
         schema, path = patch_schema(scene, inp), outputs["state_patch"]
     else:

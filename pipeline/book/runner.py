@@ -174,7 +174,7 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     model = book.config.model
     params = {"temperature": model.temperature, "max_tokens": model.max_tokens,
               "seed": model.seed}
-    schema = phases.schema_for(phase, scene, inp)
+    schema = phases.schema_for(phase, scene, inp, model.max_tokens)
     attempt = db.attempt(task_id)
     request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
                          params=params, output_schema=schema, attempt=attempt)

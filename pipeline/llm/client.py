@@ -255,7 +255,12 @@ class LLMClient:
                     f"output_schema is not a valid JSON Schema: {_one_line(exc.message)}"
                 ) from exc
             if error is not None:
-                return None, _one_line(f"{error.json_path}: {error.message}")
+                # jsonschema's message starts with the whole offending value: shorten it, so
+                # the reason (too long, repeated, not one of ...) survives the one-line cut
+                shown = repr(error.instance)
+                message = error.message.replace(shown, shown[:80] + " ..." if len(shown) > 80
+                                                else shown)
+                return None, _one_line(f"{error.json_path}: {message}")
         if validate is None:
             return (None if checker is None else value), None
         try:
