@@ -195,3 +195,57 @@ class Reset(DoitCmdBase):
         where = f"; phase history archived to {archived}" if archived else ""
         self.outstream.write(f"forgot {count} task(s) of book '{book.name}'{where}\n")
         return 0
+
+
+# -- a closed pipe ends a command quietly --------------------------------------------------
+def _pipe_closed() -> int:
+    """``doit list | head``: the reader went away. Like other command-line tools, stop
+    without a word: no traceback, and no "Exception ignored" when Python flushes stdout at
+    exit (stdout now points at /dev/null). The exit code is the shell's for SIGPIPE."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
+    finally:
+        os.close(devnull)
+    return 128 + 13  # SIGPIPE
+
+
+def quiet_pipe(cls: type) -> type:
+    """A doit command class whose output to a closed pipe ends it quietly."""
+
+    class Quiet(cls):  # type: ignore[valid-type, misc]
+        __doc__ = cls.__doc__
+
+        def execute(self, params, args):
+            import sys
+
+            try:
+                code = super().execute(params, args)
+                sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
+                return code
+            except BrokenPipeError:
+                return _pipe_closed()
+
+    Quiet.__name__ = Quiet.__qualname__ = cls.__name__
+    return Quiet
+
+
+def _doit_command(module: str, name: str) -> type:
+    import importlib
+
+    return quiet_pipe(getattr(importlib.import_module(module), name))
+
+
+# doit's own read-only commands, registered under their own names (a plugin command replaces
+# the built-in one of the same name), and scenemake's.
+List = _doit_command("doit.cmd_list", "List")
+Info = _doit_command("doit.cmd_info", "Info")
+Help = _doit_command("doit.cmd_help", "Help")
+RerunFrom = quiet_pipe(RerunFrom)
+Ledger = quiet_pipe(Ledger)
+Reset = quiet_pipe(Reset)
