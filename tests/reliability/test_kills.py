@@ -41,6 +41,8 @@ def _check_recovered(project: Project, built_template: Path) -> None:
     assert again.returncode == 0, again.out
     assert "Traceback" not in again.out
     assert _debris(project.root) == []
+    claims = project.root / "workspace" / ".scenemake" / "claims"
+    assert not claims.exists() or list(claims.iterdir()) == []  # no dead holder's claim left
     paid = Counter(c["request_hash"] for c in project.misses())
     assert {h for h, n in paid.items() if n > 1} <= cut  # nothing else paid twice
     assert len(paid) == len(built.misses())  # and nothing left unpaid
