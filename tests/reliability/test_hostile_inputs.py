@@ -55,6 +55,7 @@ def test_book_input_nested_too_deep(project: Project, name: str):
 ], ids=lambda v: str(v)[:20] if isinstance(v, str) and len(str(v)) < 60 else None)
 def test_workspace_config_refused(project: Project, content: str | None, needle: str):
     cfg = project.root / "workspace" / "scenemake.json"
+    cfg.unlink(missing_ok=True)
     if content is None:
         cfg.symlink_to("scenemake.json")
     else:
