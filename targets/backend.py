@@ -55,7 +55,11 @@ def run_lock(db_path: str) -> FileLock:
                 "let it finish, or add wait=1 to wait for it") from None
         print(f"scenemake: waiting for the run of {who} to finish "
               f"({display_path(db_path)})", file=sys.stderr, flush=True)
-        lock.acquire(wait=True)
+        try:
+            lock.acquire(wait=True)
+        except KeyboardInterrupt:
+            raise BuildDBError(f"{display_path(db_path)}: stopped while waiting for the run "
+                               f"of {who}; nothing was changed") from None
     except UserError as exc:  # the lock file cannot be made: one line
         raise BuildDBError(str(exc)) from exc
     _held[key] = lock

@@ -1,4 +1,4 @@
-"""doit commands of scenemake: ``rerun-from``, ``ledger``, ``reset``.
+"""doit commands of scenemake: ``rerun-from``, ``ledger``, ``reset``, ``verify``.
 
 They are doit plugins (entry points in pyproject.toml): doit imports them before
 dodo.py, so they live in the installed package and import the book lazily.
@@ -6,6 +6,7 @@ dodo.py, so they live in the installed package and import the book lazily.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import defaultdict, deque
@@ -208,3 +209,127 @@ class Reset(DoitCmdBase):
         where = f"; phase history archived to {archived}" if archived else ""
         self.outstream.write(f"forgot {count} task(s) of book '{book.name}'{where}\n")
         return 0
+
+
+class Verify(DoitCmdBase):
+    """Re-hash every file the build DB recorded, whatever its mtime says."""
+
+    name = "verify"
+    doc_purpose = ("re-hash every recorded input and artifact of the book, ignoring mtimes; "
+                   "show edits the (mtime, size) check cannot see")
+    doc_usage = ""
+    doc_description = (
+        "A plain doit trusts a file whose size and mtime are as recorded (like make). An edit "
+        "that kept the size and put the mtime back is invisible to it; verify reads every "
+        "recorded file, lists those whose content differs from the record, and clears their "
+        "recorded mtime so that the next doit applies its usual rules to them (a changed "
+        "input rebuilds, an edited artifact is refused or accepted with force_resume=1); the "
+        "next plain doit also takes the full path, which reads book.json, outline.json and "
+        "state.json by content. Exit 1 when it found any.")
+    cmd_options = ()
+
+    def _execute(self, pos_args=None):
+        import os
+
+        from pipeline.book import stamp
+        from pipeline.core.hashing import hash_file
+        from targets.book import _stamp_path, context
+
+        if pos_args:
+            raise InvalidCommand("verify takes no arguments")
+        book, _ = context()
+        db = _scene_db(self.dep_manager)
+        hidden: dict[str, str] = {}  # path -> the task that recorded it
+
+        def hidden_edit(path: str, state) -> bool:
+            if not isinstance(state, list | tuple) or len(state) != 3:
+                return False
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False  # missing: every doit sees that already
+            if (st.st_mtime_ns, st.st_size) != (state[0], state[1]):
+                return False  # the stat check sees it already
+            return hash_file(path, st) != state[2]
+
+        try:
+            for path, task_id, _known, state_raw in db.output_rows():
+                state = json.loads(state_raw) if state_raw else None
+                if hidden_edit(path, state):
+                    # mtime 0: the next check hashes the file and finds the change
+                    db.settle_outputs(task_id, {path: [0, state[1], state[2]]})
+                    hidden.setdefault(path, task_id)
+            for task_id in db.task_ids():
+                for path in db.get(task_id, "deps:") or []:
+                    state = db.get(task_id, path)
+                    if hidden_edit(path, state):
+                        db.set(task_id, path, [0, state[1], state[2]])
+                        hidden.setdefault(path, task_id)
+            # The next plain doit takes the full path, which reads the book's own inputs
+            # (book.json, outline.json, state.json) by content, whatever their mtime.
+            stamp.drop(_stamp_path(book.workspace, book.name))
+        finally:
+            self.dep_manager.close()
+        for path, task_id in sorted(hidden.items()):
+            self.outstream.write(f"changed behind its mtime: {path} (recorded by {task_id})\n")
+        if hidden:
+            self.outstream.write(f"{len(hidden)} file(s); the next doit applies its rules "
+                                 "to them\n")
+            return 1
+        self.outstream.write("every recorded file matches its record\n")
+        return 0
+
+
+# -- a closed pipe ends a command quietly --------------------------------------------------
+def _pipe_closed() -> int:
+    """``doit list | head``: the reader went away. Like other command-line tools, stop
+    without a word: no traceback, and no "Exception ignored" when Python flushes stdout at
+    exit (stdout now points at /dev/null). The exit code is the shell's for SIGPIPE."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
+    finally:
+        os.close(devnull)
+    return 128 + 13  # SIGPIPE
+
+
+def quiet_pipe(cls: type) -> type:
+    """A doit command class whose output to a closed pipe ends it quietly."""
+
+    class Quiet(cls):  # type: ignore[valid-type, misc]
+        __doc__ = cls.__doc__
+
+        def execute(self, params, args):
+            import sys
+
+            try:
+                code = super().execute(params, args)
+                sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
+                return code
+            except BrokenPipeError:
+                return _pipe_closed()
+
+    Quiet.__name__ = Quiet.__qualname__ = cls.__name__
+    return Quiet
+
+
+def _doit_command(module: str, name: str) -> type:
+    import importlib
+
+    return quiet_pipe(getattr(importlib.import_module(module), name))
+
+
+# doit's own read-only commands, registered under their own names (a plugin command replaces
+# the built-in one of the same name), and scenemake's.
+List = _doit_command("doit.cmd_list", "List")
+Info = _doit_command("doit.cmd_info", "Info")
+Help = _doit_command("doit.cmd_help", "Help")
+RerunFrom = quiet_pipe(RerunFrom)
+Ledger = quiet_pipe(Ledger)
+Reset = quiet_pipe(Reset)
+Verify = quiet_pipe(Verify)

@@ -95,18 +95,24 @@ def _sweep_once(folder: Path) -> None:
     sweep_debris(folder)
 
 
-def _fault(point: str) -> None:
-    """``SCENEMAKE_KILL_AT=point:N`` kills this process (SIGKILL) at the Nth ``point``.
+def _fault(point: str, paths) -> None:
+    """``SCENEMAKE_KILL_AT=point[@part]:N`` kills this process (SIGKILL) at the Nth ``point``
+    (of a write to a path containing ``part``, if given).
 
     The reliability tests choose where a run dies: ``staged`` (temp files written, not yet
-    renamed), ``written`` (renamed, before the task's DB record). Unset: nothing happens.
+    renamed), ``written`` (renamed, before the task's DB record); ``@phase_history`` picks
+    the ledger writes (the views thread). Unset: nothing happens.
     """
     spec = os.environ.get("SCENEMAKE_KILL_AT")
-    if not spec or not spec.startswith(point + ":"):
+    if not spec:
+        return
+    where, _, count = spec.rpartition(":")
+    name, _, part = where.partition("@")
+    if name != point or (part and not any(part in str(p) for p in paths)):
         return
     with _swept_lock:
-        _FAULTS[point] = _FAULTS.get(point, 0) + 1
-        hit = _FAULTS[point] == int(spec.partition(":")[2] or 1)
+        _FAULTS[where] = _FAULTS.get(where, 0) + 1
+        hit = _FAULTS[where] == int(count or 1)
     if hit:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -171,7 +177,7 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
         raise
     for fd, _, _ in staged:
         os.close(fd)
-    _fault("staged")
+    _fault("staged", files)
     for i, (_, tmp, path) in enumerate(staged):
         try:
             os.replace(tmp, path)
@@ -181,7 +187,7 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
             if isinstance(exc, OSError):
                 raise WriteError(path, exc) from exc
             raise
-    _fault("written")
+    _fault("written", files)
 
 
 def sync_dir(folder: str | os.PathLike) -> None:

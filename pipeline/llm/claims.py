@@ -54,12 +54,41 @@ class WorkspaceClaims:
         self.root = Path(root)
         self._guard = threading.Lock()
         self._local: dict[str, list] = {}  # hash -> [lock, number of threads using it]
+        self._swept = False
+
+    def sweep(self) -> int:
+        """Remove the claim files of dead holders (a ``kill -9`` leaves its file behind; its
+        lock died with it). Returns how many went; a held claim is left alone."""
+        removed = 0
+        try:
+            names = [n for n in os.listdir(self.root) if n.endswith(".claim")]
+        except OSError:
+            return 0
+        for name in names:
+            path = self.root / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    os.unlink(path)  # while holding it, as a holder does on release
+                    removed += 1
+            except OSError:  # held by a live process, or already gone
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     @contextmanager
     def claim(self, request_hash: str) -> Iterator[None]:
         """See :meth:`Claims.claim`."""
         if not _HASH_RE.fullmatch(request_hash):  # it becomes a file name
             raise ValueError(f"not a request hash: {request_hash!r}")
+        if not self._swept:  # once per process, at its first paid request
+            self._swept = True
+            self.sweep()
         with self._thread_turn(request_hash):
             fd = self._take(self.root / f"{request_hash}.claim")
             try:

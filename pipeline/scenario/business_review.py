@@ -28,7 +28,10 @@ import json
 import re
 from typing import Any
 
+from .capture import evidence_edits
 from .layout import RunLayout
+
+EDITED = "evidence_edited"  # a captured answer changed after capture
 
 RULE_OF = {
     "missing_direct_answer": "direct_answer_first", "long_first_line": "direct_answer_first",
@@ -232,8 +235,16 @@ def build(layout: RunLayout) -> dict:
         found = review_answer(row["question"] or "", reply, response.get("entries"),
                               (response.get("capability") or {}).get("status", "answered"),
                               response.get("debug"))
+        edited = evidence_edits(step.dir, state)
+        if edited:
+            found.insert(0, {"severity": "P0", "code": EDITED, "rule": None,
+                             "message": f"{', '.join(edited)} changed after capture: this "
+                                        "review read the edited text, not the assistant's",
+                             "evidence": ", ".join(edited)})
         for i, f in enumerate(found, 1):
-            reason = waivers.get((step.scenario_id, step.step_id, f["code"]))
+            # an edited capture is no answer of the assistant: no waiver makes it one
+            reason = None if f["code"] == EDITED else \
+                waivers.get((step.scenario_id, step.step_id, f["code"]))
             f.update(id=f"{step.key}#{i}", scenario_id=step.scenario_id,
                      step_id=step.step_id, resolved=reason is not None)
             if reason:

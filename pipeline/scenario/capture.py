@@ -18,13 +18,43 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.clock import now_iso
-from pipeline.core.hashing import hash_json
+from pipeline.core.hashing import hash_file, hash_json
 from pipeline.core.jsonio import read_json_or_none
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import placeholders
 from .client import AssistantClient, CallResult
 from .contracts import Scenario, Step, step_references
+
+
+# What a step captured from the assistant: hashed when captured (in step_state.json), so a
+# later hand edit is reported by the reviews and refused by the save gate.
+EVIDENCE = ("assistant_response.json", "session.json", "turn.json")
+
+
+def evidence_hashes(step_dir: Path) -> dict[str, str]:
+    """blake3 of each evidence file of a step, as it is on disk now."""
+    return {name: hash_file(str(step_dir / name)) for name in EVIDENCE
+            if (step_dir / name).is_file()}
+
+
+def evidence_edits(step_dir: Path, state: dict | None) -> list[str]:
+    """The evidence files of a step that changed since it was captured (edited, removed).
+
+    A step captured before evidence was hashed has no record to compare: nothing to say.
+    """
+    recorded = (state or {}).get("evidence")
+    if not isinstance(recorded, dict):
+        return []
+    edited = []
+    for name, digest in recorded.items():
+        path = step_dir / str(name)
+        try:
+            if hash_file(str(path)) != digest:
+                edited.append(str(name))
+        except OSError:
+            edited.append(f"{name} (removed)")
+    return edited
 
 
 def step_hashes(scenario: Scenario) -> dict[str, str]:
@@ -185,7 +215,7 @@ class Capturer:
         state = {**base, "status": status, "reasons": reasons, "finished": True,
                  "question": question, "session_id": response["session_id"],
                  "turn": response.get("turn"), "attempts": result.attempts, "error": None,
-                 "captured_at": now_iso()}
+                 "captured_at": now_iso(), "evidence": evidence_hashes(step_dir)}
         atomic_write_json(step_dir / "step_state.json", state)  # last: the commit point
         self.echo(f"  {label}: {status}" + (f" ({reasons[0]})" if reasons else ""))
         return StepOutcome(state, response, asked=True)

@@ -8,7 +8,10 @@ Every condition must hold (``save --spec ... --validated-run-dir ...``):
 - ``truth_pass``: ``truth_review.summary.overall_status = pass``;
 - ``business_pass``: ``business_review.overall_business_status = pass``;
 - ``zero_unresolved_p0``: no unresolved P0 business finding;
-- ``zero_business_answer_failures``: no step whose visible answer failed the business review.
+- ``zero_business_answer_failures``: no step whose visible answer failed the business review;
+- ``evidence_unchanged``: every step's captured answer, session and turn are the files the
+  capture wrote (their blake3 is recorded in ``step_state.json``): a hand edit is refused
+  even when the reviews were not run again.
 
 For a run-case/run-scenario run, ``scenario_state.json`` stands in for ``pack_state.json``.
 ``--allow-unvalidated --unvalidated-reason "..."`` saves a run that fails the gate as an
@@ -24,6 +27,7 @@ from typing import Any
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path, read_json_or_none
 
+from .capture import evidence_edits
 from .contracts import Pack, Scenario, spec_hash
 from .layout import RunLayout
 
@@ -60,6 +64,8 @@ def evaluate(spec: Pack | Scenario, layout: RunLayout) -> list[Condition]:
     unresolved = _get(business, "summary", "unresolved_p0")
     failures = _get(business, "summary", "business_answer_failures")
     state_name = layout.state_path.name
+    edited = [f"{step.key}: {name}" for step in layout.steps()
+              for name in evidence_edits(step.dir, step.state())]
     return [
         Condition("run_matches_spec", run_spec == want,
                   "the run was captured from this spec",
@@ -79,6 +85,11 @@ def evaluate(spec: Pack | Scenario, layout: RunLayout) -> list[Condition]:
         Condition("zero_unresolved_p0", unresolved == 0, "0 unresolved P0 findings", unresolved),
         Condition("zero_business_answer_failures", failures == 0,
                   "0 business-answer failures", failures),
+        Condition("evidence_unchanged", not edited,
+                  "every captured answer as the capture wrote it",
+                  "unchanged" if not edited else
+                  f"edited after capture: {', '.join(edited[:3])}"
+                  + (" ..." if len(edited) > 3 else "")),
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import placeholders
+from .capture import evidence_edits
 from .contracts import Fact
 from .layout import RunLayout, StepRef
 
@@ -104,6 +105,13 @@ def review_step(step: StepRef) -> dict:
         return row
     row["facts"] = [check_fact(f, response) for f in facts]
     row["status"] = "fail" if any(r["status"] == "fail" for r in row["facts"]) else "pass"
+    edited = evidence_edits(step.dir, step.state())
+    if edited:
+        # facts that hold on an edited answer prove nothing about the assistant
+        row["status"] = "fail"
+        row["evidence_edited"] = edited
+        row["message"] = (f"{', '.join(edited)} changed after capture: the facts were "
+                          "checked against the edited text")
     return row
 
 
@@ -114,9 +122,10 @@ def build(layout: RunLayout) -> dict:
     failed = sum(1 for r in results if r["status"] == "fail")
     missing = sum(1 for s in steps if s["status"] == "missing")
     checked = [s for s in steps if s["status"] != "not_checked"]
+    edited = sum(1 for s in steps if s.get("evidence_edited"))
     if not checked:
         overall = "not_checked"
-    elif failed or missing:
+    elif failed or missing or edited:
         overall = "fail"
     else:
         overall = "pass"
@@ -126,7 +135,8 @@ def build(layout: RunLayout) -> dict:
                     "facts_passed": len(results) - failed, "facts_failed": failed,
                     "steps_checked": len(checked),
                     "steps_failed": sum(1 for s in steps if s["status"] == "fail"),
-                    "steps_missing": missing},
+                    "steps_missing": missing,
+                    "steps_edited": edited},
         "steps": steps,
     }
 

@@ -81,6 +81,23 @@ def test_a_dead_holders_claim_is_free(tmp_path: Path):
     waiter.join()
 
 
+def test_a_dead_holders_claim_file_is_swept(tmp_path: Path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom pipeline.llm.claims import WorkspaceClaims\n"
+         "with WorkspaceClaims(sys.argv[1]).claim(sys.argv[2]):\n"
+         "    print('held', flush=True); time.sleep(60)\n", str(tmp_path), "ef" * 16],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    claims = WorkspaceClaims(tmp_path)
+    assert claims.sweep() == 0  # a live holder's claim stays
+    assert (tmp_path / f"{'ef' * 16}.claim").exists()
+    holder.kill()
+    holder.wait()
+    assert claims.sweep() == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_threads_of_one_process_wait_for_the_holder(tmp_path: Path):
     claims = WorkspaceClaims(tmp_path)
     inside, most = [0], [0]

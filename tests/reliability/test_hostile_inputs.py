@@ -55,6 +55,7 @@ def test_book_input_nested_too_deep(project: Project, name: str):
 ], ids=lambda v: str(v)[:20] if isinstance(v, str) and len(str(v)) < 60 else None)
 def test_workspace_config_refused(project: Project, content: str | None, needle: str):
     cfg = project.root / "workspace" / "scenemake.json"
+    cfg.unlink(missing_ok=True)
     if content is None:
         cfg.symlink_to("scenemake.json")
     else:
@@ -156,10 +157,21 @@ def sp(tmp_path: Path):
     project.close()
 
 
-def test_scenario_case_nested_too_deep_exits_2(sp):
-    sp.write("workspace/scenarios/cases/deep.json", NESTED)
-    _refused(sp.cli("run-case", "--case", "workspace/scenarios/cases/deep.json"),
-             "deep.json", "nested more than", code=2)
+DEEP = "workspace/scenarios/deep.json"
+PACK = "workspace/scenarios/packs/warehouse_basics.json"
+
+
+@pytest.mark.parametrize("args", [
+    ("run-case", "--case", DEEP),
+    ("run-scenario", "--scenario", DEEP),
+    ("run-pack", "--pack", DEEP),
+    ("run-pack-loop", "--pack", PACK, "--coder-config", DEEP),
+    ("stage", "plan", "--manifest", DEEP),
+    ("save", "--spec", DEEP, "--validated-run-dir", "workspace"),
+], ids=lambda a: a[0] if a[0] != "run-pack-loop" else "coder-config")
+def test_scenario_input_nested_too_deep_exits_2(sp, args: tuple[str, ...]):
+    sp.write(DEEP, NESTED)
+    _refused(sp.cli(*args), "deep.json", "nested more than", code=2)
 
 
 @pytest.mark.parametrize("where", ["/", "../../../../../../../../..", "nowhere"])

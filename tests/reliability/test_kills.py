@@ -41,6 +41,8 @@ def _check_recovered(project: Project, built_template: Path) -> None:
     assert again.returncode == 0, again.out
     assert "Traceback" not in again.out
     assert _debris(project.root) == []
+    claims = project.root / "workspace" / ".scenemake" / "claims"
+    assert not claims.exists() or list(claims.iterdir()) == []  # no dead holder's claim left
     paid = Counter(c["request_hash"] for c in project.misses())
     assert {h for h, n in paid.items() if n > 1} <= cut  # nothing else paid twice
     assert len(paid) == len(built.misses())  # and nothing left unpaid
@@ -49,9 +51,11 @@ def _check_recovered(project: Project, built_template: Path) -> None:
 
 
 # staged: temp files written, renames not done (a write cut short); written: an artifact
-# renamed, its task not yet recorded in the build DB (which also lands in a ledger write).
+# renamed, its task not yet recorded in the build DB; @phase_history: inside the ledger
+# thread (the views written after each commit).
 @pytest.mark.parametrize("fault", ["staged:3", "staged:7", "staged:25", "staged:60",
-                                   "written:20", "written:47"])
+                                   "written:20", "written:47", "written@/scenes/:9",
+                                   "staged@phase_history:4", "written@phase_history:11"])
 def test_a_kill_at_a_fault_point_leaves_nothing_behind(project: Project, built_template: Path,
                                                        fault: str):
     killed = project.doit(env={"SCENEMAKE_KILL_AT": fault})

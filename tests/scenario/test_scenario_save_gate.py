@@ -56,7 +56,8 @@ def test_a_validated_run_is_saved(proj):
     assert record["save_gate"]["passed"] is True
     assert {c["name"] for c in record["save_gate"]["conditions"]} == {
         "run_matches_spec", "final_status_accepted", "acceptance_gate_passed", "truth_pass",
-        "business_pass", "zero_unresolved_p0", "zero_business_answer_failures"}
+        "business_pass", "zero_unresolved_p0", "zero_business_answer_failures",
+        "evidence_unchanged"}
     for name in ("pack_state.json", "truth_review.json", "business_review.json",
                  "judge_review.json", "final_status.md", "conversation.json"):
         assert (saved / name).exists(), name
