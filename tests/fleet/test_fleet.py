@@ -1,0 +1,97 @@
+"""``doit fleet`` on a real local Dask cluster (2 worker processes) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from support.parts import require
+from support.postgres import BUILDER_PASSWORD, fresh_db
+from support.project import REPO, Project, executed, make_project
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+L7 = ["--session-input", "workspace/l7/sample_session_input_l7.json",
+      "--session-objective", "workspace/l7/sample_session_objective_l7_prompt_map.json",
+      "--scenes-v2", "workspace/l7/l6_run_output/scenes_v2.json",
+      "--out-dir", "workspace/l7/l7_run_output"]
+
+
+def _dask() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def fleet_project(tmp_path) -> Project:
+    """The example project with three copies of the example book (a, b, c) and score_specs."""
+    require(_dask(), "Dask", "pip install -e '.[fleet]'")
+    root = make_project(tmp_path / "proj")
+    shutil.copytree(REPO / "score_specs", root / "score_specs")
+    for name in ("a", "b", "c"):
+        shutil.copytree(root / "workspace/books/example", root / "workspace/books" / name)
+    return Project(root)
+
+
+def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_project):
+    url = fresh_db(pg)
+    env = {"SCENEMAKE_CACHE_URL": url}
+    proj = fleet_project
+    proc = proj.doit("fleet", "--local", "2", "book:a", "book:b", "book:c", "l7:workspace/l7",
+                     env=env, timeout=600)
+    assert proc.returncode == 0, proc.out
+    assert "Traceback" not in proc.out and BUILDER_PASSWORD not in proc.out
+    for unit in ("book:a", "book:b", "book:c", "l7:workspace/l7"):
+        assert f"fleet: {unit}: done" in proc.out
+    assert "fleet: 4 units: 4 done, 0 failed" in proc.out
+    # nothing paid twice: the three books ask the same requests, the L7 session its own
+    paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
+    assert len(paid) == len(set(paid)) and len(paid) > 30
+    workers = rows(url, "SELECT DISTINCT machine FROM llm_calls")
+    assert len(workers) == 4  # one machine name per unit's build
+    assert rows(url, "SELECT count(*) FROM llm_claims") == [(0,)]
+
+    # the results are here: the next local doit runs no task and makes no call
+    before = rows(url, "SELECT count(*) FROM llm_calls")
+    for book in ("a", "b", "c"):
+        assert (proj.root / f"workspace/books/{book}/draft/context/phase_history/"
+                "ch002_sc003.json").is_file()
+        again = proj.build(f"book={book}", env=env)
+        assert [t for t in executed(again) if t != "guard"] == []
+    l7 = subprocess.run([sys.executable, "-m", "pipeline.l7", *L7], cwd=proj.root,
+                        capture_output=True, text=True, env={**__import__("os").environ, **env})
+    assert l7.returncode == 0, l7.stdout + l7.stderr
+    assert rows(url, "SELECT count(*) FROM llm_calls") == before  # no call, not even a hit
+    assert proj.calls() == []  # and nothing on this machine's own log
+    out = json.loads((proj.root / "workspace/l7/l7_run_output/session_output.json").read_text())
+    assert out
+
+
+def test_fleet_refuses_bad_input_in_one_line(pg, fleet_project):
+    url = fresh_db(pg)
+    proj = fleet_project
+    cases = {
+        ("book:nope",): "no book there",
+        ("pack:x.json",): "not built by doit fleet yet",
+        ("thing",): "is not a unit",
+    }
+    for args, expected in cases.items():
+        proc = proj.doit("fleet", "--local", "1", *args, env={"SCENEMAKE_CACHE_URL": url})
+        assert proc.returncode != 0 and expected in proc.out and "Traceback" not in proc.out
+    proc = proj.doit("fleet", "--local", "1", "book:a")
+    assert proc.returncode != 0 and "SCENEMAKE_CACHE_URL" in proc.out
+    proc = proj.doit("fleet", "book:a", env={"SCENEMAKE_CACHE_URL": url})
+    assert proc.returncode != 0 and "--local N" in proc.out
