@@ -95,3 +95,119 @@ def test_fleet_refuses_bad_input_in_one_line(pg, fleet_project):
     assert proc.returncode != 0 and "SCENEMAKE_CACHE_URL" in proc.out
     proc = proj.doit("fleet", "book:a", env={"SCENEMAKE_CACHE_URL": url})
     assert proc.returncode != 0 and "--local N" in proc.out
+
+
+class Cluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.file = tmp_path / "scheduler.json"
+        self.procs: list[subprocess.Popen] = []
+        dask = str(__import__("pathlib").Path(sys.executable).with_name("dask"))
+        self.dask = dask
+        self.procs.append(subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(self.file)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+        _wait(lambda: self.file.exists() and self.file.stat().st_size > 0)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def worker(self, env: dict) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [self.dask, "worker", "--scheduler-file", str(self.file), "--nworkers", "1",
+             "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+            env={**__import__("os").environ, **env}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.tmp)
+        self.procs.append(proc)
+        return proc
+
+    def wait_for_workers(self, n: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n, timeout=60)
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        import os
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker, its nanny and its unit's doit
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self.kill(proc)
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path, fleet_project):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def test_a_worker_running_another_scenemake_is_refused_in_one_line(pg, fleet_project, cluster,
+                                                                    tmp_path):
+    url = fresh_db(pg)
+    # the worker imports a copy of scenemake whose default write template differs
+    alt = tmp_path / "alt"
+    for pkg in ("pipeline", "targets"):
+        shutil.copytree(REPO / pkg, alt / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    template = alt / "pipeline/book/templates/write.j2"
+    template.write_text(template.read_text() + "\n{# another version #}\n")
+    cluster.worker({"SCENEMAKE_CACHE_URL": url, "PYTHONPATH": str(alt)})
+    cluster.wait_for_workers(1)
+    proc = fleet_project.doit("fleet", "--scheduler", cluster.address, "book:a",
+                              env={"SCENEMAKE_CACHE_URL": url}, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.out
+    lines = [ln for ln in proc.out.splitlines() if "version skew" in ln]
+    assert len(lines) == 1 and "runs another scenemake" in lines[0]
+    assert not (fleet_project.root / "workspace/books/a/draft").exists()  # nothing built
+
+
+def test_a_killed_worker_gives_its_unit_to_the_other(pg, fleet_project, cluster):
+    url = fresh_db(pg)
+    workers = [cluster.worker({"SCENEMAKE_CACHE_URL": url,
+                               "SCENEMAKE_OFFLINE_LATENCY_MS": "150"}) for _ in range(2)]
+    cluster.wait_for_workers(2)
+    proj = fleet_project
+    run = subprocess.Popen([sys.executable, "-m", "doit", "fleet", "--scheduler",
+                            cluster.address, "book:a", "book:c"], cwd=proj.root,
+                           env={**__import__("os").environ, "SCENEMAKE_CACHE_URL": url},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # kill a worker once a few calls are paid (both units are building by then)
+        _wait(lambda: _count(url, "SELECT count(*) FROM llm_calls WHERE cache = 'miss'") >= 4)
+        cluster.kill(workers[0])
+        out = run.communicate(timeout=300)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, out
+    assert "fleet: 2 units: 2 done, 0 failed" in out
+    paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
+    assert len(paid) == len(set(paid)) == 30  # the same 30 requests for both books, once
+    for book in ("a", "c"):
+        again = proj.build(f"book={book}", env={"SCENEMAKE_CACHE_URL": url})
+        assert [t for t in executed(again) if t != "guard"] == []
+
+
+def _count(url: str, sql: str) -> int:
+    try:
+        return rows(url, sql)[0][0]
+    except Exception:  # noqa: BLE001 - no table before the first unit starts
+        return 0
