@@ -120,8 +120,17 @@ def _skewed(client, fingerprint: str) -> str:
 def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, run, root,
          out) -> int:
     from targets.fleet_units import unpack
+    from targets.fleet_worker import TOPIC
 
     started = time.monotonic()
+
+    def running(event) -> None:
+        # (timestamp, message) from a worker's log_event; printed from Dask's event loop
+        msg = event[1] if isinstance(event, tuple) else event
+        if isinstance(msg, dict) and msg.get("state") == "running":
+            print(f"fleet: {msg['unit']}: running on {msg['worker']}", file=out, flush=True)
+
+    client.subscribe_topic(TOPIC, running)
     futures = {}
     for unit in units:
         future = client.submit(build_unit, unit, payloads[unit.name], fingerprint, cache, run,

@@ -45,6 +45,19 @@ def _advisory_lock(url: str, key: str, poll_s: float = 0.5) -> Any:
     return conn
 
 
+TOPIC = "scenemake-fleet"
+
+
+def _tell(unit: str, state: str, worker: str) -> None:
+    """Tell the caller (subscribed to TOPIC) that ``unit`` entered ``state``."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, {"unit": unit, "state": state, "worker": worker})
+    except (ImportError, ValueError):
+        pass  # not inside a Dask worker (e.g. called directly): nobody to tell
+
+
 def _die_with_parent() -> None:
     """In the unit's doit (Linux): die when the worker dies, so a unit given to another
     worker is never built twice at once (the advisory lock died with the worker)."""
@@ -101,6 +114,7 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
             env["SCENEMAKE_RUN"] = run
         log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"
         lock = _advisory_lock(url, unit.lock_key())
+        _tell(unit.name, "running", result["worker"])
         try:
             since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
             proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,

@@ -56,6 +56,7 @@ def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_pro
     assert "Traceback" not in proc.out and BUILDER_PASSWORD not in proc.out
     for unit in ("book:a", "book:b", "book:c", "l7:workspace/l7"):
         assert f"fleet: {unit}: done" in proc.out
+        assert f"fleet: {unit}: running on" in proc.out
     assert "fleet: 4 units: 4 done, 0 failed" in proc.out
     # nothing paid twice: the three books ask the same requests, the L7 session its own
     paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
