@@ -1,7 +1,8 @@
-"""``doit fleet``: whole units (books, L7 sessions) built on a Dask cluster, one Dask task per
-unit, with the shared LLM cache, and their results brought back to this workspace.
+"""``doit fleet``: whole units (books, L7 sessions, scenario packs) built on a Dask cluster,
+one Dask task per unit, with the shared LLM cache, and their results brought back to this
+workspace.
 
-    doit fleet --local 2 book:a book:b l7:workspace/l7
+    doit fleet --local 2 book:a book:b l7:workspace/l7 pack:workspace/scenarios/packs/x.json
     doit fleet --scheduler tcp://sched:8786 book:a
 
 Why whole units: each worker runs its own doit on its own sqlite build DB in its own copy
@@ -34,8 +35,9 @@ class Fleet(Command):
     """Build units on a Dask cluster with the shared LLM cache."""
 
     name = "fleet"
-    doc_purpose = "build books and L7 sessions on a Dask cluster, sharing the LLM cache"
-    doc_usage = "(--local N | --scheduler tcp://HOST:PORT) UNIT... (book:NAME, l7:DIR)"
+    doc_purpose = "build books, L7 sessions and scenario packs on a Dask cluster"
+    doc_usage = ("(--local N | --scheduler tcp://HOST:PORT) UNIT... "
+                 "(book:NAME, l7:DIR, pack:PATH)")
     doc_description = ("Needs the shared cache (SCENEMAKE_CACHE_URL or cache_url in "
                        "workspace/scenemake.json) and the fleet extra (pip install "
                        "'scenemake[fleet]'). Results land in this workspace, so the next local "
@@ -66,7 +68,7 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int
     if local < 0:
         raise UserError("--local needs a number of workers >= 1")
     if not names:
-        raise UserError("name the units to build: book:NAME, l7:DIR")
+        raise UserError("name the units to build: book:NAME, l7:DIR, pack:PATH")
     units = [parse_unit(n, root) for n in dict.fromkeys(names)]
     settings = shared_settings(root / "workspace")
     if settings is None:
@@ -152,7 +154,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
         if result["rc"] == "skew":
             skew = result["message"]
         if result["files"]:
-            unpack(result["files"], root, replace=unit.outputs)
+            unpack(result["files"], root, replace=unit.outputs, built_in=result["root"])
         for key in ("calls", "paid", "cost_usd"):
             totals[key] += result[key]
         ok = result["rc"] == 0

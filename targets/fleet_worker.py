@@ -91,14 +91,16 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
     from targets.fleet_units import command_for, pack, unpack
 
     worker = socket.gethostname()
+    copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
     result: dict = {"unit": unit.name, "worker": f"{worker}:{os.getpid()}", "rc": None,
+                    "root": str(copy),
                     "calls": 0, "paid": 0, "cost_usd": 0.0, "files": b"", "message": ""}
     mine = install_fingerprint()
     if mine != fingerprint:
         result.update(rc="skew", message=f"worker {worker} runs another scenemake "
                       f"(code {mine[:12]}, this machine {fingerprint[:12]})")
+        shutil.rmtree(copy, ignore_errors=True)
         return result
-    copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-"))
     try:
         unpack(payload, copy)
         url = os.environ.get("SCENEMAKE_CACHE_URL") or ""

@@ -14,6 +14,7 @@ from support.project import REPO, Project, executed, make_project
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
+PACK = "workspace/scenarios/packs/warehouse_basics.json"
 L7 = ["--session-input", "workspace/l7/sample_session_input_l7.json",
       "--session-objective", "workspace/l7/sample_session_objective_l7_prompt_map.json",
       "--scenes-v2", "workspace/l7/l6_run_output/scenes_v2.json",
@@ -51,18 +52,18 @@ def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_pro
     env = {"SCENEMAKE_CACHE_URL": url}
     proj = fleet_project
     proc = proj.doit("fleet", "--local", "2", "book:a", "book:b", "book:c", "l7:workspace/l7",
-                     env=env, timeout=600)
+                     f"pack:{PACK}", env=env, timeout=600)
     assert proc.returncode == 0, proc.out
     assert "Traceback" not in proc.out and BUILDER_PASSWORD not in proc.out
-    for unit in ("book:a", "book:b", "book:c", "l7:workspace/l7"):
+    for unit in ("book:a", "book:b", "book:c", "l7:workspace/l7", f"pack:{PACK}"):
         assert f"fleet: {unit}: done" in proc.out
         assert f"fleet: {unit}: running on" in proc.out
-    assert "fleet: 4 units: 4 done, 0 failed" in proc.out
+    assert "fleet: 5 units: 5 done, 0 failed" in proc.out
     # nothing paid twice: the three books ask the same requests, the L7 session its own
     paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
     assert len(paid) == len(set(paid)) and len(paid) > 30
     workers = rows(url, "SELECT DISTINCT machine FROM llm_calls")
-    assert len(workers) == 4  # one machine name per unit's build
+    assert len(workers) == 5  # one machine name per unit's build
     assert rows(url, "SELECT count(*) FROM llm_claims") == [(0,)]
 
     # the results are here: the next local doit runs no task and makes no call
@@ -75,6 +76,12 @@ def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_pro
     l7 = subprocess.run([sys.executable, "-m", "pipeline.l7", *L7], cwd=proj.root,
                         capture_output=True, text=True, env={**__import__("os").environ, **env})
     assert l7.returncode == 0, l7.stdout + l7.stderr
+    pack = subprocess.run([sys.executable, "-m", "pipeline.scenario", "run-pack", "--pack", PACK,
+                           "--base-url", "http://127.0.0.1:1"], cwd=proj.root,
+                          capture_output=True, text=True,
+                          env={**__import__("os").environ, **env})
+    assert pack.returncode == 0, pack.stdout + pack.stderr
+    assert "asked 0, resumed 9" in pack.stdout and "reviews: 0 ran" in pack.stdout, pack.stdout
     assert rows(url, "SELECT count(*) FROM llm_calls") == before  # no call, not even a hit
     assert proj.calls() == []  # and nothing on this machine's own log
     out = json.loads((proj.root / "workspace/l7/l7_run_output/session_output.json").read_text())
@@ -86,7 +93,8 @@ def test_fleet_refuses_bad_input_in_one_line(pg, fleet_project):
     proj = fleet_project
     cases = {
         ("book:nope",): "no book there",
-        ("pack:x.json",): "not built by doit fleet yet",
+        ("pack:x.json",): "scenario pack not found",
+        ("pack:workspace/books/a/book.json",): "not a scenario pack",
         ("thing",): "is not a unit",
     }
     for args, expected in cases.items():
