@@ -74,6 +74,9 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int
     if settings is None:
         raise UserError("the fleet shares one LLM cache: set SCENEMAKE_CACHE_URL (or cache_url "
                         "in workspace/scenemake.json) to a PostgreSQL database")
+    from pipeline.llm.shared import open_shared
+
+    open_shared(settings.url)  # unreachable, unauthorised, read-only: one line, no cluster
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -159,7 +162,8 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
             totals[key] += result[key]
         ok = result["rc"] == 0
         totals["done" if ok else "failed"] += 1
-        state = "done" if ok else f"failed (exit {result['rc']}): {result['message']}"
+        why = f"exit {result['rc']}" if isinstance(result["rc"], int) else "not built"
+        state = "done" if ok else f"failed ({why}): {result['message']}"
         print(f"fleet: {unit.name}: {state}; on {result['worker']}, {result['calls']} calls, "
               f"{result['paid']} paid, ${result['cost_usd']:.4f}", file=out, flush=True)
     took = time.monotonic() - started

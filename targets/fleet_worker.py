@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes
 
 _HERE = Path(__file__).resolve().parent
@@ -35,14 +36,18 @@ def install_fingerprint() -> str:
 
 
 def _advisory_lock(url: str, key: str, poll_s: float = 0.5) -> Any:
-    """A connection holding the session advisory lock ``key`` (freed if this process dies)."""
-    import psycopg
+    """A connection holding the session advisory lock ``key`` (freed if this process dies);
+    a database error is a one-line SharedCacheError without the password."""
+    from pipeline.llm.shared.connection import Connector
 
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=10,
-                           application_name="scenemake-fleet")
-    while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+    db = Connector(url)
+
+    def take(conn: Any) -> bool:
+        return conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
+
+    while not db.run("take the unit's lock", take):
         time.sleep(poll_s)  # another worker builds this unit: wait, then resume from its work
-    return conn
+    return db.connection()
 
 
 TOPIC = "scenemake-fleet"
@@ -80,16 +85,13 @@ def _calls(log: Path, since: int) -> dict:
 
 def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
                run: str | None) -> dict:
-    """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result.
+    """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result (a
+    refusal or a one-line error is a result too, never an exception with a traceback).
 
     ``cache`` is the caller's shared cache URL without its password: the worker must have
     the same (from its own ``SCENEMAKE_CACHE_URL``, with credentials from its environment or
     a pgpass file).
     """
-    from pipeline.llm.shared import shared_settings
-    from pipeline.llm.shared.connection import redact
-    from targets.fleet_units import command_for, pack, unpack
-
     worker = socket.gethostname()
     copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
     result: dict = {"unit": unit.name, "worker": f"{worker}:{os.getpid()}", "rc": None,
@@ -102,34 +104,47 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
         shutil.rmtree(copy, ignore_errors=True)
         return result
     try:
-        unpack(payload, copy)
-        url = os.environ.get("SCENEMAKE_CACHE_URL") or ""
-        settings = shared_settings(copy / "workspace")
-        url = settings.url if settings else url
-        if not url or redact(url) != cache:
-            result.update(rc="config", message=f"worker {worker} is not on the shared cache "
-                          f"{cache} (set SCENEMAKE_CACHE_URL on the workers)")
-            return result
-        env = {**os.environ, "SCENEMAKE_CACHE_URL": url, "PYTHONUNBUFFERED": "1",
-               "SCENEMAKE_MACHINE": f"{worker}:fleet:{unit.name}"}
-        if run:
-            env["SCENEMAKE_RUN"] = run
-        log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"
-        lock = _advisory_lock(url, unit.lock_key())
-        _tell(unit.name, "running", result["worker"])
-        try:
-            since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
-            proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,
-                                  text=True, preexec_fn=_die_with_parent)
-        finally:
-            lock.close()
-        out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-        result.update(rc=proc.returncode, **_calls(log, since),
-                      message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))
-                      [-600:] if proc.returncode else "",
-                      tasks=sum(1 for ln in out if ln.startswith(".  ")))
-        # Outputs come back whether or not it finished: what was built is never lost.
-        result["files"] = pack(copy, unit.outputs, unit.optional)
+        return _build(unit, payload, cache, run, copy, result)
+    except UserError as exc:
+        result.update(rc="error", message=str(exc))
         return result
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
+           result: dict) -> dict:
+    from pipeline.llm.shared import shared_settings
+    from pipeline.llm.shared.connection import redact
+    from targets.fleet_units import command_for, pack, unpack
+
+    worker = result["worker"].rpartition(":")[0]
+    unpack(payload, copy)
+    url = os.environ.get("SCENEMAKE_CACHE_URL") or ""
+    settings = shared_settings(copy / "workspace")
+    url = settings.url if settings else url
+    if not url or redact(url) != cache:
+        result.update(rc="config", message=f"worker {worker} is not on the shared cache "
+                      f"{cache} (set SCENEMAKE_CACHE_URL on the workers)")
+        return result
+    env = {**os.environ, "SCENEMAKE_CACHE_URL": url, "PYTHONUNBUFFERED": "1",
+           "SCENEMAKE_MACHINE": f"{worker}:fleet:{unit.name}"}
+    if run:
+        env["SCENEMAKE_RUN"] = run
+    log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"
+    lock = _advisory_lock(url, unit.lock_key())
+    _tell(unit.name, "running", result["worker"])
+    try:
+        since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
+        proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,
+                              text=True, preexec_fn=_die_with_parent)
+    finally:
+        lock.close()
+    out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    result.update(rc=proc.returncode, **_calls(log, since),
+                  message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))
+                  [-600:] if proc.returncode else "",
+                  tasks=sum(1 for ln in out if ln.startswith(".  ")))
+    # Outputs come back whether or not it finished: what was built is never lost.
+    result["files"] = pack(copy, unit.outputs, unit.optional)
+    return result

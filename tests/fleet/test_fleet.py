@@ -104,6 +104,13 @@ def test_fleet_refuses_bad_input_in_one_line(pg, fleet_project):
     assert proc.returncode != 0 and "SCENEMAKE_CACHE_URL" in proc.out
     proc = proj.doit("fleet", "book:a", env={"SCENEMAKE_CACHE_URL": url})
     assert proc.returncode != 0 and "--local N" in proc.out
+    # an unreachable shared cache: one line before any cluster starts, no password
+    down = url.replace(f":{pg.port}/", ":1/")
+    proc = proj.doit("fleet", "--local", "1", "book:a", env={"SCENEMAKE_CACHE_URL": down})
+    assert proc.returncode != 0 and "Traceback" not in proc.out
+    assert BUILDER_PASSWORD not in proc.out and "queued" not in proc.out
+    assert [ln for ln in proc.out.splitlines() if "shared LLM cache" in ln][0].count(
+        "unavailable") == 1
 
 
 class Cluster:

@@ -81,8 +81,6 @@ def attach_shared(client: Any, state_dir: Path) -> None:
     settings = shared_settings(root)
     if settings is None:
         return
-    from .connection import Connector
-    from .schema import check_writable, migrate
     from .store import (
         PgCallLog,
         PgClaims,
@@ -94,9 +92,7 @@ def attach_shared(client: Any, state_dir: Path) -> None:
         upload_spool,
     )
 
-    db = Connector(settings.url)
-    migrate(db)
-    check_writable(db)
+    db = open_shared(settings.url)
     run = os.environ.get(ENV_RUN) or None
     machine = machine_name(root)
     spool = Path(state_dir) / "llm_spool"
@@ -111,6 +107,18 @@ def attach_shared(client: Any, state_dir: Path) -> None:
     if run:
         client.budget = SharedBudget(client.budget.max_cost_usd, db, claims, run)
     client.shared = db.shown
+
+
+def open_shared(url: str):
+    """A connector to the shared cache at ``url``, its schema migrated and write access
+    checked (a one-line :class:`SharedCacheError` otherwise)."""
+    from .connection import Connector
+    from .schema import check_writable, migrate
+
+    db = Connector(url)
+    migrate(db)
+    check_writable(db)
+    return db
 
 
 def read_shared_calls(workspace_root: Path, book: str | None,
