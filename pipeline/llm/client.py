@@ -188,18 +188,25 @@ class LLMClient:
         key = request.request_hash()
         with self._hash_lock(key):
             response = self._from_cache(request, key, ctx, checker, validate)
-            if response is None and self.claims is not None:
-                with self.claims.claim(key):
-                    # Whoever held the claim before us has stored its answer: look again.
-                    response = self._from_cache(request, key, ctx, checker, validate)
-                    if response is None:
-                        response = self._generate(request, key, ctx, provider, checker,
-                                                  validate)
-            elif response is None:
-                response = self._generate(request, key, ctx, provider, checker, validate)
+            if response is None:
+                response = self._claimed(request, key, ctx, provider, checker, validate)
             return response
 
     # -- steps
+
+    def _claimed(self, request: LLMRequest, key: str, ctx: CallContext, provider: Provider,
+                 checker: SchemaCheck | None, validate: Callable[[Any], Any] | None
+                 ) -> LLMResponse:
+        """Pay for ``request`` under its claim when claims are shared past this process
+        (``shared.attach_shared``); shared claims are re-entrant for the thread holding them."""
+        if self.shared is None:
+            return self._generate(request, key, ctx, provider, checker, validate)
+        with self.claims.claim(key):
+            # Whoever held the claim before us has stored its answer: look again first.
+            response = self._from_cache(request, key, ctx, checker, validate)
+            if response is None:
+                response = self._generate(request, key, ctx, provider, checker, validate)
+            return response
 
     def _provider(self, name: str) -> Provider:
         provider = self.providers.get(name)
