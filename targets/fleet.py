@@ -60,6 +60,7 @@ class Fleet(Command):
 def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int:
     from pipeline.llm.shared import ENV_RUN, shared_settings
     from pipeline.llm.shared.connection import redact
+    from pipeline.llm.shared.store import machine_name
     from targets.fleet_units import parse_unit
 
     if bool(local) == bool(scheduler):
@@ -104,8 +105,9 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int
             skew = _skewed(client, fingerprint)
             if skew:
                 raise UserError(skew, fix="install the same scenemake on every worker")
+            origin = machine_name(root / "workspace")
             return _run(client, as_completed, build_unit, units, payloads, fingerprint,
-                        redact(settings.url), os.environ.get(ENV_RUN), root, out)
+                        redact(settings.url), os.environ.get(ENV_RUN), origin, root, out)
     finally:
         if cluster is not None:
             cluster.close()
@@ -122,8 +124,8 @@ def _skewed(client, fingerprint: str) -> str:
     return ""
 
 
-def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, run, root,
-         out) -> int:
+def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, run, origin,
+         root, out) -> int:
     from targets.fleet_units import unpack
     from targets.fleet_worker import TOPIC
 
@@ -139,7 +141,8 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
     futures = {}
     for unit in units:
         future = client.submit(build_unit, unit, payloads[unit.name], fingerprint, cache, run,
-                               key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}", pure=False)
+                               origin, key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}",
+                               pure=False)
         futures[future] = unit
         print(f"fleet: {unit.name}: queued", file=out, flush=True)
     totals = {"done": 0, "failed": 0, "calls": 0, "paid": 0, "cost_usd": 0.0}

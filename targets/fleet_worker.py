@@ -84,13 +84,14 @@ def _calls(log: Path, since: int) -> dict:
 
 
 def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
-               run: str | None) -> dict:
+               run: str | None, origin: str = "") -> dict:
     """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result (a
     refusal or a one-line error is a result too, never an exception with a traceback).
 
     ``cache`` is the caller's shared cache URL without its password: the worker must have
     the same (from its own ``SCENEMAKE_CACHE_URL``, with credentials from its environment or
-    a pgpass file).
+    a pgpass file). ``origin`` is the caller's machine name: the unit's calls are logged as
+    its (``doit cost`` there counts them; ``--all-machines`` shows the worker).
     """
     worker = socket.gethostname()
     copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
@@ -104,7 +105,7 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
         shutil.rmtree(copy, ignore_errors=True)
         return result
     try:
-        return _build(unit, payload, cache, run, copy, result)
+        return _build(unit, payload, cache, run, copy, result, origin)
     except UserError as exc:
         result.update(rc="error", message=str(exc))
         return result
@@ -113,8 +114,8 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
 
 
 def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
-           result: dict) -> dict:
-    from pipeline.llm.shared import shared_settings
+           result: dict, origin: str) -> dict:
+    from pipeline.llm.shared import FLEET_MARK, shared_settings
     from pipeline.llm.shared.connection import redact
     from targets.fleet_units import command_for, pack, unpack
 
@@ -128,7 +129,7 @@ def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
                       f"{cache} (set SCENEMAKE_CACHE_URL on the workers)")
         return result
     env = {**os.environ, "SCENEMAKE_CACHE_URL": url, "PYTHONUNBUFFERED": "1",
-           "SCENEMAKE_MACHINE": f"{worker}:fleet:{unit.name}"}
+           "SCENEMAKE_MACHINE": f"{origin or worker}{FLEET_MARK}{unit.name} on {worker})"}
     if run:
         env["SCENEMAKE_RUN"] = run
     log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"

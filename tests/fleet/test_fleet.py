@@ -84,6 +84,9 @@ def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_pro
     assert "asked 0, resumed 9" in pack.stdout and "reviews: 0 ran" in pack.stdout, pack.stdout
     assert rows(url, "SELECT count(*) FROM llm_calls") == before  # no call, not even a hit
     assert proj.calls() == []  # and nothing on this machine's own log
+    # doit cost here counts what this machine's fleet units did on the workers
+    cost = proj.build("cost", "book=a", env=env).stdout
+    assert [ln for ln in cost.splitlines() if "total" in ln][0].split("│")[2].strip() == "30"
     out = json.loads((proj.root / "workspace/l7/l7_run_output/session_output.json").read_text())
     assert out
 

@@ -16,6 +16,7 @@ from pipeline.core.jsonio import display_path, read_json
 
 ENV_URL = "SCENEMAKE_CACHE_URL"
 ENV_RUN = "SCENEMAKE_RUN"
+FLEET_MARK = " (fleet: "  # machine names of fleet units: "<caller> (fleet: <unit> on <worker>)"
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,10 @@ def read_shared_calls(workspace_root: Path, book: str | None,
         sql += " AND book = %s"
         args.append(book)
     if not all_machines:
-        sql += " AND machine = %s"
-        args.append(machine_name(Path(workspace_root)))
+        # this machine's calls, and those its `doit fleet` units made on workers
+        me = machine_name(Path(workspace_root))
+        sql += " AND (machine = %s OR starts_with(machine, %s))"
+        args += [me, me + FLEET_MARK]
     found = db.run("read the call log", lambda conn: conn.execute(sql + " ORDER BY id",
                                                                    args).fetchall())
     calls = []
