@@ -26,7 +26,6 @@ from . import placeholders
 from .client import AssistantClient, CallResult
 from .contracts import Scenario, Step, step_references
 
-
 # What a step captured from the assistant: hashed when captured (in step_state.json), so a
 # later hand edit is reported by the reviews and refused by the save gate.
 EVIDENCE = ("assistant_response.json", "session.json", "turn.json")

@@ -35,10 +35,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bin(tool: str) -> str | None:
+    """``tool`` on PATH, else in Debian's versioned folder (``/usr/lib/postgresql/N/bin``)."""
+    found = shutil.which(tool)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return str(versions[-1]) if versions else None
+
+
 def available() -> tuple[bool, str]:
     """Whether this machine can start a server (and why not)."""
     for tool in ("initdb", "pg_ctl"):
-        if shutil.which(tool) is None:
+        if _bin(tool) is None:
             return False, f"{tool} is not on PATH (apt-get install postgresql)"
     if os.geteuid() == 0:
         try:
@@ -72,7 +82,8 @@ class PgServer:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{db}"
 
     def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.data), *args],
+        pg_ctl = _bin("pg_ctl") or "pg_ctl"
+        return subprocess.run([*self.as_user, pg_ctl, "-D", str(self.data), *args],
                               capture_output=True, text=True, check=check, timeout=60)
 
     def start(self) -> None:
@@ -109,7 +120,8 @@ def _start() -> PgServer:
     if as_user:
         os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
     pgdata = data / "pgdata"
-    subprocess.run([*as_user, "initdb", "-D", str(pgdata), "-U", "postgres", "--no-sync",
+    initdb = _bin("initdb") or "initdb"
+    subprocess.run([*as_user, initdb, "-D", str(pgdata), "-U", "postgres", "--no-sync",
                     "--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={pwfile}",
                     "-E", "UTF8", "--locale=C"], capture_output=True, text=True, check=True,
                    timeout=120)

@@ -16,6 +16,7 @@ from pipeline.core.jsonio import display_path, read_json
 
 ENV_URL = "SCENEMAKE_CACHE_URL"
 ENV_RUN = "SCENEMAKE_RUN"
+FLEET_MARK = " (fleet: "  # machine names of fleet units: "<caller> (fleet: <unit> on <worker>)"
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,6 @@ def attach_shared(client: Any, state_dir: Path) -> None:
     settings = shared_settings(root)
     if settings is None:
         return
-    from .connection import Connector
-    from .schema import check_writable, migrate
     from .store import (
         PgCallLog,
         PgClaims,
@@ -94,9 +93,7 @@ def attach_shared(client: Any, state_dir: Path) -> None:
         upload_spool,
     )
 
-    db = Connector(settings.url)
-    migrate(db)
-    check_writable(db)
+    db = open_shared(settings.url)
     run = os.environ.get(ENV_RUN) or None
     machine = machine_name(root)
     spool = Path(state_dir) / "llm_spool"
@@ -111,6 +108,18 @@ def attach_shared(client: Any, state_dir: Path) -> None:
     if run:
         client.budget = SharedBudget(client.budget.max_cost_usd, db, claims, run)
     client.shared = db.shown
+
+
+def open_shared(url: str):
+    """A connector to the shared cache at ``url``, its schema migrated and write access
+    checked (a one-line :class:`SharedCacheError` otherwise)."""
+    from .connection import Connector
+    from .schema import check_writable, migrate
+
+    db = Connector(url)
+    migrate(db)
+    check_writable(db)
+    return db
 
 
 def read_shared_calls(workspace_root: Path, book: str | None,
@@ -133,8 +142,10 @@ def read_shared_calls(workspace_root: Path, book: str | None,
         sql += " AND book = %s"
         args.append(book)
     if not all_machines:
-        sql += " AND machine = %s"
-        args.append(machine_name(Path(workspace_root)))
+        # this machine's calls, and those its `doit fleet` units made on workers
+        me = machine_name(Path(workspace_root))
+        sql += " AND (machine = %s OR starts_with(machine, %s))"
+        args += [me, me + FLEET_MARK]
     found = db.run("read the call log", lambda conn: conn.execute(sql + " ORDER BY id",
                                                                    args).fetchall())
     calls = []

@@ -86,6 +86,10 @@ class PgClaims:
         """Hold the claim on ``request_hash`` for the ``with`` block (see the class)."""
         if not _HASH_RE.fullmatch(request_hash):
             raise ValueError(f"not a request hash: {request_hash!r}")
+        mine = self.current()
+        if mine is not None and mine.request_hash == request_hash:
+            yield  # this thread holds it already (the client may claim at two levels)
+            return
         with self._thread_turn(request_hash):
             self._take(request_hash)
             held = _Held(request_hash)

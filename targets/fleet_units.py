@@ -1,0 +1,187 @@
+"""Units of ``doit fleet``: what a unit sends to a worker, the command that builds it there,
+and what comes back (``book:NAME``, ``l7:DIR``, ``pack:PATH``; the names ``doit report``
+uses).
+
+A unit is packed as a tar of its inputs AND its current outputs (a unit built halfway
+resumes on the worker from what it already has); what comes back is the outputs, build DB
+records included, so the caller's next local run finds everything up to date.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+
+
+class UnitError(UserError):
+    """A unit named on the command line cannot be built."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: paths relative to the project root."""
+
+    name: str  # as given: book:NAME, l7:DIR
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    command: tuple[str, ...]  # run in the worker's copy; "{python}" = the worker's python
+    optional: tuple[str, ...] = field(default=())  # sent and returned when present
+
+    def lock_key(self) -> str:
+        """What the fleet's advisory lock is taken on."""
+        return f"scenemake-unit:{self.name}"
+
+
+def parse_unit(text: str, root: Path) -> Unit:
+    """The unit named ``text`` in the project at ``root``; a UnitError says what is wrong."""
+    kind, sep, arg = text.partition(":")
+    if not sep or not arg:
+        raise UnitError(f"'{text}' is not a unit", fix="use book:NAME, l7:DIR or pack:PATH")
+    if kind == "book":
+        return _book(text, arg, root)
+    if kind == "l7":
+        return _l7(text, arg, root)
+    if kind == "pack":
+        return _pack(text, arg, root)
+    raise UnitError(f"'{text}': unknown unit kind '{kind}'",
+                    fix="use book:NAME, l7:DIR or pack:PATH")
+
+
+def _book(text: str, name: str, root: Path) -> Unit:
+    if "/" in name or name.startswith("."):
+        raise UnitError(f"'{text}': a book is named by its folder under workspace/books")
+    folder = f"workspace/books/{name}"
+    if not (root / folder / "book.json").is_file():
+        raise UnitError(f"'{text}': no book there", path=f"{folder}/book.json",
+                        fix="name a folder of workspace/books")
+    state = f"workspace/.scenemake/books/{name}"
+    return Unit(text, inputs=("dodo.py", folder), outputs=(f"{folder}/draft",),
+                optional=("workspace/scenemake.json", f"{state}.sqlite", f"{state}.sqlite-wal",
+                          f"{state}.stamp.json"),
+                command=("{python}", "-m", "doit", f"book={name}", "-n", "2", "-P", "thread"))
+
+
+def _single(folder: Path, pattern: str, text: str, what: str) -> Path:
+    found = sorted(p for p in folder.rglob(pattern) if "l7_run_output" not in p.parts)
+    if len(found) != 1:
+        raise UnitError(f"'{text}': expected one {what} ({pattern}) in the folder, found "
+                        f"{len(found)}", path=str(folder))
+    return found[0]
+
+
+def _l7(text: str, arg: str, root: Path) -> Unit:
+    folder = (root / arg).resolve()
+    try:
+        rel = folder.relative_to(root.resolve())
+    except ValueError:
+        raise UnitError(f"'{text}': the folder must be inside the project") from None
+    if not folder.is_dir():
+        raise UnitError(f"'{text}': no such folder", path=arg)
+    session_input = _single(folder, "*session_input*.json", text, "session input")
+    objective = _single(folder, "*session_objective*.json", text, "session objective")
+    scenes = _single(folder, "scenes_v2.json", text, "scenes_v2.json")
+    top = root.resolve()
+    out = f"{rel}/l7_run_output"
+    return Unit(text, inputs=(str(rel), "score_specs"),
+                outputs=(out,), optional=("workspace/.scenemake/l7",),
+                command=("{python}", "-m", "pipeline.l7",
+                         "--session-input", str(session_input.relative_to(top)),
+                         "--session-objective", str(objective.relative_to(top)),
+                         "--scenes-v2", str(scenes.relative_to(top)), "--out-dir", out))
+
+
+def _pack(text: str, arg: str, root: Path) -> Unit:
+    from pipeline.core.jsonio import read_json
+
+    path = (root / arg).resolve()
+    try:
+        rel = path.relative_to(root.resolve())
+    except ValueError:
+        raise UnitError(f"'{text}': the pack must be inside the project") from None
+    data = read_json(path, "scenario pack")
+    pack_id = data.get("pack_id") if isinstance(data, dict) else None
+    if not isinstance(pack_id, str) or not pack_id or "/" in pack_id:
+        raise UnitError(f"'{text}': not a scenario pack (no pack_id)", path=str(rel),
+                        field="pack_id")
+    run = f"workspace/artifacts/domain_runs/pack-{pack_id}"
+    db = f"workspace/.scenemake/scenarios/pack-{pack_id}"
+    # The reference assistant on a free port of the worker, started for the run.
+    return Unit(text, inputs=("workspace/scenarios", str(rel), "score_specs"),
+                outputs=(run,), optional=(run, f"{db}.sqlite", f"{db}.sqlite-wal"),
+                command=("{python}", "-m", "pipeline.scenario", "run-pack", "--pack", str(rel),
+                         "--base-url", "http://127.0.0.1:{port}", "--start-assistant"))
+
+
+def pack(root: Path, paths: tuple[str, ...], optional: tuple[str, ...] = ()) -> bytes:
+    """A tar of ``paths`` (files or folders) under ``root``, mtimes kept."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in dict.fromkeys(paths + optional):
+            if (root / rel).exists():
+                tar.add(root / rel, arcname=rel)
+            elif rel in paths and rel not in optional:
+                raise UnitError(f"'{rel}' is missing", path=rel)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, root: Path, replace: tuple[str, ...] = (),
+           built_in: str | None = None) -> None:
+    """Extract a tar made by :func:`pack` into ``root``; folders in ``replace`` are emptied
+    first, so a file the unit deleted does not linger. ``built_in``: the folder the unit was
+    built in, whose absolute paths in the build DBs become ``root``'s."""
+    import shutil
+
+    for rel in replace:
+        target = root / rel
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for name in tar.getnames():
+            if name.endswith(".sqlite"):
+                # A stale write-ahead log beside a replaced DB would be replayed into it.
+                for suffix in ("-wal", "-shm"):
+                    (root / (name + suffix)).unlink(missing_ok=True)
+        tar.extractall(root, filter="data")  # no absolute paths, no escapes
+        dbs = [root / n for n in tar.getnames() if n.endswith(".sqlite")]
+    if built_in:
+        for db in dbs:
+            relocate_db(db, built_in, str(root.resolve()))
+
+
+def relocate_db(db: Path, old: str, new: str) -> int:
+    """Rewrite the absolute paths under ``old`` recorded in a doit sqlite DB to ``new`` (some
+    families record absolute paths: the scenario reviews do); returns the rows changed."""
+    import json
+    import sqlite3
+
+    old_json, new_json = json.dumps(old.rstrip("/") + "/")[1:-1], json.dumps(
+        new.rstrip("/") + "/")[1:-1]
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            rows = conn.execute("SELECT task_id, task_data FROM doit WHERE instr(task_data, ?)",
+                                (old_json,)).fetchall()
+            for task_id, data in rows:
+                conn.execute("UPDATE doit SET task_data = ? WHERE task_id = ?",
+                             (data.replace(old_json, new_json), task_id))
+        return len(rows)
+    except sqlite3.DatabaseError:
+        return 0  # not a doit DB: nothing recorded to move
+    finally:
+        conn.close()
+
+
+def command_for(unit: Unit) -> list[str]:
+    """The unit's command with this machine's python (and a free port where it needs one)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    return [sys.executable if part == "{python}" else part.replace("{port}", port)
+            for part in unit.command]

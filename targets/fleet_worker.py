@@ -1,0 +1,151 @@
+"""What a Dask worker does for ``doit fleet``: check it runs the same scenemake, take the
+unit's advisory lock, build the unit with its own doit in its own copy of the workspace
+(a plain subprocess: Dask workers are daemonic, doit's process pool is never used), and
+send back the unit's outputs with what its calls cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import UserError
+from pipeline.core.hashing import hash_bytes
+
+_HERE = Path(__file__).resolve().parent
+
+
+def install_fingerprint() -> str:
+    """blake3 over this install's code and templates: two installs with the same one build
+    the same requests, anything else is version skew."""
+    import pipeline
+
+    parts = []
+    for top in (Path(pipeline.__file__).resolve().parent, _HERE):
+        for path in sorted(top.rglob("*")):
+            if path.suffix in (".py", ".j2", ".json") and "__pycache__" not in path.parts:
+                parts.append(f"{path.relative_to(top.parent)}:{hash_bytes(path.read_bytes())}")
+    return hash_bytes("\n".join(parts).encode())
+
+
+def _advisory_lock(url: str, key: str, poll_s: float = 0.5) -> Any:
+    """A connection holding the session advisory lock ``key`` (freed if this process dies);
+    a database error is a one-line SharedCacheError without the password."""
+    from pipeline.llm.shared.connection import Connector
+
+    db = Connector(url)
+
+    def take(conn: Any) -> bool:
+        return conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
+
+    while not db.run("take the unit's lock", take):
+        time.sleep(poll_s)  # another worker builds this unit: wait, then resume from its work
+    return db.connection()
+
+
+TOPIC = "scenemake-fleet"
+
+
+def _tell(unit: str, state: str, worker: str) -> None:
+    """Tell the caller (subscribed to TOPIC) that ``unit`` entered ``state``."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, {"unit": unit, "state": state, "worker": worker})
+    except (ImportError, ValueError):
+        pass  # not inside a Dask worker (e.g. called directly): nobody to tell
+
+
+def _die_with_parent() -> None:
+    """In the unit's doit (Linux): die when the worker dies, so a unit given to another
+    worker is never built twice at once (the advisory lock died with the worker)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the claims still keep every request paid once
+
+
+def _calls(log: Path, since: int) -> dict:
+    lines = log.read_text(encoding="utf-8").splitlines()[since:] if log.exists() else []
+    calls = [json.loads(line) for line in lines if line.strip()]
+    paid = [c for c in calls if c.get("cache") == "miss"]
+    return {"calls": len(calls), "paid": len(paid),
+            "cost_usd": round(sum(c.get("cost_usd", 0.0) for c in paid), 6)}
+
+
+def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
+               run: str | None, origin: str = "") -> dict:
+    """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result (a
+    refusal or a one-line error is a result too, never an exception with a traceback).
+
+    ``cache`` is the caller's shared cache URL without its password: the worker must have
+    the same (from its own ``SCENEMAKE_CACHE_URL``, with credentials from its environment or
+    a pgpass file). ``origin`` is the caller's machine name: the unit's calls are logged as
+    its (``doit cost`` there counts them; ``--all-machines`` shows the worker).
+    """
+    worker = socket.gethostname()
+    copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
+    result: dict = {"unit": unit.name, "worker": f"{worker}:{os.getpid()}", "rc": None,
+                    "root": str(copy),
+                    "calls": 0, "paid": 0, "cost_usd": 0.0, "files": b"", "message": ""}
+    mine = install_fingerprint()
+    if mine != fingerprint:
+        result.update(rc="skew", message=f"worker {worker} runs another scenemake "
+                      f"(code {mine[:12]}, this machine {fingerprint[:12]})")
+        shutil.rmtree(copy, ignore_errors=True)
+        return result
+    try:
+        return _build(unit, payload, cache, run, copy, result, origin)
+    except UserError as exc:
+        result.update(rc="error", message=str(exc))
+        return result
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
+           result: dict, origin: str) -> dict:
+    from pipeline.llm.shared import FLEET_MARK, shared_settings
+    from pipeline.llm.shared.connection import redact
+    from targets.fleet_units import command_for, pack, unpack
+
+    worker = result["worker"].rpartition(":")[0]
+    unpack(payload, copy)
+    url = os.environ.get("SCENEMAKE_CACHE_URL") or ""
+    settings = shared_settings(copy / "workspace")
+    url = settings.url if settings else url
+    if not url or redact(url) != cache:
+        result.update(rc="config", message=f"worker {worker} is not on the shared cache "
+                      f"{cache} (set SCENEMAKE_CACHE_URL on the workers)")
+        return result
+    env = {**os.environ, "SCENEMAKE_CACHE_URL": url, "PYTHONUNBUFFERED": "1",
+           "SCENEMAKE_MACHINE": f"{origin or worker}{FLEET_MARK}{unit.name} on {worker})"}
+    if run:
+        env["SCENEMAKE_RUN"] = run
+    log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"
+    lock = _advisory_lock(url, unit.lock_key())
+    _tell(unit.name, "running", result["worker"])
+    try:
+        since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
+        proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,
+                              text=True, preexec_fn=_die_with_parent)
+    finally:
+        lock.close()
+    out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    result.update(rc=proc.returncode, **_calls(log, since),
+                  message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))
+                  [-600:] if proc.returncode else "",
+                  tasks=sum(1 for ln in out if ln.startswith(".  ")))
+    # Outputs come back whether or not it finished: what was built is never lost.
+    result["files"] = pack(copy, unit.outputs, unit.optional)
+    return result
