@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SYSTEM = REPO / "pipeline" / "templates" / "system.j2"
+DEFAULT_SYSTEM = REPO / "pipeline" / "book" / "templates" / "system.j2"
 
 CHARACTERS: dict[str, dict[str, Any]] = {
     "mara": {"name": "Mara Quell", "description": "A ferry mechanic back on the point.",
