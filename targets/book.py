@@ -34,7 +34,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_known
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
 from targets.checker import Blake3Checker
-from targets.uptodate import InputsUnchanged
+from targets.uptodate import ExplainedOnInfo, InputsUnchanged
 
 if TYPE_CHECKING:
     from pipeline.book import phases
@@ -295,6 +295,19 @@ def _inputs_hash(phase: str, sid: str | None) -> str:
     return phases.inputs_hash(book, book.scene(sid) if sid else book.scenes[0], phase)
 
 
+@functools.cache
+def explaining() -> bool:
+    """``doit info``: the rules that name causes in the user's terms are checked too."""
+    if not _doit_cli():
+        return False
+    args = [a for a in sys.argv[1:] if a.startswith("-") or "=" not in a]
+    return bool(args) and args[0] == "info"
+
+
+def _rules(phase: str, sid: str, templates: dict[str, str]) -> list:
+    return [_inputs_rule(phase, sid), ExplainedOnInfo(f"{phase}:{sid}", templates, explaining)]
+
+
 def _inputs_rule(phase: str, sid: str) -> InputsUnchanged:
     from pipeline.book import inputs
 
@@ -326,7 +339,7 @@ def _phase_tasks(phase: str):
             "actions": [(_act, [phase, scene.id])],
             "file_dep": file_dep,
             "targets": list(files.outputs.values()),
-            "uptodate": [_inputs_rule(phase, scene.id)],
+            "uptodate": _rules(phase, scene.id, files.templates),
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
             # 2: nothing captured, so a failure shows its one message and no empty dumps

@@ -117,3 +117,22 @@ def test_why_outside_a_scenemake_project_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "not a scenemake project" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_info_names_a_template_change_and_a_hand_edit(built: Project):
+    override = built.book / "templates" / "write.j2"
+    override.parent.mkdir(exist_ok=True)
+    default = (Path(__file__).resolve().parents[2] / "pipeline" / "book" / "templates"
+               / "write.j2").read_text()
+    override.write_text(default)
+    built.build("allow_prompt_change=1", "reason=own write template")
+    override.write_text(default + "\nKeep it short.\n")
+    proc = built.doit("info", f"write:{SID}")
+    assert proc.returncode == 1
+    assert re.search(r"template workspace/books/example/templates/write\.j2 changed "
+                     r"\([0-9a-f]{8} -> [0-9a-f]{8}\), needs allow_prompt_change", proc.stdout)
+    report = built.artifact(SID, "lint/report.json")
+    report.write_text(report.read_text() + " ")
+    proc = built.doit("info", f"lint:{SID}")
+    assert f"{report.relative_to(built.root).as_posix()} edited by hand" in proc.stdout, proc.out
+    assert "object at 0x" not in proc.out
