@@ -234,6 +234,10 @@ def _keep_version(book: Book, db, task_id: str) -> None:
         return
     store = _versions(book)
     history = store.history(task_id)
+    states = values.get("artifact_states") or {}
+    if history and history[-1]["files"] == {name: (states.get(path) or [0, 0, None])[2]
+                                            for name, path in files.items()}:
+        return  # already kept (known from the record's hashes: no file is read)
     meta = meta_from_values(values, history[-1] if history else None, db.events(task_id))
     store.add(task_id, files, meta)
 
@@ -261,6 +265,9 @@ def _refresh_stale_ledgers(book: Book, db) -> None:
     for sid in dict.fromkeys(sid for phase, _, sid in (t.partition(":") for t in stale)
                              if phase in PHASES and sid):
         ledger.export(db, book, sid)
+    for task_id in stale:  # the versions a kill kept from being recorded
+        if task_id.partition(":")[0] in PHASES and db.values(task_id):
+            _keep_version(book, db, task_id)
     db.views_written(*stale)
 
 
