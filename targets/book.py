@@ -409,9 +409,6 @@ def _write_stamp() -> None:
                 if not state or recorded.setdefault(dep, state)[2] != state[2]:
                     stamp.drop(path)  # the DB does not agree with itself: no fast path
                     return
-    # the manuscript, a view of the prose: deleting or editing it takes the full path
-    for out_path in db.values("manuscript").get("artifact_states", {}):
-        recorded[out_path] = db.values("manuscript")["artifact_states"][out_path]
     for out_path, _task, _known, state_raw in db.output_rows():
         if not state_raw:
             stamp.drop(path)

@@ -26,6 +26,10 @@ class Cost(DoitCmdBase):
     def _execute(self, pos_args=None):
         from rich.table import Table
 
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
+
         from pipeline.book.workspace import LLM_PHASES
         from pipeline.llm import read_calls
         from targets.book import context
@@ -78,6 +82,10 @@ class Estimate(DoitCmdBase):
 
     def _execute(self, pos_args=None):
         from rich.table import Table
+
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
 
         from pipeline.book.workspace import LLM_PHASES, PHASES
         from pipeline.llm import read_calls
