@@ -127,3 +127,16 @@ def test_outside_a_scenemake_project_each_command_is_one_line(tmp_path, command)
     ran = subprocess.run([sys.executable, "-m", "doit"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert ran.returncode == 0 and ".  hello" in ran.stdout and "scenemake" not in ran.stdout
+
+
+def test_why_the_guard_runs_every_time(built: Project):
+    assert _why(built, "guard") == ("guard would run:\n  - runs every time (a check before "
+                                    "the build, not a build step)\n")
+
+
+def test_a_long_list_of_causes_is_cut():
+    from targets.why import SHOWN, Verdict, report
+
+    out = report(Verdict("write", runs=True, upstream=[f"write:s{i}: never built"
+                                                        for i in range(SHOWN + 5)]))
+    assert out.count("\n  - ") == SHOWN and "... and 5 more" in out
