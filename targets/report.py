@@ -115,16 +115,40 @@ def gather(book, db, explainer) -> object:
         stand_in=stand_in, generated=now_iso())
 
 
+def _unit_report(args: list[str]) -> Path:
+    """``l7:OUT_DIR``: the L7 session's page, written beside its out-dir (which may hold
+    only L7 outputs); returns its path."""
+    from pipeline.core.store import atomic_write_text
+
+    unit, _, where = args[0].partition(":")
+    if len(args) != 1 or unit != "l7" or not where:
+        raise UserError(f"doit report: '{' '.join(args)}' is not a unit it can report on",
+                        fix="doit report (the book), or doit report l7:OUT_DIR "
+                        "(e.g. l7:workspace/l7/l7_run_output); scenario runs are not "
+                        "reported here yet")
+    from pipeline.l7.report import render
+
+    out_dir = Path(where.rstrip("/"))
+    page = render(out_dir)
+    target = out_dir.with_name(out_dir.name + ".report.html")
+    atomic_write_text(target, page)
+    return target
+
+
 class Report(DoitCmdBase):
     """``doit report``: one self-contained HTML page for the book."""
 
     name = "report"
     doc_purpose = "write draft/report.html: the book's phases, costs, prompt changes, diffs, text"
-    doc_usage = ""
-    doc_description = ("One HTML file, no script and no network: the scene x phase matrix "
+    doc_usage = "[l7:OUT_DIR]"
+    doc_description = ("One HTML file, no script and no network. For the book "
+                       "(draft/report.html): the scene x phase matrix "
                        "(status, cost, cache, why stale), cost and tokens per phase and per "
                        "scene as SVG charts, cache savings, prompt-change history, the last "
-                       "changes' diffs, the manuscript.")
+                       "changes' diffs, the manuscript. For an L7 session (l7:OUT_DIR, written "
+                       "beside it as OUT_DIR.report.html): each scene's candidates side by "
+                       "side with their scores, the winner and why the others lost, the "
+                       "continuity findings.")
     cmd_options = ()
 
     def _execute(self, pos_args=None):
@@ -135,9 +159,9 @@ class Report(DoitCmdBase):
         try:
             db = scene_db(self.name, self.dep_manager)
             if pos_args:
-                raise UserError(f"doit report takes no argument here (got '{pos_args[0]}'); "
-                                "reports of an L7 session or a scenario run are not built yet",
-                                fix="doit report writes the book's draft/report.html")
+                target = _unit_report(pos_args)
+                self.outstream.write(f"report: {target.as_posix()}\n")
+                return 0
             from targets.book import context
 
             book, _ = context()
