@@ -312,6 +312,8 @@ def explaining() -> bool:
 
 
 def _rules(phase: str, sid: str, templates: dict[str, str]) -> list:
+    if not explaining():  # a run loads nothing it would not check
+        return [_inputs_rule(phase, sid)]
     return [_inputs_rule(phase, sid), ExplainedOnInfo(f"{phase}:{sid}", templates, explaining)]
 
 
