@@ -117,20 +117,27 @@ def gather(book, db, explainer) -> object:
 
 def _unit_report(args: list[str]) -> Path:
     """``l7:OUT_DIR``: the L7 session's page, written beside its out-dir (which may hold
-    only L7 outputs); returns its path."""
+    only L7 outputs); ``pack:RUN_DIR``: a scenario pack run's page, beside it too.
+    Returns the page's path."""
     from pipeline.core.store import atomic_write_text
 
     unit, _, where = args[0].partition(":")
-    if len(args) != 1 or unit != "l7" or not where:
+    if len(args) != 1 or unit not in ("l7", "pack") or not where:
         raise UserError(f"doit report: '{' '.join(args)}' is not a unit it can report on",
-                        fix="doit report (the book), or doit report l7:OUT_DIR "
-                        "(e.g. l7:workspace/l7/l7_run_output); scenario runs are not "
-                        "reported here yet")
-    from pipeline.l7.report import render
+                        fix="doit report (the book), doit report l7:OUT_DIR (e.g. "
+                        "l7:workspace/l7/l7_run_output) or doit report pack:RUN_DIR (e.g. "
+                        "pack:workspace/artifacts/domain_runs/pack-warehouse_basics)")
+    folder = Path(where.rstrip("/"))
+    if unit == "l7":
+        from pipeline.l7.report import render
 
-    out_dir = Path(where.rstrip("/"))
-    page = render(out_dir)
-    target = out_dir.with_name(out_dir.name + ".report.html")
+        page = render(folder)
+        target = folder.with_name(folder.name + ".report.html")
+    else:
+        from pipeline.scenario.report import render as render_pack
+
+        page = render_pack(folder)
+        target = folder.with_name(folder.name + ".report.html")
     atomic_write_text(target, page)
     return target
 
@@ -140,7 +147,7 @@ class Report(DoitCmdBase):
 
     name = "report"
     doc_purpose = "write draft/report.html: the book's phases, costs, prompt changes, diffs, text"
-    doc_usage = "[l7:OUT_DIR]"
+    doc_usage = "[l7:OUT_DIR | pack:RUN_DIR]"
     doc_description = ("One HTML file, no script and no network. For the book "
                        "(draft/report.html): the scene x phase matrix "
                        "(status, cost, cache, why stale), cost and tokens per phase and per "
@@ -148,7 +155,9 @@ class Report(DoitCmdBase):
                        "changes' diffs, the manuscript. For an L7 session (l7:OUT_DIR, written "
                        "beside it as OUT_DIR.report.html): each scene's candidates side by "
                        "side with their scores, the winner and why the others lost, the "
-                       "continuity findings.")
+                       "continuity findings. For a scenario pack run (pack:RUN_DIR, written "
+                       "beside it as RUN_DIR.report.html): the acceptance gate and each "
+                       "step's truth, business and judge reviews side by side.")
     cmd_options = ()
 
     def _execute(self, pos_args=None):
