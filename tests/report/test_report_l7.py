@@ -46,7 +46,8 @@ def test_every_candidate_with_its_score_and_why_it_lost(l7_reported):
 
 def test_an_unknown_unit_or_folder_is_one_line(l7_reported):
     project, _ = l7_reported
-    for arg, words in (("l7:nowhere", "not an L7 out-dir"), ("pack:x", "not a unit")):
+    for arg, words in (("l7:nowhere", "not an L7 out-dir"), ("pack:x", "not a scenario pack run"),
+                       ("loop:x", "not a unit")):
         proc = project.doit("report", arg)
         assert proc.returncode == 3 and words in proc.stderr and "Traceback" not in proc.out
 
