@@ -1,10 +1,12 @@
-"""The report page of a scenario pack run: one self-contained HTML file made from its run dir.
+"""The report page of a scenario pack run or pack loop: one self-contained HTML file.
 
-The run's status and acceptance gate (each condition with its detail), then one row per
-step with its question, its status, and the three reviews side by side: truth (facts
-passed / checked), business (status, findings) and the judge (score, per criterion). Read
-only from the files the run wrote (``pack_state.json`` and the reviews), so it changes
-nothing in the run.
+A pack run: its status and acceptance gate (each condition with its detail), then one row
+per step with its question, its status, and the three reviews side by side: truth (facts
+passed / checked), business (status, findings) and the judge (score, per criterion).
+A pack loop (a folder with ``loop_state.json``): its iterations side by side (score,
+verdict, each score component, each gate condition, repair targets), then each
+iteration's pack run as above. Read only from the files the run wrote, so it changes
+nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def load(run_dir: Path) -> tuple[dict, dict[str, dict]]:
     """The run's state and the reviews it has (a review not run yet is absent)."""
     state_path = run_dir / "pack_state.json"
     if not state_path.exists():
-        raise UserError("not a scenario pack run: pack_state.json is missing",
+        raise UserError("not a scenario pack run or loop: pack_state.json is missing",
                         path=display_path(state_path),
                         fix="run scenemake-scenario run-pack --pack PACK first")
     reviews = {name: read_json(run_dir / name, "review") for name in REVIEWS
@@ -89,8 +91,66 @@ def _steps(run_dir: Path, state: dict, reviews: dict[str, dict]) -> str:
             "<th>truth</th><th>business</th><th>judge</th></tr>" + "".join(rows) + "</table>")
 
 
+def _iterations(loop_dir: Path, loop: dict) -> str:
+    verdicts = []
+    for it in loop.get("iterations", []):
+        path = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "analyst_verdict.json"
+        verdicts.append((it, read_json(path, "analyst verdict") if path.exists() else {}))
+    head = "".join(f"<th>iteration {it['iteration']}</th>" for it, _ in verdicts)
+
+    def row(label: str, cell) -> str:
+        return f"<tr><th>{_e(label)}</th>" + "".join(cell(it, v) for it, v in verdicts) + "</tr>"
+
+    def plain(text, css: str = "") -> str:
+        return f'<td class="{_e(css)}">{_e(text)}</td>'
+
+    rows = [row("score", lambda it, v: plain(v.get("score", it.get("score", "-")))),
+            row("verdict", lambda it, v: plain(v.get("verdict", it.get("verdict", "-")),
+                                               "pass" if v.get("accepted") else "fail")),
+            row("pack status", lambda it, v: plain(v.get("pack_final_status",
+                                                         it.get("pack_final_status", "-"))))]
+    names = dict.fromkeys(n for _, v in verdicts for n in (v.get("components") or {}))
+    for name in names:
+        rows.append(row(name, lambda it, v, n=name: plain(
+            ((v.get("components") or {}).get(n) or {}).get("detail", "-"))))
+    conds = dict.fromkeys(c["name"] for _, v in verdicts
+                          for c in (v.get("gate") or {}).get("conditions", []))
+    for name in conds:
+        def gate_cell(it, v, n=name) -> str:
+            c = next((c for c in (v.get("gate") or {}).get("conditions", [])
+                      if c["name"] == n), None)
+            return plain(c["detail"], "pass" if c["passed"] else "fail") if c else plain("-")
+        rows.append(row(f"gate: {name}", gate_cell))
+    rows.append(row("repair targets", lambda it, v: plain(len(v.get("repair_targets") or []))))
+    return (f'<table id="iterations"><tr><th></th>{head}</tr>' + "".join(rows) + "</table>")
+
+
+def render_loop(loop_dir: Path) -> str:
+    """The report page of the pack loop in ``loop_dir``."""
+    loop = read_json(loop_dir / "loop_state.json", "loop state")
+    runs = []
+    for it in loop.get("iterations", []):
+        run_dir = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "pack_run"
+        if (run_dir / "pack_state.json").exists():
+            state, reviews = load(run_dir)
+            runs.append(f"<h2>Iteration {it['iteration']}: pack run {_e(state.get('run_id'))}"
+                        f"</h2>" + _steps(run_dir, state, reviews))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>Loop report: {_e(loop.get('loop_id'))}</title><style>{_STYLE}</style>"
+        f"</head>\n<body>\n<h1>Pack loop {_e(loop.get('loop_id'))}</h1>"
+        f"<p>pack {_e(loop.get('pack_id'))}; status <strong>{_e(loop.get('status'))}</strong>"
+        f" after {len(loop.get('iterations', []))} iteration(s) (at most "
+        f"{_e(loop.get('max_iterations'))}, target score {_e(loop.get('target_score'))}): "
+        f"{_e(loop.get('stop_reason') or '')}; loop dir {_e(display_path(loop_dir))}</p>"
+        "<h2>Iterations side by side</h2>" + _iterations(loop_dir, loop)
+        + "".join(runs) + "\n</body></html>\n")
+
+
 def render(run_dir: Path) -> str:
-    """The report page of the pack run in ``run_dir``."""
+    """The report page of the pack run (or pack loop) in ``run_dir``."""
+    if (run_dir / "loop_state.json").exists():
+        return render_loop(run_dir)
     state, reviews = load(run_dir)
     r = state.get("reviews") or {}
     counts = state.get("counts") or {}

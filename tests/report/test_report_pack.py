@@ -3,6 +3,7 @@ side by side, written beside the run dir."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -64,3 +65,27 @@ def test_the_pack_page_renders_in_chromium(pack_reported, tmp_path: Path):
     shot = tmp_path / "pack.png"
     proc = browser.run(page, f"--screenshot={shot}", "--window-size=1280,900")
     assert proc.returncode == 0 and browser.ink(shot) > 0.02, proc.stderr[-2000:]
+
+
+def test_a_pack_loop_shows_its_iterations_side_by_side(pack_reported):
+    project, _ = pack_reported
+    loop_dir = "workspace/artifacts/domain_runs/loop-warehouse_basics"
+    run = subprocess.run([sys.executable, "-m", "pipeline.scenario", "run-pack-loop", "--pack",
+                          PACK, "--coder-config",
+                          "workspace/scenarios/coders/rules_coder.json", "--start-assistant",
+                          "--max-iterations", "2"], cwd=project.root, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    proc = project.build("report", f"pack:{loop_dir}")
+    assert proc.stdout == f"report: {loop_dir}.report.html\n"
+    page = (project.root / f"{loop_dir}.report.html").read_text()
+    state = json.loads((project.root / loop_dir / "loop_state.json").read_text())
+    table = page.split('id="iterations"')[1].split("</table>")[0]
+    assert table.count("<th>iteration ") == len(state["iterations"]) >= 1
+    for it in state["iterations"]:
+        verdict = json.loads((project.root / loop_dir / it["dir"] / "analyst_verdict.json")
+                             .read_text())
+        assert f">{verdict['score']}<" in table
+        for cond in verdict["gate"]["conditions"]:
+            assert f"gate: {cond['name']}" in table and html.escape(cond["detail"]) in table
+        assert f"Iteration {it['iteration']}: pack run {it['run_id']}" in page
