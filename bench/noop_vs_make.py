@@ -188,6 +188,10 @@ _BY_PHASE = defaultdict(list)
 for _t in GRAPH:
     if ":" in _t["name"]:
         _BY_PHASE[_t["name"].partition(":")[0]].append(_t)
+    elif _t["targets"]:  # a task of its own (the manuscript)
+        globals()["task_" + _t["name"]] = (lambda t: lambda: {
+            "actions": [(_touch, [t["targets"]])], "file_dep": t["file_dep"],
+            "targets": t["targets"], "task_dep": t["task_dep"]})(_t)
 for _phase, _tasks in _BY_PHASE.items():
     globals()["task_" + _phase] = (lambda ts: lambda: _group(ts))(_tasks)
 '''

@@ -34,7 +34,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_known
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
 from targets.checker import Blake3Checker
-from targets.uptodate import InputsUnchanged
+from targets.uptodate import ExplainedOnInfo, InputsUnchanged
 
 if TYPE_CHECKING:
     from pipeline.book import phases
@@ -250,6 +250,10 @@ def _keep_version(book: Book, db, task_id: str) -> None:
         return
     store = _versions(book)
     history = store.history(task_id)
+    states = values.get("artifact_states") or {}
+    if history and history[-1]["files"] == {name: (states.get(path) or [0, 0, None])[2]
+                                            for name, path in files.items()}:
+        return  # already kept (known from the record's hashes: no file is read)
     meta = meta_from_values(values, history[-1] if history else None, db.events(task_id))
     store.add(task_id, files, meta)
 
@@ -277,6 +281,9 @@ def _refresh_stale_ledgers(book: Book, db) -> None:
     for sid in dict.fromkeys(sid for phase, _, sid in (t.partition(":") for t in stale)
                              if phase in PHASES and sid):
         ledger.export(db, book, sid)
+    for task_id in stale:  # the versions a kill kept from being recorded
+        if task_id.partition(":")[0] in PHASES and db.values(task_id):
+            _keep_version(book, db, task_id)
     db.views_written(*stale)
 
 
@@ -311,6 +318,21 @@ def _inputs_hash(phase: str, sid: str | None) -> str:
     return phases.inputs_hash(book, book.scene(sid) if sid else book.scenes[0], phase)
 
 
+@functools.cache
+def explaining() -> bool:
+    """``doit info``: the rules that name causes in the user's terms are checked too."""
+    if not _doit_cli():
+        return False
+    args = [a for a in sys.argv[1:] if a.startswith("-") or "=" not in a]
+    return bool(args) and args[0] == "info"
+
+
+def _rules(phase: str, sid: str, templates: dict[str, str]) -> list:
+    if not explaining():  # a run loads nothing it would not check
+        return [_inputs_rule(phase, sid)]
+    return [_inputs_rule(phase, sid), ExplainedOnInfo(f"{phase}:{sid}", templates, explaining)]
+
+
 def _inputs_rule(phase: str, sid: str) -> InputsUnchanged:
     from pipeline.book import inputs
 
@@ -342,7 +364,7 @@ def _phase_tasks(phase: str):
             "actions": [(_act, [phase, scene.id])],
             "file_dep": file_dep,
             "targets": list(files.outputs.values()),
-            "uptodate": [_inputs_rule(phase, scene.id)],
+            "uptodate": _rules(phase, scene.id, files.templates),
             "task_dep": ["guard"],
             "doc": f"{phase} of {scene.id}: {scene.title}",
             # 2: nothing captured, so a failure shows its one message and no empty dumps
@@ -405,9 +427,6 @@ def _write_stamp() -> None:
                 if not state or recorded.setdefault(dep, state)[2] != state[2]:
                     stamp.drop(path)  # the DB does not agree with itself: no fast path
                     return
-    # the manuscript, a view of the prose: deleting or editing it takes the full path
-    for out_path in db.values("manuscript").get("artifact_states", {}):
-        recorded[out_path] = db.values("manuscript")["artifact_states"][out_path]
     for out_path, _task, _known, state_raw in db.output_rows():
         if not state_raw:
             stamp.drop(path)

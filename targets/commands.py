@@ -75,6 +75,9 @@ class RerunFrom(Run):
                  reporter="console", num_process=0, par_type="process", single=False,
                  auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
                  pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
         from pipeline.book.workspace import LLM_PHASES, PHASES, check_scene_id
 
         phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
@@ -183,6 +186,9 @@ class Reset(DoitCmdBase):
 
     def _execute(self, pos_args=None):
         from pipeline.book.workspace import PHASES
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
         from targets.book import context
 
         book, _ = context()

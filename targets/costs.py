@@ -31,6 +31,10 @@ class Cost(DoitCmdBase):
         from doit.exceptions import InvalidCommand
         from rich.table import Table
 
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
+
         from pipeline.book.workspace import LLM_PHASES
         from pipeline.core.errors import UserError
         from pipeline.llm import read_calls
@@ -122,6 +126,10 @@ class Estimate(DoitCmdBase):
 
     def _execute(self, pos_args=None):
         from rich.table import Table
+
+        from targets.project import require_scenemake
+
+        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
 
         from pipeline.book.estimate import request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES

@@ -208,4 +208,4 @@ class ProgressReporter(ConsoleReporter):
         super().complete_run()
         line = self.summary.line()
         if line:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.console.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -19,3 +19,12 @@ def scene_db(command: str, dep_manager) -> SceneDB:
                              "does not use scenemake's build DB); run it where scenemake's "
                              "dodo.py is")
     return backend
+
+
+def require_scenemake(command: str, dep_manager) -> SceneDB:
+    """``scene_db`` for commands that close the DB themselves later: closes it on refusal."""
+    try:
+        return scene_db(command, dep_manager)
+    except InvalidCommand:
+        dep_manager.close()
+        raise

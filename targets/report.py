@@ -115,16 +115,49 @@ def gather(book, db, explainer) -> object:
         stand_in=stand_in, generated=now_iso())
 
 
+def _unit_report(args: list[str]) -> Path:
+    """``l7:OUT_DIR``: the L7 session's page, written beside its out-dir (which may hold
+    only L7 outputs); ``pack:RUN_DIR``: a scenario pack run's page, beside it too.
+    Returns the page's path."""
+    from pipeline.core.store import atomic_write_text
+
+    unit, _, where = args[0].partition(":")
+    if len(args) != 1 or unit not in ("l7", "pack") or not where:
+        raise UserError(f"doit report: '{' '.join(args)}' is not a unit it can report on",
+                        fix="doit report (the book), doit report l7:OUT_DIR (e.g. "
+                        "l7:workspace/l7/l7_run_output) or doit report pack:RUN_DIR (e.g. "
+                        "pack:workspace/artifacts/domain_runs/pack-warehouse_basics)")
+    folder = Path(where.rstrip("/"))
+    if unit == "l7":
+        from pipeline.l7.report import render
+
+        page = render(folder)
+        target = folder.with_name(folder.name + ".report.html")
+    else:
+        from pipeline.scenario.report import render as render_pack
+
+        page = render_pack(folder)
+        target = folder.with_name(folder.name + ".report.html")
+    atomic_write_text(target, page)
+    return target
+
+
 class Report(DoitCmdBase):
     """``doit report``: one self-contained HTML page for the book."""
 
     name = "report"
     doc_purpose = "write draft/report.html: the book's phases, costs, prompt changes, diffs, text"
-    doc_usage = ""
-    doc_description = ("One HTML file, no script and no network: the scene x phase matrix "
+    doc_usage = "[l7:OUT_DIR | pack:RUN_DIR]"
+    doc_description = ("One HTML file, no script and no network. For the book "
+                       "(draft/report.html): the scene x phase matrix "
                        "(status, cost, cache, why stale), cost and tokens per phase and per "
                        "scene as SVG charts, cache savings, prompt-change history, the last "
-                       "changes' diffs, the manuscript.")
+                       "changes' diffs, the manuscript. For an L7 session (l7:OUT_DIR, written "
+                       "beside it as OUT_DIR.report.html): each scene's candidates side by "
+                       "side with their scores, the winner and why the others lost, the "
+                       "continuity findings. For a scenario pack run (pack:RUN_DIR, written "
+                       "beside it as RUN_DIR.report.html): the acceptance gate and each "
+                       "step's truth, business and judge reviews side by side.")
     cmd_options = ()
 
     def _execute(self, pos_args=None):
@@ -135,9 +168,9 @@ class Report(DoitCmdBase):
         try:
             db = scene_db(self.name, self.dep_manager)
             if pos_args:
-                raise UserError(f"doit report takes no argument here (got '{pos_args[0]}'); "
-                                "reports of an L7 session or a scenario run are not built yet",
-                                fix="doit report writes the book's draft/report.html")
+                target = _unit_report(pos_args)
+                self.outstream.write(f"report: {target.as_posix()}\n")
+                return 0
             from targets.book import context
 
             book, _ = context()

@@ -67,3 +67,52 @@ class InputsUnchanged:
         if self.reasons:
             return "; ".join(self.reasons)
         return f"outline.json and book.json as {self.task_id} last read them"
+
+
+class ExplainedOnInfo:
+    """Causes doit's own ``info`` would name only as file paths, in the user's terms: a
+    changed template (old -> new hash, needs allow_prompt_change) and a hand-edited output.
+
+    A run never pays for it: it is checked only while ``doit info`` explains a task
+    (``active``); otherwise it answers None, which doit ignores. The file checks that make
+    the task run are doit's own, as before.
+    """
+
+    __signature__ = inspect.signature(_signature)
+
+    def __init__(self, task_id: str, templates: dict[str, str], active: Callable[[], bool]):
+        self.task_id = task_id
+        self.templates = templates
+        self._active = active
+        self.reasons: list[str] = []
+
+    def __call__(self, task, values: dict) -> bool | None:
+        """False (with reasons) when a template changed or an output was edited by hand."""
+        if not self._active() or not values:
+            return None
+        self.reasons = self._templates(values) + self._edits(task)
+        return not self.reasons
+
+    def _templates(self, values: dict) -> list[str]:
+        from pipeline.book.rules import changed_templates, current_templates
+
+        out = []
+        for ch in changed_templates(values.get("template_set"), current_templates(self.templates)):
+            where = f"{ch.old_path} -> {ch.path}" if ch.old_path else ch.path
+            out.append(f"template {where} changed ({(ch.old_hash or 'missing')[:8]} -> "
+                       f"{(ch.new_hash or 'missing')[:8]}), needs allow_prompt_change=1 "
+                       'reason="..."')
+        return out
+
+    def _edits(self, task) -> list[str]:
+        from pipeline.book.rules import find_edits
+        from pipeline.core import builddb
+
+        return [f"{e.path} edited by hand: force_resume=1 builds on it, rerun-from "
+                f"{self.task_id} regenerates it"
+                for e in find_edits(builddb.current(), list(task.targets))]
+
+    def __repr__(self) -> str:
+        if self.reasons:
+            return "; ".join(self.reasons)
+        return f"templates and outputs of {self.task_id} as last built"

@@ -181,8 +181,11 @@ class Restore(_VersionCommand):
         db.settle_outputs(task_id, {path: file_state(path, digest)
                                     for path, digest in hashes.items()})
         db.add_event(task_id, "restored", {"version": entry["version"]})
-        meta = {k: v for k, v in entry.items() if k not in ("version", "files", "reason")}
-        meta.update(timestamp=now_iso(), reason=f"restored version {entry['version']}")
+        meta = {k: v for k, v in entry.items()
+                if k not in ("version", "files", "reason", "attempt")}
+        # the attempt now, not the version's: a later rebuild is not taken for a rerun
+        meta.update(timestamp=now_iso(), reason=f"restored version {entry['version']}",
+                    attempt=db.attempt(task_id))
         store.add(task_id, files, meta)
         ledger.export(db, book, task_id.partition(":")[2])
         self.outstream.write(f"{task_id}: version {entry['version']} restored ({len(data)} "

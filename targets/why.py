@@ -19,6 +19,7 @@ from targets.project import scene_db
 from targets.uptodate import InputsUnchanged
 
 _PRE_STATES = ("post_state.json", "state.json")
+SHOWN = 12  # causes printed per task; a group of a big book has one per stale scene
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Explainer:
         task, db = self.tasks[name], self.db
         if not task.actions:
             return []
+        if any(isinstance(u, bool) and u is False for u, _, _ in task.uptodate):
+            return ["runs every time (a check before the build, not a build step)"]
         if not db.in_(name):
             failure = db.failure(name)
             if failure:
@@ -67,8 +70,6 @@ class Explainer:
                 return ["forgotten (rerun-from, reset or forget): its files are on disk but "
                         "the build DB has no record of them"]
             return ["never built"]
-        if any(isinstance(u, bool) and u is False for u, _, _ in task.uptodate):
-            return []  # always runs (the guard): not a cause worth naming
         status = self.dep_manager.get_status(task, self.tasks, get_log=True)
         out = self._hand_edits(name, task.targets)
         if status.status == "up-to-date":
@@ -140,8 +141,11 @@ class Explainer:
             verdict.runs = bool(verdict.upstream)
             return verdict
         verdict.own = self._own(name)
+        if not self.db.in_(name):  # never built, forgotten or failed: that says it all
+            verdict.runs = bool(verdict.own)
+            return verdict
         seen = set()
-        for path in task.file_dep:
+        for path in sorted(task.file_dep):
             maker = self.producer.get(path)
             if maker is None or maker == name or maker in seen:
                 continue
@@ -182,7 +186,11 @@ def report(verdict: Verdict) -> str:
     """The text ``doit why`` prints for one task."""
     if not verdict.runs:
         return f"{verdict.task} is up to date\n"
-    lines = [f"{verdict.task} would run:"] + [f"  - {r}" for r in verdict.reasons]
+    reasons = verdict.reasons
+    lines = [f"{verdict.task} would run:"] + [f"  - {r}" for r in reasons[:SHOWN]]
+    if len(reasons) > SHOWN:
+        lines.append(f"  ... and {len(reasons) - SHOWN} more (doit why on one of the tasks "
+                     "above says more)")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support.project import Project
 
 SID = "ch001_sc001"
@@ -110,10 +111,32 @@ def test_why_a_group_with_every_task_up_to_date_is_up_to_date(built: Project):
     assert out.startswith("write would run:\n  - write:ch001_sc003: ") and "ch001_sc001" not in out
 
 
-def test_why_outside_a_scenemake_project_is_one_line(tmp_path):
+@pytest.mark.parametrize("command", [
+    ["why", "hello"], ["ledger", "ch001_sc001"], ["history", "write:ch001_sc001"],
+    ["diff", "write:ch001_sc001"], ["restore", "write:ch001_sc001", "1"], ["gc"], ["report"],
+    ["cost"], ["estimate"], ["rerun-from", "hello"], ["reset"]])
+def test_outside_a_scenemake_project_each_command_is_one_line(tmp_path, command):
     (tmp_path / "dodo.py").write_text("def task_hello():\n    return {'actions': ['true']}\n")
-    proc = subprocess.run([sys.executable, "-m", "doit", "why", "hello"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "doit", *command], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
-    assert proc.stderr.strip().count("\n") == 0 and "not a scenemake project" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"doit {command[0]}: this is not a scenemake project" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    # and doit's own commands are untouched there
+    ran = subprocess.run([sys.executable, "-m", "doit"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 0 and ".  hello" in ran.stdout and "scenemake" not in ran.stdout
+
+
+def test_why_the_guard_runs_every_time(built: Project):
+    assert _why(built, "guard") == ("guard would run:\n  - runs every time (a check before "
+                                    "the build, not a build step)\n")
+
+
+def test_a_long_list_of_causes_is_cut():
+    from targets.why import SHOWN, Verdict, report
+
+    out = report(Verdict("write", runs=True, upstream=[f"write:s{i}: never built"
+                                                        for i in range(SHOWN + 5)]))
+    assert out.count("\n  - ") == SHOWN and "... and 5 more" in out
