@@ -197,9 +197,25 @@ def _view(scene: OutlineScene, inp: dict) -> SceneView:
     return scene_view(state, scene, inp.get("scene_card"))
 
 
+def _patch_cast(scene: OutlineScene, inp: dict) -> list[str]:
+    """Whom a state patch may change: the scene card's characters. ``state_repair`` does not
+    read the card, so it corrects the changes of the patch it is given (all of them to
+    card characters): offering the outline's characters let it change one the card had
+    dropped, which lint then refused and the scene stopped."""
+    if "scene_card" in inp:
+        return list(inp["scene_card"].characters)
+    if "state_patch" in inp:
+        return [c.id for c in inp["state_patch"].characters]
+    return list(scene.characters)
+
+
 def _patch_choices(view: SceneView, scene_chars: list[str]) -> dict[str, list[str]]:
-    choices = {"CharacterChange.id": scene_chars, "CharacterChange.location": view.places,
+    choices = {"CharacterChange.location": view.places,
                "StatePatch.threads_closed": view.threads}
+    if scene_chars:
+        choices["CharacterChange.id"] = scene_chars
+    else:
+        choices["StatePatch.characters"] = []
     if view.items:
         choices["ItemMove.id"] = view.items
         choices["ItemMove.holder"] = view.cast + view.places
@@ -217,7 +233,7 @@ def schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
                                          "SceneCard.characters": scene.characters})
     view = _view(scene, inp)
     card: SceneCard = inp["scene_card"] if "scene_card" in inp else None
-    chars = card.characters if card else scene.characters
+    chars = _patch_cast(scene, inp)
     if phase == "continuity_pack":
         subjects = list(chars) + view.cast + [card.location] + view.items
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
@@ -265,8 +281,7 @@ def output_validator(phase: str, inp: dict):
 def patch_schema(scene: OutlineScene, inp: dict) -> dict:
     """The JSON Schema a scene's state patch must satisfy against its current pre-state."""
     view = _view(scene, inp)
-    chars = inp["scene_card"].characters if "scene_card" in inp else scene.characters
-    schema = output_schema(StatePatch, _patch_choices(view, chars))
+    schema = output_schema(StatePatch, _patch_choices(view, _patch_cast(scene, inp)))
     _forbid_existing_threads(schema, view)
     return schema
 

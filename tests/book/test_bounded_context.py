@@ -193,3 +193,20 @@ def test_call_log_counts_messages_and_schema(built):
         schema = json.dumps(prompt["output_schema"])
         assert call["tokens_in"] == estimate_tokens(messages + "\n" + schema), call["task"]
         assert call["tokens_in"] > estimate_tokens(messages) + estimate_tokens(schema) // 2
+
+
+def test_state_repair_changes_only_whom_the_patch_changes(book, chain):
+    """state_repair does not read the card: it may change the characters of the patch it
+    corrects (card characters), never an outline character the card dropped, which lint
+    refuses (that stopped a synthetic build at ch010_sc002)."""
+    pre, _, patch, _ = chain[20]
+    scene = book.scenes[20]
+    one = patch.model_copy(update={"characters": patch.characters[:1]})
+    schema = phases.schema_for("state_repair", scene, {"state": pre, "prose": PROSE,
+                                                       "state_patch": one})
+    ids = schema["$defs"]["CharacterChange"]["properties"]["id"]["enum"]
+    assert ids == [one.characters[0].id] and len(scene.characters) > 1
+    empty = patch.model_copy(update={"characters": []})
+    schema = phases.schema_for("state_repair", scene, {"state": pre, "prose": PROSE,
+                                                       "state_patch": empty})
+    assert schema["$defs"]["StatePatch"]["properties"]["characters"]["maxItems"] == 0
