@@ -472,7 +472,8 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
         data["threads"][t]["closed_in"] = sid
     archive = data["archive"]
     for tid in [t for t, th in data["threads"].items() if th["status"] != "open"]:
-        archive["threads"][tid] = data["threads"].pop(tid)
+        # ``involves`` only serves to put an open thread in a scene's view
+        archive["threads"][tid] = {**data["threads"].pop(tid), "involves": []}
     for cid, ch in data["characters"].items():
         if len(ch["knows"]) > KEEP_FACTS:
             archive["knows"].setdefault(cid, []).extend(ch["knows"][:-KEEP_FACTS])
