@@ -26,7 +26,6 @@ from pipeline.book.models import (
     State,
     StatePatch,
     StateRepairOutput,
-    Thread,
     WriteOutput,
     output_schema,
 )
@@ -251,9 +250,10 @@ def _forbid_existing_threads(schema: dict, view: SceneView) -> None:
         new_id["not"] = {"enum": sorted(view.threads)}
 
 
-def known_thread(state: State, tid: str) -> Thread | None:
-    """The thread ``tid`` of the book, open or archived (None if there is none)."""
-    return state.threads.get(tid) or state.archive.threads.get(tid)
+def known_thread(state: State, tid: str) -> bool:
+    """Whether the book already has a thread ``tid``, open or archived."""
+    arc = state.archive
+    return tid in state.threads or tid in arc.threads or tid in arc.thread_ids
 
 
 def output_validator(phase: str, inp: dict):
@@ -268,11 +268,10 @@ def output_validator(phase: str, inp: dict):
         patch = getattr(data, "state_patch", None)
         if patch is not None and state is not None:
             for i, t in enumerate(patch.threads_opened):
-                old = known_thread(state, t.id)
-                if old is not None:
+                if known_thread(state, t.id):
                     raise ValueError(
-                        f"$.state_patch.threads_opened[{i}].id: thread '{t.id}' already exists "
-                        f"(opened in {old.opened_in or 'the initial state'}); choose a new id")
+                        f"$.state_patch.threads_opened[{i}].id: the book already has a thread "
+                        f"'{t.id}' (open or closed); choose a new id")
         return data
 
     return validate
@@ -377,7 +376,7 @@ def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
             findings.append(Finding(rule="forbidden", severity="error",
                                     message=f"prose contains {marker!r}"))
     for t in patch.threads_opened:
-        if known_thread(state, t.id) is not None:
+        if known_thread(state, t.id):
             findings.append(Finding(rule="thread_exists", severity="error",
                                     message=f"thread '{t.id}' is already in the state"))
     for t in patch.threads_closed:
@@ -445,9 +444,10 @@ def _card_findings(scene: OutlineScene, card: SceneCard, patch: StatePatch, pros
 def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
     """The post-state: the pre-state with the scene's patch applied.
 
-    Closed threads and each character's facts beyond the latest ``KEEP_FACTS`` move to
-    the archive (kept, not sent to the model), and ``last_scene`` becomes this scene's
-    account, so the next scene's prompt stays bounded.
+    The threads this scene closes and each character's facts beyond the latest
+    ``KEEP_FACTS`` move to its ``archive`` (kept on disk in this post-state and its
+    registries, not sent to the model), replacing the scene before's, and ``last_scene``
+    becomes this scene's account: the state a scene reads stays bounded.
     """
     data = state.model_dump()
     touched: set[str] = set()
@@ -470,14 +470,19 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
     for t in patch.threads_closed:
         data["threads"][t]["status"] = "closed"
         data["threads"][t]["closed_in"] = sid
-    archive = data["archive"]
+    before = data["archive"]
+    # the scene before's archive is on disk in its own post-state; only the ids go on
+    ids = list(dict.fromkeys([*before["thread_ids"], *before["threads"]]))
+    archive: dict = {"threads": {}, "knows": {}, "thread_ids": ids}
     for tid in [t for t, th in data["threads"].items() if th["status"] != "open"]:
         # ``involves`` only serves to put an open thread in a scene's view
         archive["threads"][tid] = {**data["threads"].pop(tid), "involves": []}
+        ids.append(tid)
     for cid, ch in data["characters"].items():
         if len(ch["knows"]) > KEEP_FACTS:
-            archive["knows"].setdefault(cid, []).extend(ch["knows"][:-KEEP_FACTS])
+            archive["knows"][cid] = ch["knows"][:-KEEP_FACTS]
             ch["knows"] = ch["knows"][-KEEP_FACTS:]
+    data["archive"] = archive
     data["last_scene"] = {"id": sid, "events": list(patch.events),
                           "threads_opened": [t.id for t in patch.threads_opened],
                           "threads_closed": list(patch.threads_closed)}
@@ -485,8 +490,10 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
 
 
 def registries(post: dict) -> dict[str, dict]:
-    """The registries of a post-state (as dumped): everything the book knows, the archive
-    put back (every thread, open or closed; every fact a character ever learned)."""
+    """The registries of a post-state (as dumped): the world as the scene leaves it, plus
+    what the scene archived (the threads it closed, with status ``closed``; a character's
+    facts in order, the archived ones first). Over a book's scenes, every thread and every
+    fact appears: the archive is never lost, and no registry grows with the book."""
     archive = post.get("archive") or {}
     chars = {}
     for cid, ch in post["characters"].items():
