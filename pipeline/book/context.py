@@ -14,7 +14,8 @@ of a long book costs what an early one does:
 
 Every list is capped, so neither the messages nor the enums of the schema grow with the
 book, however many threads a model keeps opening. Closed threads and older facts are not
-lost: commit moves them to ``State.archive`` and the registries show them again.
+lost: commit moves them to the archive of the scene that closed or pushed them out (its
+post-state and registries, on disk); the state carries only the ids of archived threads on.
 """
 
 from __future__ import annotations

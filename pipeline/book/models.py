@@ -98,11 +98,15 @@ class Thread(Strict):
 
 
 class Archive(Strict):
-    """What a scene's prompt no longer needs but the book keeps: closed threads and each
-    character's older facts (moved here at commit, shown again in the registries)."""
+    """What the scene just committed moved out of the state: the threads it closed and the
+    facts it pushed past each character's latest few. They stay on disk in that scene's
+    post-state and registries; the next commit replaces them with its own, so the state
+    does not grow with the book. ``thread_ids`` names every archived thread so far (ids
+    only), so that no new thread takes an old one's id."""
 
     threads: dict[str, Thread] = {}
     knows: dict[str, list[str]] = {}
+    thread_ids: list[str] = []
 
 
 class SceneAccount(Strict):

@@ -25,7 +25,6 @@ from pipeline.book.models import (
     State,
     StatePatch,
     StateRepairOutput,
-    Thread,
     WriteOutput,
     output_schema,
 )
@@ -196,9 +195,25 @@ def _view(scene: OutlineScene, inp: dict) -> SceneView:
     return scene_view(state, scene, inp.get("scene_card"))
 
 
+def _patch_cast(scene: OutlineScene, inp: dict) -> list[str]:
+    """Whom a state patch may change: the scene card's characters. ``state_repair`` does not
+    read the card, so it corrects the changes of the patch it is given (all of them to
+    card characters): offering the outline's characters let it change one the card had
+    dropped, which lint then refused and the scene stopped."""
+    if "scene_card" in inp:
+        return list(inp["scene_card"].characters)
+    if "state_patch" in inp:
+        return [c.id for c in inp["state_patch"].characters]
+    return list(scene.characters)
+
+
 def _patch_choices(view: SceneView, scene_chars: list[str]) -> dict[str, list[str]]:
-    choices = {"CharacterChange.id": scene_chars, "CharacterChange.location": view.places,
+    choices = {"CharacterChange.location": view.places,
                "StatePatch.threads_closed": view.threads}
+    if scene_chars:
+        choices["CharacterChange.id"] = scene_chars
+    else:
+        choices["StatePatch.characters"] = []
     if view.items:
         choices["ItemMove.id"] = view.items
         choices["ItemMove.holder"] = view.cast + view.places
@@ -237,7 +252,7 @@ def _schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
         return schema
     view = _view(scene, inp)
     card: SceneCard = inp["scene_card"] if "scene_card" in inp else None
-    chars = card.characters if card else scene.characters
+    chars = _patch_cast(scene, inp)
     if phase == "continuity_pack":
         subjects = list(chars) + view.cast + [card.location] + view.items
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
@@ -255,9 +270,10 @@ def _forbid_existing_threads(schema: dict, view: SceneView) -> None:
         new_id["not"] = {"enum": sorted(view.threads)}
 
 
-def known_thread(state: State, tid: str) -> Thread | None:
-    """The thread ``tid`` of the book, open or archived (None if there is none)."""
-    return state.threads.get(tid) or state.archive.threads.get(tid)
+def known_thread(state: State, tid: str) -> bool:
+    """Whether the book already has a thread ``tid``, open or archived."""
+    arc = state.archive
+    return tid in state.threads or tid in arc.threads or tid in arc.thread_ids
 
 
 def output_validator(phase: str, inp: dict):
@@ -272,11 +288,10 @@ def output_validator(phase: str, inp: dict):
         patch = getattr(data, "state_patch", None)
         if patch is not None and state is not None:
             for i, t in enumerate(patch.threads_opened):
-                old = known_thread(state, t.id)
-                if old is not None:
+                if known_thread(state, t.id):
                     raise ValueError(
-                        f"$.state_patch.threads_opened[{i}].id: thread '{t.id}' already exists "
-                        f"(opened in {old.opened_in or 'the initial state'}); choose a new id")
+                        f"$.state_patch.threads_opened[{i}].id: the book already has a thread "
+                        f"'{t.id}' (open or closed); choose a new id")
         return data
 
     return validate
@@ -285,8 +300,7 @@ def output_validator(phase: str, inp: dict):
 def patch_schema(scene: OutlineScene, inp: dict) -> dict:
     """The JSON Schema a scene's state patch must satisfy against its current pre-state."""
     view = _view(scene, inp)
-    chars = inp["scene_card"].characters if "scene_card" in inp else scene.characters
-    schema = output_schema(StatePatch, _patch_choices(view, chars))
+    schema = output_schema(StatePatch, _patch_choices(view, _patch_cast(scene, inp)))
     _forbid_existing_threads(schema, view)
     return schema
 
@@ -383,7 +397,7 @@ def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
             findings.append(Finding(rule="forbidden", severity="error",
                                     message=f"prose contains {marker!r}"))
     for t in patch.threads_opened:
-        if known_thread(state, t.id) is not None:
+        if known_thread(state, t.id):
             findings.append(Finding(rule="thread_exists", severity="error",
                                     message=f"thread '{t.id}' is already in the state"))
     for t in patch.threads_closed:
@@ -451,9 +465,10 @@ def _card_findings(scene: OutlineScene, card: SceneCard, patch: StatePatch, pros
 def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
     """The post-state: the pre-state with the scene's patch applied.
 
-    Closed threads and each character's facts beyond the latest ``KEEP_FACTS`` move to
-    the archive (kept, not sent to the model), and ``last_scene`` becomes this scene's
-    account, so the next scene's prompt stays bounded.
+    The threads this scene closes and each character's facts beyond the latest
+    ``KEEP_FACTS`` move to its ``archive`` (kept on disk in this post-state and its
+    registries, not sent to the model), replacing the scene before's, and ``last_scene``
+    becomes this scene's account: the state a scene reads stays bounded.
     """
     data = state.model_dump()
     touched: set[str] = set()
@@ -476,13 +491,19 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
     for t in patch.threads_closed:
         data["threads"][t]["status"] = "closed"
         data["threads"][t]["closed_in"] = sid
-    archive = data["archive"]
+    before = data["archive"]
+    # the scene before's archive is on disk in its own post-state; only the ids go on
+    ids = list(dict.fromkeys([*before["thread_ids"], *before["threads"]]))
+    archive: dict = {"threads": {}, "knows": {}, "thread_ids": ids}
     for tid in [t for t, th in data["threads"].items() if th["status"] != "open"]:
-        archive["threads"][tid] = data["threads"].pop(tid)
+        # ``involves`` only serves to put an open thread in a scene's view
+        archive["threads"][tid] = {**data["threads"].pop(tid), "involves": []}
+        ids.append(tid)
     for cid, ch in data["characters"].items():
         if len(ch["knows"]) > KEEP_FACTS:
-            archive["knows"].setdefault(cid, []).extend(ch["knows"][:-KEEP_FACTS])
+            archive["knows"][cid] = ch["knows"][:-KEEP_FACTS]
             ch["knows"] = ch["knows"][-KEEP_FACTS:]
+    data["archive"] = archive
     data["last_scene"] = {"id": sid, "events": list(patch.events),
                           "threads_opened": [t.id for t in patch.threads_opened],
                           "threads_closed": list(patch.threads_closed)}
@@ -490,8 +511,10 @@ def apply_patch(state: State, patch: StatePatch, sid: str) -> State:
 
 
 def registries(post: dict) -> dict[str, dict]:
-    """The registries of a post-state (as dumped): everything the book knows, the archive
-    put back (every thread, open or closed; every fact a character ever learned)."""
+    """The registries of a post-state (as dumped): the world as the scene leaves it, plus
+    what the scene archived (the threads it closed, with status ``closed``; a character's
+    facts in order, the archived ones first). Over a book's scenes, every thread and every
+    fact appears: the archive is never lost, and no registry grows with the book."""
     archive = post.get("archive") or {}
     chars = {}
     for cid, ch in post["characters"].items():

@@ -128,36 +128,53 @@ def test_view_keeps_what_the_scene_needs(book, chain):
 
 
 def test_nothing_is_lost_to_the_archive(book, chain):
+    """Every thread and every fact is in the registries of some scene: a closed thread in
+    those of the scene that closed it, a fact pushed out in those of the scene that
+    archived it; the state a scene reads carries only the scene before's archive."""
     post = chain[-1][3]
-    regs = phases.registries(post.model_dump())
     opened = {t.id for _, _, patch, _ in chain for t in patch.threads_opened}
-    closed = {t for _, _, patch, _ in chain for t in patch.threads_closed}
-    assert closed and post.archive.threads  # some did move
-    assert opened | {"missing_keeper"} == set(regs["threads"])
-    for tid in closed:
-        assert regs["threads"][tid]["status"] == "closed"
+    closed = {t: book.scenes[i].id for i, (_, _, patch, _) in enumerate(chain)
+              for t in patch.threads_closed}
+    assert closed
+    seen: dict[str, dict] = {}
+    archived_facts: dict[str, list[str]] = {}
+    for i, (pre, _, patch, after) in enumerate(chain):
+        out = phases.commit(pre, patch, book.scenes[i].id)  # what commit writes
+        assert json.loads(out["post_state"]) == after.model_dump()
+        regs = {name: json.loads(out[name]) for name in ("threads", "characters")}
+        assert regs == {k: v for k, v in phases.registries(after.model_dump()).items()
+                        if k in regs}
+        seen.update(regs["threads"])
+        for cid, facts in after.archive.knows.items():
+            archived_facts.setdefault(cid, []).extend(facts)
+        # bounded: only this scene's closings, and every archived id so far
+        assert set(after.archive.threads) == set(patch.threads_closed)
+        assert set(closed) & set(after.archive.thread_ids) == {
+            t for t, where in closed.items() if book.scenes.index(book.scene(where)) <= i}
+    assert opened | {"missing_keeper"} == set(seen)
+    for tid, where in closed.items():
+        assert seen[tid]["status"] == "closed" and seen[tid]["closed_in"] == where
         assert tid not in post.threads  # not in the state a prompt is made from
     learned: dict[str, list[str]] = {}
     for _, _, patch, _ in chain:
         for c in patch.characters:
             learned.setdefault(c.id, []).extend(c.learned)
     for cid, facts in learned.items():
-        assert regs["characters"][cid]["knows"] == facts  # every fact, in order
+        # every fact, in order: archived ones, then the latest the state keeps
+        assert archived_facts.get(cid, []) + post.characters[cid].knows == facts
         assert len(post.characters[cid].knows) <= KEEP_FACTS
-    # what commit writes: the registries on disk are these
-    out = phases.commit(chain[-1][0], chain[-1][2], book.scenes[-1].id)
-    assert json.loads(out["threads"]) == regs["threads"]
 
 
 def test_reused_thread_id_is_re_asked(chain):
-    """The schema lists only the threads in view; an answer reusing an archived id is
-    refused by the validator (a ValueError: the client re-asks with the message)."""
+    """The schema lists only the threads in view; an answer reusing the id of a thread
+    closed long ago is refused by the validator (a ValueError: the client re-asks)."""
     pre = chain[59][0]
-    archived = next(iter(pre.archive.threads))
+    archived = pre.archive.thread_ids[0]
+    assert archived not in pre.threads and archived not in pre.archive.threads
     answer = {"prose": PROSE, "state_patch": {
         "threads_opened": [{"id": archived, "summary": "Again."}], "events": ["x"]}}
     validate = phases.output_validator("write", {"state": pre})
-    with pytest.raises(ValueError, match=f"thread '{archived}' already exists"):
+    with pytest.raises(ValueError, match=f"already has a thread '{archived}'"):
         validate(answer)
     answer["state_patch"]["threads_opened"][0]["id"] = "brand_new_thread"
     assert validate(answer).state_patch.threads_opened[0].id == "brand_new_thread"
@@ -165,7 +182,7 @@ def test_reused_thread_id_is_re_asked(chain):
 
 def test_lint_refuses_an_archived_thread_id(book, chain):
     pre, card, _, _ = chain[59]
-    archived = next(iter(pre.archive.threads))
+    archived = pre.archive.thread_ids[0]
     patch = StatePatch.model_validate({"threads_opened": [{"id": archived, "summary": "A."}],
                                        "events": ["x"]})
     report = phases.lint(book, book.scenes[59].id, card, pre, PROSE, patch)
@@ -193,3 +210,20 @@ def test_call_log_counts_messages_and_schema(built):
         schema = json.dumps(prompt["output_schema"])
         assert call["tokens_in"] == estimate_tokens(messages + "\n" + schema), call["task"]
         assert call["tokens_in"] > estimate_tokens(messages) + estimate_tokens(schema) // 2
+
+
+def test_state_repair_changes_only_whom_the_patch_changes(book, chain):
+    """state_repair does not read the card: it may change the characters of the patch it
+    corrects (card characters), never an outline character the card dropped, which lint
+    refuses (that stopped a synthetic build at ch010_sc002)."""
+    pre, _, patch, _ = chain[20]
+    scene = book.scenes[20]
+    one = patch.model_copy(update={"characters": patch.characters[:1]})
+    schema = phases.schema_for("state_repair", scene, {"state": pre, "prose": PROSE,
+                                                       "state_patch": one})
+    ids = schema["$defs"]["CharacterChange"]["properties"]["id"]["enum"]
+    assert ids == [one.characters[0].id] and len(scene.characters) > 1
+    empty = patch.model_copy(update={"characters": []})
+    schema = phases.schema_for("state_repair", scene, {"state": pre, "prose": PROSE,
+                                                       "state_patch": empty})
+    assert schema["$defs"]["StatePatch"]["properties"]["characters"]["maxItems"] == 0
