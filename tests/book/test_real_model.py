@@ -21,11 +21,19 @@ OUTLINE = "workspace/books/example/outline.json"
 LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
 
 
+def _for_a_small_model(project: Project, **model) -> None:
+    """What a 135M model needs: a lower temperature than the example's (which the stand-in
+    ignores) and generous re-asks."""
+    project.edit_json(BOOK, lambda d: (d["model"].update(temperature=0.3, **model),
+                                       d.setdefault("endpoint", {}).update(max_reasks=4)))
+
+
 @pytest.fixture(scope="module")
 def smol_book(tmp_path_factory) -> Project:
     """The 6-scene example book, built once with SmolLM2."""
     require_smollm()
     project = Project(make_project(tmp_path_factory.mktemp("smol") / "proj"))
+    _for_a_small_model(project)
     proc = project.doit(env=LOCAL, timeout=1800)
     assert proc.returncode == 0, proc.out[-3000:]
     return project
@@ -38,7 +46,7 @@ def smol_two_template(tmp_path_factory) -> Project:
     project = Project(make_project(tmp_path_factory.mktemp("smol2") / "proj"))
     project.edit_json(OUTLINE, lambda d: (d["chapters"].__delitem__(slice(1, None)),
                                           d["chapters"][0]["scenes"].__delitem__(slice(2, None))))
-    project.edit_json(BOOK, lambda d: d["model"].update(max_tokens=500))
+    _for_a_small_model(project, max_tokens=500)
     proc = project.doit(env=LOCAL, timeout=1200)
     assert proc.returncode == 0, proc.out[-3000:]
     return project
@@ -68,7 +76,7 @@ def test_every_phase_of_every_scene_succeeds_with_real_tokens(smol_book):
     for c in misses:
         tries[c["task"]] = tries.get(c["task"], 0) + 1
     assert set(tries) >= {f"{p}:ch001_sc001" for p in LLM_PHASES}
-    assert max(tries.values()) <= 3
+    assert max(tries.values()) <= 5
 
 
 def test_a_second_run_pays_nothing(smol_book):
