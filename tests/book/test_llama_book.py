@@ -84,3 +84,26 @@ def test_parallel_plans_respect_the_concurrency_limit(project, llama_server):
     with FaultProxy(llama_server.base_url) as proxy:
         project.build("-n", "6", "-P", "thread", "plan", env=_env(proxy.base_url))
         assert proxy.passed == 6 and proxy.max_in_flight <= 2
+
+
+def test_a_book_under_30_percent_faults_finishes_in_one_run(project, llama_server):
+    """Issue #15 item 10: stalls, resets, cut and broken bodies, 429s and 5xx on 30% of the
+    requests: with the idle timeout on streamed answers the run finishes in one go, and
+    every answer the server gave is paid for once."""
+    import random
+
+    project.edit_json(OUTLINE, lambda d: d["chapters"].__delitem__(slice(1, None)))
+    _for_random_weights(project, timeout_s=2, idle_timeout_s=1, max_attempts=10,
+                        max_retry_seconds=120)
+    rng = random.Random(30)
+    kinds = ["429", "429-ra", "500", "502", "503", "reset", "timeout", "truncated", "badjson"]
+    with FaultProxy(llama_server.base_url, hang_s=6) as proxy:
+        proxy.faults.extend(rng.choice(kinds) if rng.random() < 0.3 else "" for _ in range(400))
+        proc = project.doit(env=_env(proxy.base_url), timeout=600)
+        injected = [f for f in proxy.seen if f != "pass"]
+    assert proc.returncode == 0, proc.out[-2000:]
+    assert "Traceback" not in proc.out
+    misses = project.misses()
+    assert len({c["task"] for c in misses}) == 15  # 3 scenes x 5 LLM phases
+    assert proxy.passed == len(misses)
+    assert len(injected) >= 3
