@@ -6,9 +6,10 @@ same ``.scenemake``) waits for the claim, then finds the answer in the response 
 claim ends when its holder has cached the answer (or given up), or when the holder dies.
 
 :class:`Claims` is the interface; :class:`WorkspaceClaims` is the backend of one machine's
-workspace (one ``flock``-ed file per request hash under ``.scenemake/claims/``, dropped by
-the kernel when its holder dies). A shared backend (PostgreSQL advisory locks, for a fleet)
-implements the same two methods.
+workspace (one lock file per request hash under ``.scenemake/claims/``, taken with the one
+lock of pipeline/core/lock.py and dropped by the kernel when its holder dies). The shared
+backend (leased claim rows on PostgreSQL, pipeline/llm/shared/store.py) implements the same
+method, and queues this process's threads with the same :class:`ThreadTurns`.
 """
 
 from __future__ import annotations
