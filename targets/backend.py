@@ -14,8 +14,8 @@ from doit.exceptions import InvalidCommand
 
 from pipeline.core import builddb
 from pipeline.core.errors import UserError
-from pipeline.core.filelock import FileLock, LockBusy
 from pipeline.core.jsonio import display_path
+from pipeline.core.lock import FileLock, LockBusy
 
 # The run locks this process holds, by DB path. A backend doit never closed (a command that
 # failed while loading its tasks) must not lock out the next in-process run of the same DB.
@@ -45,25 +45,36 @@ def run_lock(db_path: str) -> FileLock:
     if stale is not None:
         stale.release()
     lock = FileLock(f"{db_path}.lock")
+    shown = display_path(db_path)
+
+    waited_for: list[int | None] = []
+
+    def announce(pid: int | None) -> None:
+        waited_for.append(pid)
+        print(f"scenemake: waiting for the run of {_who(pid)} to finish ({shown})",
+              file=sys.stderr, flush=True)
+
+    waiting = _wait_wanted()
     try:
-        lock.acquire(wait=False)
+        lock.acquire(wait=None if waiting else 0, on_wait=announce)
     except LockBusy as busy:
-        who = f"PID {busy.holder}" if busy.holder else "another process"
-        if not _wait_wanted():
-            raise BuildDBError(
-                f"{display_path(db_path)}: another run ({who}) is using this build DB; "
-                "let it finish, or add wait=1 to wait for it") from None
-        print(f"scenemake: waiting for the run of {who} to finish "
-              f"({display_path(db_path)})", file=sys.stderr, flush=True)
-        try:
-            lock.acquire(wait=True)
-        except KeyboardInterrupt:
-            raise BuildDBError(f"{display_path(db_path)}: stopped while waiting for the run "
-                               f"of {who}; nothing was changed") from None
+        raise BuildDBError(
+            f"{shown}: another run ({_who(busy.pid)}) is using this build DB; "
+            "let it finish, or add wait=1 to wait for it") from None
+    except KeyboardInterrupt:
+        if not waiting:
+            raise
+        who = _who(waited_for[0] if waited_for else None)
+        raise BuildDBError(f"{shown}: stopped while waiting for the run of {who}; "
+                           "nothing was changed") from None
     except UserError as exc:  # the lock file cannot be made: one line
         raise BuildDBError(str(exc)) from exc
     _held[key] = lock
     return lock
+
+
+def _who(pid: int | None) -> str:
+    return f"PID {pid}" if pid else "another process"
 
 
 _FULL_FIX = "free some disk space (or make it writable) and run again: nothing already built " \

@@ -151,10 +151,9 @@ class Ledger(DoitCmdBase):
     def _execute(self, pos_args=None, as_json=False):
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
-        from targets.project import scene_db
+        from targets.project import command_db
 
-        try:
-            db = scene_db(self.name, self.dep_manager)
+        with command_db(self.name, self.dep_manager) as db:
             from targets.book import context
 
             if not pos_args or len(pos_args) != 1:
@@ -163,10 +162,6 @@ class Ledger(DoitCmdBase):
             book, _ = context()
             book.scene(sid)
             data = ledger.export(db, book, sid)
-        except UserError as exc:
-            raise InvalidCommand(str(exc)) from None
-        finally:
-            self.dep_manager.close()
         from pipeline.core.store import dump_json
 
         # --json: the same text as the ledger file

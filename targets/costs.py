@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from doit.cmd_base import DoitCmdBase
 
@@ -55,16 +56,7 @@ class Cost(DoitCmdBase):
         else:
             calls = [c for c in read_calls(book.workspace.call_log)
                      if c.get("book") == book.name]
-        rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
-        for c in calls:
-            for key in (c.get("phase") or "?", "total"):
-                r = rows[key]
-                r["calls"] += 1
-                r["hits"] += c["cache"] == "hit"
-                r["tokens_in"] += c["tokens_in"] if c["cache"] == "miss" else 0
-                r["tokens_out"] += c["tokens_out"] if c["cache"] == "miss" else 0
-                r["spent"] += c.get("cost_usd", 0.0)
-                r["avoided"] += c.get("cost_avoided_usd", 0.0) or 0.0
+        rows = _tally(calls, lambda c: c.get("phase") or "?", "total")
         table = Table(title=f"LLM cost of book '{book.name}'")
         for col in ("phase", "calls", "cache hits", "tokens in", "tokens out", "spent $",
                     "avoided by cache $"):
@@ -92,18 +84,28 @@ class Cost(DoitCmdBase):
         return 0
 
 
+def _tally(calls: list[dict], key: Callable[[dict], str], total: str) -> dict[str, dict]:
+    """Per ``key(call)`` and for ``total``: calls, cache hits, tokens paid for (misses
+    only), dollars spent and dollars the cache avoided."""
+    rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    for c in calls:
+        paid = c["cache"] == "miss"
+        for name in (key(c), total):
+            r = rows[name]
+            r["calls"] += 1
+            r["hits"] += c["cache"] == "hit"
+            r["tokens_in"] += c["tokens_in"] if paid else 0
+            r["tokens_out"] += c["tokens_out"] if paid else 0
+            r["spent"] += c.get("cost_usd", 0.0) or 0.0
+            r["avoided"] += c.get("cost_avoided_usd", 0.0) or 0.0
+    return rows
+
+
 def _per_machine(calls: list[dict], book: str):
     """A table of calls, hits, spent and avoided dollars per machine (and the team's total)."""
     from rich.table import Table
 
-    rows: dict[str, dict] = defaultdict(lambda: defaultdict(float))
-    for c in calls:
-        for key in (c.get("machine") or "?", "all machines"):
-            r = rows[key]
-            r["calls"] += 1
-            r["hits"] += c["cache"] == "hit"
-            r["spent"] += c.get("cost_usd", 0.0) or 0.0
-            r["avoided"] += c.get("cost_avoided_usd", 0.0) or 0.0
+    rows = _tally(calls, lambda c: c.get("machine") or "?", "all machines")
     table = Table(title=f"LLM cost of book '{book}' per machine (shared call log)")
     for col in ("machine", "calls", "cache hits", "spent $", "avoided by cache $"):
         table.add_column(col, justify="left" if col == "machine" else "right")

@@ -6,9 +6,13 @@ project whose dodo.py is not scenemake's they say so in one line and touch nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from doit.exceptions import InvalidCommand
 
 from pipeline.core.builddb import SceneDB
+from pipeline.core.errors import UserError
 
 
 def scene_db(command: str, dep_manager) -> SceneDB:
@@ -28,3 +32,15 @@ def require_scenemake(command: str, dep_manager) -> SceneDB:
     except InvalidCommand:
         dep_manager.close()
         raise
+
+
+@contextmanager
+def command_db(command: str, dep_manager) -> Iterator[SceneDB]:
+    """The book's build DB for the body of a command: a :class:`UserError` raised in it is
+    doit's one ``ERROR:`` line, and the DB is closed when the body ends, however it ends."""
+    try:
+        yield scene_db(command, dep_manager)
+    except UserError as exc:
+        raise InvalidCommand(str(exc)) from None
+    finally:
+        dep_manager.close()

@@ -7,10 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from doit.cmd_base import DoitCmdBase
-from doit.exceptions import InvalidCommand
 
 from pipeline.core.errors import UserError
-from targets.project import scene_db
+from targets.project import command_db
 
 LAST_DIFFS = 8  # the most recent changes shown with their diff
 
@@ -165,8 +164,7 @@ class Report(DoitCmdBase):
         from pipeline.core.store import atomic_write_text
         from targets.why import Explainer
 
-        try:
-            db = scene_db(self.name, self.dep_manager)
+        with command_db(self.name, self.dep_manager) as db:
             if pos_args:
                 target = _unit_report(pos_args)
                 self.outstream.write(f"report: {target.as_posix()}\n")
@@ -179,9 +177,5 @@ class Report(DoitCmdBase):
             page = render(gather(book, db, explainer))
             target = book.draft / "report.html"
             atomic_write_text(target, page)
-        except UserError as exc:
-            raise InvalidCommand(str(exc)) from None
-        finally:
-            self.dep_manager.close()
         self.outstream.write(f"report: {target.as_posix()}\n")
         return 0

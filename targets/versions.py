@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from doit.cmd_base import DoitCmdBase
-from doit.exceptions import InvalidCommand
 
 from pipeline.core.errors import UserError
-from targets.project import scene_db
+from targets.project import command_db
 
 HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
 
@@ -52,13 +51,8 @@ class _VersionCommand(DoitCmdBase):
         return self._guarded(pos_args)
 
     def _guarded(self, pos_args, **opts) -> int:
-        try:
-            db = scene_db(self.name, self.dep_manager)
+        with command_db(self.name, self.dep_manager) as db:
             return self.run(db, list(pos_args or []), **opts)
-        except UserError as exc:
-            raise InvalidCommand(str(exc)) from None
-        finally:
-            self.dep_manager.close()
 
     def run(self, db, args: list[str], **opts) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -13,6 +13,11 @@ A step runs in the transaction that records it (``atomic=True``, the default) --
 included, which both sqlite and PostgreSQL make transactional; a step that manages its
 own transactions (``atomic=False``) must be idempotent: a crash between its work and its
 record runs it again.
+
+``Migrations(table, refuse_newer=True)``: a database whose record names a step this list
+does not know was migrated by a newer scenemake, and is refused (:class:`NewerDatabase`)
+rather than used half-understood. (Off by default: the build DB's record is shared by
+steps that modules register as they load.)
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.clock import now_iso
+from pipeline.core.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 
@@ -52,13 +58,27 @@ def _is_sqlite(conn: Any) -> bool:
     return _driver(conn) == "sqlite3"
 
 
+def _is_postgres(conn: Any) -> bool:
+    return _driver(conn) in ("psycopg", "psycopg2")
+
+
+class NewerDatabase(UserError):
+    """The database records steps this scenemake does not know (``names``)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"the database was migrated by a newer scenemake ({names[-1]})",
+                         fix="upgrade scenemake on this machine")
+
+
 class Migrations:
     """An ordered list of migrations recorded in ``table`` (created on first use)."""
 
-    def __init__(self, table: str):
+    def __init__(self, table: str, *, refuse_newer: bool = False):
         if not _NAME.match(table) or not table.replace("_", "").isalnum():
             raise ValueError(f"not a table name: {table!r}")
         self.table = table
+        self.refuse_newer = refuse_newer
         self.steps: list[Step] = []
 
     def migration(self, fn: Callable[[Any], None] | None = None, *, name: str | None = None,
@@ -79,13 +99,38 @@ class Migrations:
         return add(fn) if fn is not None else add
 
     def applied(self, conn: Any) -> set[str]:
-        """The names this database has applied (creating the record table if needed)."""
+        """The names this database has applied (creating the record table if needed).
+
+        With ``refuse_newer``, a name no step here has raises :class:`NewerDatabase`.
+        """
         cur = conn.cursor()
-        cur.execute(f"create table if not exists {self.table} "
-                    "(name text not null primary key, applied_at text not null)")
-        conn.commit()
+        # Look before creating: a role that may not create tables may still use a database
+        # that is migrated already.
+        if not self._has_table(cur, conn):
+            if _is_postgres(conn):
+                # two machines creating it at once would collide in the catalog: one at a time
+                cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+            cur.execute(f"create table if not exists {self.table} "
+                        "(name text not null primary key, applied_at text not null)")
+            conn.commit()
         cur.execute(f"select name from {self.table}")
-        return {row[0] for row in cur.fetchall()}
+        done = {row[0] for row in cur.fetchall()}
+        if self.refuse_newer:
+            known = {s.name for s in self.steps}
+            newer = sorted(done - known)
+            if newer:
+                raise NewerDatabase(newer)
+        return done
+
+    def _has_table(self, cur: Any, conn: Any) -> bool:
+        if _is_sqlite(conn):
+            cur.execute("select 1 from sqlite_master where type = 'table' and name = ?",
+                        (self.table,))
+            return cur.fetchone() is not None
+        if _is_postgres(conn):
+            cur.execute("select to_regclass(%s)", (self.table,))
+            return cur.fetchone()[0] is not None
+        return False  # another driver: create if not exists
 
     def pending(self, conn: Any) -> list[str]:
         """The names of the steps this database has not applied yet, in order."""
@@ -111,7 +156,7 @@ class Migrations:
                 # take the write lock now: a second process waits here, then sees the record
                 if _is_sqlite(conn):
                     cur.execute("begin immediate")
-                elif _driver(conn) in ("psycopg", "psycopg2"):
+                elif _is_postgres(conn):
                     cur.execute(f"lock table {self.table} in exclusive mode")
                 cur.execute(f"select 1 from {self.table} where name = {ph}", (step.name,))
                 if cur.fetchone() is None:

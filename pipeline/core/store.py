@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
-from pipeline.core.filelock import pid_alive
 from pipeline.core.jsonio import display_path
+from pipeline.core.lock import pid_alive
 
 _names = itertools.count()
 _TEMP_RE = re.compile(r"\..+\.(\d+)-\d+-\d+\.tmp")

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import httpx
 
 from pipeline.core.errors import UserError
+from pipeline.core.processes import stop_child
 
 
 def healthy(base_url: str) -> bool:
@@ -57,11 +58,4 @@ class ManagedAssistant:
 
     def stop(self) -> None:
         """Stop the child (SIGTERM, then SIGKILL after 10 s)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc)

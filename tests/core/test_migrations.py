@@ -195,3 +195,23 @@ def test_a_format_paramstyle_driver_gets_its_own_markers(tmp_path, monkeypatch):
     assert steps.migrate(conn) == []
     assert any("values (%s, %s)" in sql for sql in issued)
     assert not any("?" in sql for sql in issued)
+
+
+def test_refuse_newer_refuses_a_db_with_a_step_it_does_not_know(tmp_path):
+    """A list made with refuse_newer=True (the shared cache's) will not use a database that a
+    newer release migrated further; a plain list (the build DB's) does not look."""
+    from pipeline.core.errors import UserError
+    from pipeline.core.migrations import NewerDatabase
+
+    conn = sqlite3.connect(tmp_path / "a.db")
+    newer = _list([])
+    newer.migration(lambda c: None, name="m003_next_release")
+    newer.migrate(conn)
+    older = Migrations("my_migrations", refuse_newer=True)
+    older.steps = _list([]).steps
+    with pytest.raises(NewerDatabase) as err:
+        older.migrate(conn)
+    assert isinstance(err.value, UserError)
+    assert str(err.value) == ("the database was migrated by a newer scenemake "
+                              "(m003_next_release) (upgrade scenemake on this machine)")
+    assert _list([]).migrate(conn) == []  # without refuse_newer: nothing to do, no refusal

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline.core.processes import stop_child
 from support.parts import require
 
 REQUIRE_ENV = "SCENEMAKE_REQUIRE_LLAMA"
@@ -243,14 +244,7 @@ class LlamaServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop_child(self.proc)
 
     def __enter__(self) -> LlamaServer:
         return self.start() if self.proc is None else self

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline.core.processes import stop_child
+
 REPO = Path(__file__).resolve().parents[2]
 PACK = "workspace/scenarios/packs/warehouse_basics.json"
 RULES = "workspace/scenarios/assistant_rules.json"
@@ -65,12 +67,7 @@ class Assistant:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_child(self.proc, grace_s=20)
 
     def ask(self, message: str, session_id: str | None = None) -> httpx.Response:
         return httpx.post(self.url + "/api/assistant/message", trust_env=False, timeout=30,

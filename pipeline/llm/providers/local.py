@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_file
+from pipeline.core.processes import stop_child
 
 from ..ratelimit import RateLimiter
 from ..request import LLMRequest, ProviderResult
@@ -190,14 +191,7 @@ class LocalServer:
         """Stop the server (terminate, then kill if it lingers)."""
         proc, self.proc = self.proc, None
         _live.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc)
 
 
 _servers: dict[Path, LocalServer] = {}  # one server per model file in this process

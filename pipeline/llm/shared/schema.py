@@ -1,19 +1,22 @@
-"""The shared cache's schema, as an ordered list of migrations recorded in the database.
+"""The shared cache's schema, as ordered migrations recorded in ``scenemake_migrations``.
 
-Written here because the build DB's migration helper (``pipeline/core/migrations.py``) does
-not exist yet; the shape is the same (a name per step, applied once, in order). Two machines
-starting at once migrate one after the other (a transaction-scoped advisory lock), and a
-database migrated by a newer scenemake is refused rather than used half-understood.
+They run on the one migration helper (``pipeline/core/migrations.py``, as the build DB's do):
+a name per step, applied once, in order, each in the transaction that records it. Two
+machines starting at once migrate one after the other (the helper locks the record table),
+and a database migrated by a newer scenemake is refused rather than used half-understood.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from pipeline.core.migrations import Migrations, NewerDatabase
 
 from .connection import Connector, SharedCacheError
 
 # Never edit a step once released: add a new one.
-MIGRATIONS: list[tuple[str, str]] = [
+_STEPS: list[tuple[str, str]] = [
     ("001_responses", """
         CREATE TABLE llm_responses (
             request_hash text PRIMARY KEY,
@@ -54,32 +57,45 @@ MIGRATIONS: list[tuple[str, str]] = [
             lease_until  timestamptz NOT NULL)"""),
 ]
 
-_LOCK_KEY = 0x5CE7E3A1  # pg_advisory_xact_lock key of scenemake's schema changes
+
+
+def _statements(sql: str) -> Callable[[Any], None]:
+    def apply(conn: Any) -> None:
+        with conn.cursor() as cur:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    return apply
+
+
+MIGRATIONS = Migrations("scenemake_migrations", refuse_newer=True)
+for _name, _sql in _STEPS:
+    MIGRATIONS.migration(_statements(_sql), name=_name)
 
 
 def migrate(db: Connector) -> None:
     """Bring the database's schema up to date (idempotent; safe from several machines)."""
 
     def step(conn: Any) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            # Look before creating: a role without CREATE may still use a migrated database.
-            if conn.execute("SELECT to_regclass('scenemake_migrations')").fetchone()[0] is None:
-                conn.execute("CREATE TABLE scenemake_migrations ("
-                             "name text PRIMARY KEY, applied_at timestamptz DEFAULT now())")
-            done = {r[0] for r in conn.execute("SELECT name FROM scenemake_migrations")}
-            known = [name for name, _ in MIGRATIONS]
-            newer = sorted(done - set(known))
-            if newer:
-                raise SharedCacheError(
-                    f"shared LLM cache {db.shown} was migrated by a newer scenemake "
-                    f"({newer[-1]})", fix="upgrade scenemake on this machine")
-            for name, sql in MIGRATIONS:
-                if name not in done:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute("INSERT INTO scenemake_migrations (name) VALUES (%s)", (name,))
+        # The helper speaks DB-API transactions (commit/rollback); this connection is
+        # autocommit for everything else, so it leaves it for the migration only.
+        conn.autocommit = False
+        try:
+            MIGRATIONS.migrate(conn)
+            conn.commit()  # what the last look at the record opened
+        except NewerDatabase as exc:
+            conn.rollback()
+            raise SharedCacheError(
+                f"shared LLM cache {db.shown} was migrated by a newer scenemake "
+                f"({exc.names[-1]})", fix="upgrade scenemake on this machine") from None
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.autocommit = True
 
     db.run("schema migration", step)
 

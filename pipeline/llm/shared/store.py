@@ -28,11 +28,13 @@ from typing import Any
 from pipeline.core import cpu_turn
 from pipeline.core.hashing import hash_json
 from pipeline.core.jsonio import load_json
+from pipeline.core.lock import pid_alive
 from pipeline.core.store import append_line
 
 from ..budget import Budget, BudgetExceeded
 from ..cache import _HASH_RE, CachedResponse, ResponseCache
 from ..calllog import CallLog
+from ..claims import ThreadTurns
 from ..request import CallContext
 from .connection import Connector, SharedCacheError
 
@@ -68,7 +70,7 @@ class PgClaims:
         self.spool = spool
         self._local = threading.local()
         self._guard = threading.Lock()
-        self._turns: dict[str, list] = {}  # hash -> [lock, users]: threads of this process
+        self._turns = ThreadTurns()  # threads of this process wanting the same request
         self._held: set[str] = set()
         self._beat: threading.Thread | None = None
         self._beat_db = Connector(db.url)
@@ -90,7 +92,7 @@ class PgClaims:
         if mine is not None and mine.request_hash == request_hash:
             yield  # this thread holds it already (the client may claim at two levels)
             return
-        with self._thread_turn(request_hash):
+        with self._turns.turn(request_hash):
             self._take(request_hash)
             held = _Held(request_hash)
             self._local.held = held
@@ -176,25 +178,6 @@ class PgClaims:
                     (self.lease_s, self.owner, held)))
             except Exception:  # noqa: BLE001 - the holder's own release reports the outage
                 pass
-
-    @contextmanager
-    def _thread_turn(self, key: str) -> Iterator[None]:
-        with self._guard:
-            slot = self._turns.setdefault(key, [threading.Lock(), 0])
-            slot[1] += 1
-        try:
-            if not slot[0].acquire(blocking=False):
-                with cpu_turn.waiting():  # another thread of ours pays for it right now
-                    slot[0].acquire()
-            try:
-                yield
-            finally:
-                slot[0].release()
-        finally:
-            with self._guard:
-                slot[1] -= 1
-                if slot[1] == 0:
-                    del self._turns[key]
 
 
 _PUT_SQL = ("INSERT INTO llm_responses (request_hash, request, response, machine) "
@@ -407,17 +390,7 @@ def drop_dead_claims(db: Connector, machine: str) -> None:
         (machine + "#",)).fetchall())
     for (owner,) in owners:
         pid = owner[len(machine) + 1:].partition("-")[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         db.run("release a dead process's claims", lambda conn, o=owner: conn.execute(
             "DELETE FROM llm_claims WHERE owner = %s", (o,)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,0 +1,23 @@
+"""Child processes this process started (a model server, the reference assistant)."""
+
+from __future__ import annotations
+
+import subprocess
+
+STOP_GRACE_S = 10.0  # long enough for a server to close its sockets and log
+
+
+def stop_child(proc: subprocess.Popen | None, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop ``proc`` if it still runs: SIGTERM, wait ``grace_s``, then SIGKILL and reap it.
+
+    A child that ignores SIGTERM (stuck in a model load) is still gone when this returns, so
+    no server outlives the run that started it, and no zombie is left behind.
+    """
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
