@@ -15,9 +15,9 @@ from pydantic import ConfigDict, Field
 
 from pipeline.core import score_spec
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import read_json
+from pipeline.core.jsonio import display_path, read_json
 from pipeline.llm import CallContext, LLMClient, LLMRequest
-from pipeline.llm.settings import Endpoint, ModelSettings
+from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
 from .contracts import parse
 from .layout import RunLayout, StepRef
@@ -47,8 +47,12 @@ class ScoreSpec(score_spec.ScoreSpec):
 
 
 def load_score_spec(path: Path) -> ScoreSpec:
-    """The rubric at ``path``; UserError naming the file and field when invalid."""
-    return parse(ScoreSpec, read_json(path, "score spec"), path)
+    """The rubric at ``path``; UserError naming the file and field when invalid. Its model
+    settles like a book's: the provider's own defaults (``local``: the shipped model), and
+    ``SCENEMAKE_MODEL`` / ``SCENEMAKE_BASE_URL`` override it."""
+    spec = parse(ScoreSpec, read_json(path, "score spec"), path)
+    model, endpoint = apply_env_overrides(spec.model, spec.endpoint, display_path(path))
+    return spec.model_copy(update={"model": model, "endpoint": endpoint})
 
 
 def output_schema(spec: ScoreSpec) -> dict:

@@ -18,8 +18,8 @@ SPEC = "score_specs/score_spec_answer.json"
 def test_a_pack_is_judged_by_the_real_model(sproject):  # noqa: F811
     require_smollm()
     spec = sproject.read(SPEC)
-    spec["model"] = {"provider": "local", "model": "smollm2", "temperature": 0.0,
-                     "max_tokens": 600, "seed": 7}
+    # no "model": the local provider's own, the shipped SmolLM2
+    spec["model"] = {"provider": "local", "temperature": 0.0, "max_tokens": 600, "seed": 7}
     sproject.write(SPEC, spec)
     a = sproject.assistant()
     proc = sproject.cli("run-pack", "--pack", PACK, "--base-url", a.url, timeout=1800)
@@ -27,7 +27,7 @@ def test_a_pack_is_judged_by_the_real_model(sproject):  # noqa: F811
     assert "Traceback" not in proc.out
     run = next(p for p in sproject.runs.iterdir() if (p / "judge_review.json").exists())
     judge = json.loads((run / "judge_review.json").read_text())
-    assert judge["model"].startswith("local/")
+    assert judge["model"].startswith("local/SmolLM2-135M-Instruct")
     scored = [s for s in judge["steps"] if s["score"] is not None]
     assert scored, judge
     for step in scored:
