@@ -349,8 +349,23 @@ def cmd_run_pack_loop(args) -> int:
           f"iteration(s) (last score {last.get('score')})")
     if state.get("stop_reason"):
         print(f"  {state['stop_reason']}")
+    if last.get("iteration"):
+        _print_pack_run(loop_dir / "iterations" / str(last["iteration"]) / "pack_run")
     print(f"  see {display_path(loop_dir / 'loop_summary.md')}")
     return 0 if state["status"] == "accepted" else 1
+
+
+def _print_pack_run(run_dir: Path) -> None:
+    """The last pack run of a loop as its final_status.md gives it: the verdict line, then
+    each step's status (nothing when the run was not captured yet)."""
+    state = read_json_or_none(run_dir / "pack_state.json")
+    if not isinstance(state, dict) or "acceptance_gate" not in state:
+        return
+    print(f"  last pack run: {status.verdict_line(state, 'pack')}")
+    for sc in RunLayout.load(run_dir).scenarios:
+        sc_state = read_json_or_none(sc.dir / "scenario_state.json") or {}
+        for st in sc_state.get("steps", []):
+            print(f"    {sc.scenario_id}/{st['step_id']}: {st['status']}")
 
 
 def _print_stage(summary: dict) -> None:

@@ -96,3 +96,21 @@ def test_run_repair_from_a_gui_review_older_than_the_accepted_loop_is_stale(
     assert not (it1 / "repair_coder_result.json").exists()
     assert not (it1 / "repair_coder.command.txt").exists()
     assert summary(sproject)["next_action"] != "stop_for_user_decision"
+
+
+def test_pack_loop_console_gives_the_last_pack_runs_final_status(sproject):  # noqa: F811
+    a = sproject.assistant()
+    sproject.rules(direct_answer_first=False)  # the gate fails: it stops awaiting a coder
+    proc = sproject.cli("run-pack-loop", "--pack", "workspace/scenarios/packs/"
+                        "warehouse_basics.json", "--base-url", a.url, "--no-judge")
+    assert proc.returncode == 1, proc.out
+    assert "awaiting_coder" in proc.out, proc.out
+    run = sproject.runs / "loop-warehouse_basics" / "iterations" / "1" / "pack_run"
+    steps, text = _final_steps(run)
+    assert len(steps) == 9, text
+    lines = proc.out.splitlines()
+    for step, st in steps:
+        assert f"    {step}: {st}" in lines, proc.out
+    verdict = re.search(r"^Verdict: (.*)\.$", text, flags=re.M).group(1)
+    assert f"  last pack run: {verdict}" in lines, proc.out
+    assert verdict.startswith("partial, gate not passed: business fail"), verdict
