@@ -170,18 +170,21 @@ def _capture(args, kind: str, spec: Pack | Scenario, run_id: str, source: str | 
     _check_score_spec(args)
     layout, capturer = runner.capture(opts, kind, spec, run_id, run_dir, source,
                                       restart=args.restart)
-    return _finish(args, layout, capturer)
+    return _finish(args, layout, capturer, kind)
 
 
-def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
+def _finish(args, layout: RunLayout, capturer: Capturer | None, noun: str) -> int:
     reviews = None
     review_failed = False
     if not args.no_review:
         spec = None if args.no_judge else args.score_spec
         reviews, review_failed = runner.reviews(DoitReviewer(), layout, args.workspace, spec)
-    result = status.write(layout, reviews)
+    result = status.write(layout, reviews, noun)
     c = result["counts"]
-    print(f"final status: {result['final_status']}")
+    print(f"final status: {status.verdict_line(result, noun)}")
+    for sc in result["scenarios"]:  # the same step statuses final_status.md lists
+        for st in sc["steps"]:
+            print(f"  {sc['scenario_id']}/{st['step_id']}: {st['status']}")
     print(f"  steps: {c['accepted']} accepted, {c['partial']} partial, {c['blocked']} blocked, "
           f"{c['needs_exact_capability']} needs_exact_capability"
           + (f" (asked {capturer.asked}, resumed {capturer.skipped})" if capturer else ""))
@@ -191,8 +194,8 @@ def _finish(args, layout: RunLayout, capturer: Capturer | None) -> int:
         print(f"  truth {r['truth']}, business {r['business']}, judge score {judged}")
     gate = result["acceptance_gate"]
     failed = [cond["name"] for cond in gate["conditions"] if not cond["passed"]]
-    print(f"  acceptance gate: {'passed' if gate['passed'] else 'not passed'}"
-          + (f" ({', '.join(failed)})" if failed else ""))
+    if failed:  # the condition names, as final_status.md and the save gate use them
+        print(f"  acceptance gate conditions not met: {', '.join(failed)}")
     for reason in result["reasons"][:10]:
         print(f"  - {reason}")
     if len(result["reasons"]) > 10:
@@ -239,7 +242,10 @@ def cmd_review_run(args) -> int:
     layout = RunLayout.load(args.run_dir.resolve())
     _check_score_spec(args)
     print(f"review {layout.kind} run {layout.run_id}")
-    return _finish(args, layout, None)
+    # what the run was captured from: its run id says it unless the user renamed it
+    noun = "case" if layout.kind == "scenario" and layout.run_id.startswith("case-") \
+        else layout.kind
+    return _finish(args, layout, None, noun)
 
 
 def cmd_review(args) -> int:
@@ -343,8 +349,23 @@ def cmd_run_pack_loop(args) -> int:
           f"iteration(s) (last score {last.get('score')})")
     if state.get("stop_reason"):
         print(f"  {state['stop_reason']}")
+    if last.get("iteration"):
+        _print_pack_run(loop_dir / "iterations" / str(last["iteration"]) / "pack_run")
     print(f"  see {display_path(loop_dir / 'loop_summary.md')}")
     return 0 if state["status"] == "accepted" else 1
+
+
+def _print_pack_run(run_dir: Path) -> None:
+    """The last pack run of a loop as its final_status.md gives it: the verdict line, then
+    each step's status (nothing when the run was not captured yet)."""
+    state = read_json_or_none(run_dir / "pack_state.json")
+    if not isinstance(state, dict) or "acceptance_gate" not in state:
+        return
+    print(f"  last pack run: {status.verdict_line(state, 'pack')}")
+    for sc in RunLayout.load(run_dir).scenarios:
+        sc_state = read_json_or_none(sc.dir / "scenario_state.json") or {}
+        for st in sc_state.get("steps", []):
+            print(f"    {sc.scenario_id}/{st['step_id']}: {st['status']}")
 
 
 def _print_stage(summary: dict) -> None:

@@ -113,9 +113,42 @@ def _gate(layout: RunLayout, final: str, complete: bool, truth: dict | None,
     return {"passed": all(r["passed"] for r in rows), "conditions": rows}
 
 
+def _why_not(cond: dict, kind: str, reviews: dict) -> str:
+    """A failed gate condition in the user's words (the condition's name stays in
+    ``final_status.md``)."""
+    name = cond["name"]
+    if name == "truth_pass":
+        truth = reviews.get("truth")
+        if truth == "not_checked":
+            return f"truth not checked (no facts in this {kind})"
+        return "truth not reviewed" if truth is None else f"truth {truth}"
+    if name == "business_pass":
+        business = reviews.get("business")
+        return "business not reviewed" if business is None else f"business {business}"
+    if name == "all_steps_captured":
+        return "not every step has an answer"
+    return cond["detail"]
+
+
+def verdict_line(result: dict, kind: str) -> str:
+    """The run's one status with the gate's verdict in the same line, e.g. ``accepted, gate
+    not passed: truth not checked (no facts in this case)``."""
+    gate = result["acceptance_gate"]
+    head = result["final_status"] + ("" if result["reviewed"] else " (capture only, not "
+                                                                      "reviewed)")
+    if gate["passed"]:
+        return f"{head}, gate passed"
+    failed = [c for c in gate["conditions"] if not c["passed"]]
+    # the status is already the line's first word: say it again only if nothing else failed
+    shown = [c for c in failed if c["name"] != "final_status_accepted"] or failed
+    return (f"{head}, gate not passed: "
+            + "; ".join(_why_not(c, kind, result.get("reviews") or {}) for c in shown))
+
+
 # -- writing ------------------------------------------------------------------------------
-def write(layout: RunLayout, reviews: dict[str, dict] | None) -> dict:
-    """Evaluate and write every state, summary and final status file of the run."""
+def write(layout: RunLayout, reviews: dict[str, dict] | None, noun: str | None = None) -> dict:
+    """Evaluate and write every state, summary and final status file of the run (``noun``:
+    what the user ran, ``case``, ``scenario`` or ``pack``; default the run's kind)."""
     result = evaluate(layout, reviews)
     stamp = now_iso()
     for sc, row in zip(layout.scenarios, result["scenarios"], strict=True):
@@ -153,14 +186,22 @@ def write(layout: RunLayout, reviews: dict[str, dict] | None) -> dict:
     atomic_write_text(layout.dir / "final_status.md",
                       final_status_md(name, result["final_status"], result["reasons"],
                                       result["acceptance_gate"], result["reviewed"],
-                                      result["reviews"]))
+                                      result["reviews"], verdict_line(result, noun or layout.kind),
+                                      result["scenarios"]))
     return result
 
 
 def final_status_md(name: str, status: str, reasons: list[str], gate: dict | None,
-                    reviewed: bool, reviews: dict | None = None) -> str:
-    """``final_status.md``: the status first, then why, then the gate."""
+                    reviewed: bool, reviews: dict | None = None, verdict: str | None = None,
+                    scenarios: list[dict] | None = None) -> str:
+    """``final_status.md``: the status first (with the gate's verdict), then the steps,
+    then why, then the gate."""
     lines = [f"# Final status: {status}", "", f"{name}.", ""]
+    if verdict:
+        lines += [f"Verdict: {verdict}.", ""]
+    if scenarios:
+        lines += ["## Steps", ""] + [f"- {sc['scenario_id']}/{st['step_id']}: {st['status']}"
+                                     for sc in scenarios for st in sc["steps"]] + [""]
     if not reviewed:
         lines += ["Reviews have not run yet: this is the capture status only.", ""]
     if reviews:

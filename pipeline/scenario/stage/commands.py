@@ -236,6 +236,26 @@ class Stage(StageState):
         self.write_summary()
         return {**plan, "dir": folder}
 
+    def _refuse_stale_review(self, repair_row: dict) -> None:
+        """A repair prepared from a GUI review that an accepted pack loop ran after is stale:
+        its findings describe an assistant the loop has since changed and accepted, so its
+        coder would patch against old evidence (and end in ``stop_for_user_decision``)."""
+        source = repair_row["plan"].get("source") or {}
+        if source.get("kind") != "gui_run":
+            return
+        run_record = read_json_or_none(self.dir / "stage_run_record.json") or {}
+        ingest = next((r for r in self.ingests() if r["run_id"] == source.get("run_id")), None)
+        if ingest is None or ingest.get("at_ns", 0) >= run_record.get("at_ns", 0):
+            return
+        if not self.compute()["loop_accepted_gate"]:
+            return
+        raise UserError(
+            f"repair iteration {repair_row['iteration']} comes from the GUI review of "
+            f"{source['run_id']}, which is older than the pack loop accepted since "
+            f"({self.loop_id}): the review is stale",
+            fix=f"make a new GUI run on the current assistant and ingest it: "
+                f"{self.command('ingest_gui_run')}; then {self.command('prepare_repair')}")
+
     def run_repair(self, dry_run: bool) -> dict:
         """``run-repair``: materialise (``--dry-run``) or run the coder of the latest repair."""
         repairs = self.repairs()
@@ -247,6 +267,7 @@ class Stage(StageState):
             raise UserError(f"repair iteration {n} already ran its coder "
                             f"({last['result']['status']})",
                             fix=f"prepare the next one: {self.command('prepare_repair')}")
+        self._refuse_stale_review(last)
         if self.m.coder is None:
             raise UserError("$.coder: the manifest names no coder command",
                             path=self.manifest_arg)
