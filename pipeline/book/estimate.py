@@ -12,13 +12,10 @@ import json
 from dataclasses import dataclass
 
 from pipeline.book import phases
+from pipeline.book.phase_table import PHASE
 from pipeline.book.workspace import Book
 from pipeline.core.errors import UserError
 from pipeline.core.rendering import render, render_messages
-
-# What each input of an LLM phase is made by: a missing one is counted at its maker's
-# max_tokens (an LLM phase) or at the size of the book's initial state (preflight, commit).
-_MADE_BY_LLM = {"scene_card", "pack", "prose", "state_patch"}
 
 
 def approx_tokens(text: str) -> int:
@@ -39,14 +36,15 @@ class RequestEstimate:
 def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     """The estimate of one LLM phase of scene ``sid`` (messages + output schema + answer)."""
     scene = book.scene(sid)
+    spec = PHASE[phase]
     files = phases.layout(book, sid)[phase]
     max_out = book.config.model.max_tokens
     inputs, missing = {}, []
-    for name, path in files.inputs.items():
+    for i in spec.inputs:
         try:
-            inputs[name] = phases.load_input(path, phases.INPUT_MODELS[name])
+            inputs[i.name] = phases.load_input(files.inputs[i.name], phases.INPUT_MODELS[i.name])
         except UserError:
-            missing.append(name)
+            missing.append(i)
     if not missing:
         ctx = phases.prompt_context(book, scene, phase, inputs)
         messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
@@ -57,9 +55,11 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     with open(files.templates["phase"], encoding="utf-8") as fh:
         template = fh.read()
     state_tokens = approx_tokens(book.state_path.read_text(encoding="utf-8"))
-    unknown = sum(max_out if name in _MADE_BY_LLM else state_tokens for name in missing)
+    # a missing input counts as much as its maker could write: an LLM phase's max_tokens,
+    # a code phase's (preflight, commit: a state) the size of the book's initial state
+    unknown = sum(max_out if PHASE[i.phase].llm else state_tokens for i in missing)
     known = "\n".join(json.dumps(v.model_dump()) if hasattr(v, "model_dump") else str(v)
                       for v in inputs.values())
-    text = system + template + known + json.dumps(phases.OUTPUT_MODELS[phase].model_json_schema())
+    text = system + template + known + json.dumps(spec.answer_model.model_json_schema())
     return RequestEstimate(approx_tokens(text) + unknown, max_out, False)
 

@@ -7,7 +7,8 @@ plus the records of accepted overrides (prompt updates, manual edits, stale pre-
 
 from __future__ import annotations
 
-from pipeline.book.workspace import PHASES, Book
+from pipeline.book.phase_table import PHASES
+from pipeline.book.workspace import Book
 from pipeline.core.builddb import SceneDB
 from pipeline.core.store import atomic_write_json
 

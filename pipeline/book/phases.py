@@ -20,21 +20,16 @@ from pipeline.book.models import (
     LintReport,
     OutlineScene,
     PreflightReport,
-    RepairOutput,
     SceneCard,
     State,
     StatePatch,
-    StateRepairOutput,
-    WriteOutput,
     output_schema,
 )
-from pipeline.book.workspace import LLM_PHASES, Book
+from pipeline.book.phase_table import PHASE, TABLE
+from pipeline.book.workspace import Book
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_json
 from pipeline.core.store import dump_json
-
-# Phases that read the scene's pre-state; their ledger entry records its path and hash.
-STATE_PHASES = ("continuity_pack", "write", "repair", "state_repair", "lint")
 
 
 @dataclass
@@ -48,58 +43,27 @@ class PhaseFiles:
 
 
 def layout(book: Book, sid: str) -> dict[str, PhaseFiles]:
-    """Every phase's inputs and outputs for scene ``sid`` (string paths, cheap to build)."""
-    base = f"{book.draft.as_posix()}/scenes/{sid}/"
+    """Every phase's inputs and outputs for scene ``sid`` (string paths, cheap to build),
+    in pipeline order, as the phase table declares them."""
+    draft = book.draft.as_posix()
+    base = f"{draft}/scenes/{sid}/"
     prev = book.previous(sid)
-    pre_state = (f"{book.draft.as_posix()}/scenes/{prev.id}/commit/post_state.json" if prev
-                 else book.state_path.as_posix())
-    card = base + "plan/scene_card.json"
-    state = base + "preflight/state.json"
-    pack = base + "continuity_pack/pack.json"
-
-    def llm(phase: str) -> dict[str, str]:
-        return {"prompt": f"{base}{phase}/prompt.json",
-                "response": f"{base}{phase}/response.json"}
-
-    files = {
-        "plan": PhaseFiles({}, {**llm("plan"), "scene_card": card}),
-        "preflight": PhaseFiles(
-            {"scene_card": card, "pre_state": pre_state},
-            {"patch": base + "preflight/patch.json", "state": state,
-             "report": base + "preflight/report.json"},
-            state_input="pre_state"),
-        "continuity_pack": PhaseFiles({"scene_card": card, "state": state},
-                                      {**llm("continuity_pack"), "pack": pack}, "state"),
-        "write": PhaseFiles(
-            {"scene_card": card, "pack": pack, "state": state},
-            {**llm("write"), "prose": base + "write/prose.md",
-             "state_patch": base + "write/state_patch.json"}, "state"),
-        "repair": PhaseFiles(
-            {"scene_card": card, "pack": pack, "state": state, "prose": base + "write/prose.md",
-             "state_patch": base + "write/state_patch.json"},
-            {**llm("repair"), "prose": base + "repair/prose.md",
-             "state_patch": base + "repair/state_patch.json"}, "state"),
-        "state_repair": PhaseFiles(
-            {"state": state, "prose": base + "repair/prose.md",
-             "state_patch": base + "repair/state_patch.json"},
-            {**llm("state_repair"), "state_patch": base + "state_repair/state_patch.json"},
-            "state"),
-        "lint": PhaseFiles(
-            {"scene_card": card, "state": state, "prose": base + "repair/prose.md",
-             "state_patch": base + "state_repair/state_patch.json"},
-            {"report": base + "lint/report.json"}, "state"),
-        "commit": PhaseFiles(
-            {"state": state, "state_patch": base + "state_repair/state_patch.json",
-             "lint_report": base + "lint/report.json"},
-            {"post_state": base + "commit/post_state.json",
-             "characters": base + "commit/registries/characters.json",
-             "locations": base + "commit/registries/locations.json",
-             "items": base + "commit/registries/items.json",
-             "threads": base + "commit/registries/threads.json"}),
-    }
-    for phase in LLM_PHASES:
-        files[phase].templates = {"system": book.templates["system"],
-                                  "phase": book.templates[phase]}
+    files: dict[str, PhaseFiles] = {}
+    for spec in TABLE:
+        inputs = {}
+        for i in spec.inputs:
+            if not i.previous_scene:  # made above in the table: its path is known
+                inputs[i.name] = files[i.phase].outputs[i.made_as]
+            elif prev:
+                made = PHASE[i.phase].files[i.made_as]
+                inputs[i.name] = f"{draft}/scenes/{prev.id}/{i.phase}/{made}"
+            else:  # the first scene starts from the book's initial state
+                inputs[i.name] = book.state_path.as_posix()
+        folder = base + spec.name + "/"
+        files[spec.name] = PhaseFiles(
+            inputs, {name: folder + file for name, file in spec.files.items()}, spec.state_input,
+            {"system": book.templates["system"], "phase": book.templates[spec.name]}
+            if spec.llm else {})
     return files
 
 
@@ -120,7 +84,7 @@ def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
                 [loc.model_dump() for loc in scene.new_locations]]
     elif phase == "lint":
         data = cfg.lint.model_dump()
-    elif phase in LLM_PHASES:
+    elif PHASE[phase].llm:
         data = [cfg.title, cfg.premise, cfg.style.model_dump(), model]
     else:
         data = None
@@ -157,12 +121,6 @@ INPUT_MODELS: dict[str, type[BaseModel] | None] = {
 
 
 # -- LLM phases -------------------------------------------------------------------------
-OUTPUT_MODELS: dict[str, type[BaseModel]] = {
-    "plan": SceneCard, "continuity_pack": ContinuityPack, "write": WriteOutput,
-    "repair": RepairOutput, "state_repair": StateRepairOutput,
-}
-
-
 def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> dict:
     """Variables the phase's templates see.
 
@@ -257,7 +215,7 @@ def _schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
         subjects = list(chars) + view.cast + [card.location] + view.items
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
                                               "ContinuityPack.open_threads": view.threads})
-    schema = output_schema(OUTPUT_MODELS[phase], _patch_choices(view, chars))
+    schema = output_schema(PHASE[phase].answer_model, _patch_choices(view, chars))
     _forbid_existing_threads(schema, view)
     return schema
 
@@ -280,7 +238,7 @@ def output_validator(phase: str, inp: dict):
     """The check of a phase's answer past its schema: the pydantic model, and for a state
     patch that a new thread does not reuse an id the book already has (the schema only
     lists the threads in view). A failure is a ValueError, so the model is re-asked."""
-    model = OUTPUT_MODELS[phase]
+    model = PHASE[phase].answer_model
     state: State | None = inp.get("state")
 
     def validate(value: Any) -> BaseModel:
@@ -331,14 +289,17 @@ def stale_output_error(phase: str, scene: OutlineScene, inp: dict,
 
 
 def split_output(phase: str, data: BaseModel) -> dict[str, bytes]:
-    """The artifacts an LLM phase writes from its validated answer (besides prompt/response)."""
-    if phase == "plan":
-        return {"scene_card": dump_json(data.model_dump()).encode()}
-    if phase == "continuity_pack":
-        return {"pack": dump_json(data.model_dump()).encode()}
-    out = {"state_patch": dump_json(data.state_patch.model_dump()).encode()}
-    if phase in ("write", "repair"):
-        out["prose"] = (data.prose.strip() + "\n").encode()
+    """The artifacts an LLM phase writes from its validated answer (besides prompt/response):
+    an output named like a field of the answer is that field, the other one the whole answer
+    (the phase table's rule); ``.md`` files hold the text, the others its JSON."""
+    fields = type(data).model_fields
+    out = {}
+    for name, file in PHASE[phase].files.items():
+        if name in ("prompt", "response"):
+            continue
+        value = getattr(data, name) if name in fields else data
+        out[name] = ((value.strip() + "\n").encode() if file.endswith(".md")
+                     else dump_json(value.model_dump()).encode())
     return out
 
 

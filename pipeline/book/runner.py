@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pipeline.book import phases
+from pipeline.book.models import OutlineScene
+from pipeline.book.phase_table import PHASE, Phase
 from pipeline.book.rules import (
     PolicyError,
     changed_templates,
@@ -19,7 +23,7 @@ from pipeline.book.rules import (
     stale_state_acceptable,
 )
 from pipeline.book.runvars import RunVars
-from pipeline.book.workspace import LLM_PHASES, Book
+from pipeline.book.workspace import Book
 from pipeline.core import builddb, cpu_turn
 from pipeline.core.builddb import SceneDB
 from pipeline.core.clock import now_iso
@@ -86,10 +90,32 @@ def write_outputs(db: SceneDB, task_id: str, paths: dict[str, str], data: dict[s
     return states
 
 
+@dataclass
+class PhaseRun:
+    """One run of one phase of one scene: everything its step reads."""
+
+    book: Book
+    scene: OutlineScene
+    spec: Phase
+    task_id: str
+    files: phases.PhaseFiles
+    inp: dict  # input name -> the loaded artifact
+    prev: dict  # the values doit saved at the phase's last success
+    templates_now: dict
+    rv: RunVars
+    db: SceneDB
+    values: dict  # what doit will save; a step adds its own records
+
+    @property
+    def phase(self) -> str:
+        return self.spec.name
+
+
 def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars) -> dict:
     """Run ``phase`` of scene ``sid`` and return the values doit saves for it."""
     db = builddb.current()
     task_id = f"{phase}:{sid}"
+    spec = PHASE[phase]
     scene = book.scene(sid)
     files = phases.layout(book, sid)[phase]
     prev = db.values(task_id)
@@ -104,7 +130,7 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
 
     # Only phases that cost an LLM call keep a stale result, and only while it still
     # fits the new pre-state; plain code just reruns.
-    if (rv.force_resume and phase in LLM_PHASES
+    if (rv.force_resume and spec.llm
             and stale_state_acceptable(prev, changed, state_path, ihash, templates_now,
                                        files.outputs, db, task_id)
             and phases.stale_output_error(phase, scene, inp, files.outputs) is None):
@@ -121,29 +147,8 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
         values["pre_state_path"] = state_path
         values["pre_state_hash"] = hash_file(state_path)
 
-    if phase in LLM_PHASES:
-        data = _run_llm(book, scene, phase, task_id, inp, files, prev, templates_now, rv, db,
-                        values)
-    elif phase == "preflight":
-        data = phases.preflight(book, scene, inp["scene_card"], inp["pre_state"],
-                                files.inputs["pre_state"])
-    elif phase == "lint":
-        report = phases.lint(book, sid, inp["scene_card"], inp["state"], inp["prose"],
-                             inp["state_patch"])
-        data = {"report": (report.model_dump_json(indent=2) + "\n").encode()}
-        if not report.passed:
-            write_outputs(db, task_id, files.outputs, data)
-            errors = [f.message + (f" ({f.field})" if f.field else "")
-                      for f in report.findings if f.severity == "error"]
-            raise PhaseFailed(f"lint failed: {'; '.join(errors)}", path=files.outputs["report"],
-                              fix="fix the prose/patch (force_resume=1) or the lint settings")
-    elif phase == "commit":
-        lint_report = inp["lint_report"]
-        if not lint_report.passed:
-            raise PhaseFailed("lint did not pass", path=files.inputs["lint_report"])
-        data = phases.commit(inp["state"], inp["state_patch"], sid)
-    else:  # pragma: no cover - the phase list is closed
-        raise UserError(f"unknown phase {phase}")
+    run = PhaseRun(book, scene, spec, task_id, files, inp, prev, templates_now, rv, db, values)
+    data = STEPS[spec.run](run)
 
     cpu_turn.done()  # the rest is writing and fsyncing: let the next task's work start
     values["artifact_states"] = write_outputs(db, task_id, files.outputs, data)
@@ -151,31 +156,60 @@ def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars)
     return values
 
 
-def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev: dict,
-             templates_now: dict, rv: RunVars, db: SceneDB, values: dict) -> dict[str, bytes]:
+# -- the steps: how a phase runs (the table's ``run``), each returning the phase's files --
+def _run_preflight(run: PhaseRun) -> dict[str, bytes]:
+    return phases.preflight(run.book, run.scene, run.inp["scene_card"], run.inp["pre_state"],
+                            run.files.inputs["pre_state"])
+
+
+def _run_lint(run: PhaseRun) -> dict[str, bytes]:
+    inp, files = run.inp, run.files
+    report = phases.lint(run.book, run.scene.id, inp["scene_card"], inp["state"], inp["prose"],
+                         inp["state_patch"])
+    data = {"report": (report.model_dump_json(indent=2) + "\n").encode()}
+    if not report.passed:
+        # the report is the user's answer to "why": on disk even though the phase fails
+        write_outputs(run.db, run.task_id, files.outputs, data)
+        errors = [f.message + (f" ({f.field})" if f.field else "")
+                  for f in report.findings if f.severity == "error"]
+        raise PhaseFailed(f"lint failed: {'; '.join(errors)}", path=files.outputs["report"],
+                          fix="fix the prose/patch (force_resume=1) or the lint settings")
+    return data
+
+
+def _run_commit(run: PhaseRun) -> dict[str, bytes]:
+    if not run.inp["lint_report"].passed:
+        raise PhaseFailed("lint did not pass", path=run.files.inputs["lint_report"])
+    return phases.commit(run.inp["state"], run.inp["state_patch"], run.scene.id)
+
+
+def _run_llm(run: PhaseRun) -> dict[str, bytes]:
+    """Every LLM phase: render its templates, ask the model for its answer model, split."""
     from pipeline.core.rendering import render_messages
 
+    book, scene, phase, task_id = run.book, run.scene, run.phase, run.task_id
+    inp, files, values, rv = run.inp, run.files, run.values, run.rv
     ctx = phases.prompt_context(book, scene, phase, inp)
     messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
     prompt_hash = hash_json(messages)
-    changes = changed_templates(prev.get("template_set"), templates_now)
+    changes = changed_templates(run.prev.get("template_set"), run.templates_now)
     if changes:
         for ch in changes:
             ch.tasks.append(task_id)
         require_prompt_change_allowed(changes, rv)
         values["prompt_update"] = {
-            "prompt_hash_prev": prev.get("prompt_hash"), "prompt_hash_new": prompt_hash,
+            "prompt_hash_prev": run.prev.get("prompt_hash"), "prompt_hash_new": prompt_hash,
             "prompt_update_reason": rv.reason, "timestamp": now_iso(),
             "templates": [{"path": c.path, "hash_prev": c.old_hash, "hash_new": c.new_hash}
                           for c in changes]}
-    elif prev.get("prompt_update"):
-        values["prompt_update"] = prev["prompt_update"]
+    elif run.prev.get("prompt_update"):
+        values["prompt_update"] = run.prev["prompt_update"]
 
     model = book.config.model
     params = {"temperature": model.temperature, "max_tokens": model.max_tokens,
               "seed": model.seed}
     schema = phases.schema_for(phase, scene, inp, model.max_tokens)
-    attempt = db.attempt(task_id)
+    attempt = run.db.attempt(task_id)
     request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
                          params=params, output_schema=schema, attempt=attempt)
     response = llm_client(book, rv).complete(
@@ -184,7 +218,7 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     values.update(
         prompt_hash=prompt_hash, attempt=attempt,
         template_set={role: {"path": t["path"], "hash": t["hash"]}
-                      for role, t in templates_now.items()},
+                      for role, t in run.templates_now.items()},
         llm={"request_hash": response.request_hash, "cache": response.cache,
              "provider": response.provider, "model": response.model,
              "tokens_in": response.tokens_in, "tokens_out": response.tokens_out,
@@ -195,6 +229,12 @@ def _run_llm(book: Book, scene, phase: str, task_id: str, inp: dict, files, prev
     data["response"] = phases.response_artifact(response.request_hash, response.provider,
                                                 response.model, response.text)
     return data
+
+
+# The table's ``run`` -> its step (tests/book/test_phase_table.py checks every one exists).
+STEPS: dict[str, Callable[[PhaseRun], dict[str, bytes]]] = {
+    "llm": _run_llm, "preflight": _run_preflight, "lint": _run_lint, "commit": _run_commit,
+}
 
 
 def llm_stats() -> dict:

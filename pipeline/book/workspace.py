@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# declared once, in the phase table; re-exported here, where the task generators look
+from pipeline.book.phase_table import LLM_PHASES, PHASES  # noqa: F401
 from pipeline.core.errors import UserError
 
 # re-exported: older imports name pipeline.book.workspace
@@ -18,9 +20,6 @@ from pipeline.llm.settings import apply_env_overrides
 if TYPE_CHECKING:  # the models (pydantic) load with the book, not on a no-op doit
     from pipeline.book.models import BookConfig, Outline, OutlineScene, State
 
-PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
-          "commit")
-LLM_PHASES = ("plan", "continuity_pack", "write", "repair", "state_repair")
 TEMPLATE_NAMES = ("system",) + LLM_PHASES
 PACKAGE_DIR = Path(__file__).parent.parent  # this install of scenemake (the pipeline package)
 DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
