@@ -1,8 +1,8 @@
-"""The book pipeline's phases: what each reads and writes, its prompt, its pure logic.
+"""The book pipeline's phases: where each reads and writes, its prompt, its pure logic.
 
-Eight phases per scene: plan -> preflight -> continuity_pack -> write -> repair ->
-state_repair -> lint -> commit. LLM phases are described by a prompt context and an
-output schema; preflight, lint and commit are plain code.
+Eight phases per scene, declared in ``phase_table``: plan -> preflight -> continuity_pack
+-> write -> repair -> state_repair -> lint -> commit. LLM phases are described by a prompt
+context and an output schema; preflight, lint and commit are plain code.
 """
 
 from __future__ import annotations
