@@ -39,6 +39,12 @@ def fresh_project(root: Path, scenes: int) -> Path:
         left -= len(chapter["scenes"])
     data["chapters"] = [c for c in data["chapters"] if c["scenes"]]
     outline.write_text(json.dumps(data, indent=2))
+    # as tests/book/test_real_model.py builds it: what a 135M model needs
+    book = root / "workspace" / "books" / "example" / "book.json"
+    cfg = json.loads(book.read_text())
+    cfg["model"]["temperature"] = 0.3
+    cfg.setdefault("endpoint", {})["max_reasks"] = 4
+    book.write_text(json.dumps(cfg, indent=2))
     return root
 
 
