@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field
 
 from pipeline.core.jsonio import display_path, parse_model, read_json
 from pipeline.core.models import StrictModel
-from pipeline.llm.settings import Endpoint, ModelSettings
+from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
 
 class AnswerRules(StrictModel):
@@ -46,7 +46,12 @@ class AnswerRules(StrictModel):
 
 
 def load_rules(path: Path | None) -> AnswerRules:
-    """The rules in ``path`` (defaults when the file does not exist); UserError when invalid."""
+    """The rules in ``path`` (defaults when the file does not exist); UserError when invalid.
+    The wording model settles like a book's (the provider's defaults, ``SCENEMAKE_MODEL``)."""
     if path is None or not path.exists():
-        return AnswerRules()
-    return parse_model(AnswerRules, read_json(path, "assistant rules"), display_path(path))
+        rules, where = AnswerRules(), "assistant rules (defaults)"
+    else:
+        where = display_path(path)
+        rules = parse_model(AnswerRules, read_json(path, "assistant rules"), where)
+    model, endpoint = apply_env_overrides(rules.model, rules.endpoint, where)
+    return rules.model_copy(update={"model": model, "endpoint": endpoint})
