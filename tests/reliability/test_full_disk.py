@@ -18,9 +18,11 @@ from pipeline.core import store
 
 
 def _messages(out: str) -> list[str]:
-    """What a run printed besides its progress lines (``.  task``, ``-- task``)."""
+    """What a run printed besides its progress lines (``.  task``, ``-- task``) and its
+    closing summary (``scenemake: N scene(s) built, ...``)."""
     return [line for line in out.splitlines()
-            if line.strip() and not line.startswith((".  ", "-- "))]
+            if line.strip() and not line.startswith((".  ", "-- "))
+            and not (line.startswith("scenemake: ") and " task(s) run" in line)]
 
 
 @pytest.fixture

@@ -43,8 +43,9 @@ def test_verify_makes_the_next_doit_read_the_book_inputs(built: Project):
     calls = len(built.calls())
     _edit_behind_mtime(built.book / "outline.json", b"The Last Ferry", b"The Last Fairy")
     assert executed(built.doit()) == ["guard"]  # the fast path trusted the stat
-    clean = built.doit("verify")
-    assert clean.returncode == 0, clean.out  # no recorded file differs
+    # the manuscript records the outline (its chapter and scene titles): verify sees the edit
+    found = built.doit("verify")
+    assert found.returncode == 1 and "outline.json" in found.out, found.out
     again = built.build()
     assert "plan:ch001_sc001" in executed(again)  # the changed outline was read
     assert built.misses(since=calls)  # and the new request paid
