@@ -1,0 +1,77 @@
+"""A named command loads and checks its scene chain, not the book (issue #14: "commands
+cost what they touch"), through scenemake's doit task loader (targets/loader.py)."""
+
+from __future__ import annotations
+
+import json
+
+from support.project import executed
+
+SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
+          "ch002_sc003"]
+PHASES = ["plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit"]
+
+
+def loaded(project, *args: str) -> tuple[set[str], object]:
+    """The tasks a doit command built (as the loader reports them), and the process."""
+    report = project.root / "loaded.json"
+    report.unlink(missing_ok=True)
+    proc = project.doit(*args, env={"SCENEMAKE_LOADED_TASKS": str(report)})
+    return set(json.loads(report.read_text())), proc
+
+
+def scenes_of(names: set[str]) -> set[str]:
+    return {n.partition(":")[2] for n in names if n.partition(":")[0] in PHASES
+            and n.partition(":")[2]}
+
+
+def test_a_named_scene_loads_its_chain_and_runs_only_what_is_stale_upstream(project):
+    names, proc = loaded(project, "write:ch001_sc001")
+    assert proc.returncode == 0, proc.out
+    assert scenes_of(names) == {"ch001_sc001"}
+    assert not any(n.startswith("l7_") for n in names)  # no L7 stage loads
+    assert executed(proc) == ["guard", "plan:ch001_sc001", "preflight:ch001_sc001",
+                              "continuity_pack:ch001_sc001", "write:ch001_sc001"]
+    calls = len(project.misses())
+    assert calls == 3  # plan, continuity_pack, write: the LLM phases up to write
+
+    # the next scene's write: the chain up to it, and only what is stale runs
+    names, proc = loaded(project, "write:ch001_sc002")
+    assert proc.returncode == 0, proc.out
+    assert scenes_of(names) == {"ch001_sc001", "ch001_sc002"}
+    assert set(executed(proc)) == {
+        "guard", "repair:ch001_sc001", "state_repair:ch001_sc001", "lint:ch001_sc001",
+        "commit:ch001_sc001", "plan:ch001_sc002", "preflight:ch001_sc002",
+        "continuity_pack:ch001_sc002", "write:ch001_sc002"}
+    assert len(project.misses()) == calls + 5  # nothing already paid for is paid again
+
+    # the whole build afterwards still builds the rest, and only the rest
+    proc = project.build()
+    ran = set(executed(proc))
+    assert not {f"{p}:ch001_sc001" for p in PHASES} & ran
+    assert {f"commit:{sid}" for sid in SCENES[1:]} <= ran and "manuscript" in ran
+
+
+def test_info_why_list_of_one_scene_load_its_chain_other_commands_the_book(built):
+    every = {f"{p}:{sid}" for p in PHASES for sid in SCENES}
+    for command in (["info"], ["why"], ["list"], []):
+        names, proc = loaded(built, *command, "write:ch001_sc002")
+        assert proc.returncode == 0, (command, proc.out)
+        assert scenes_of(names) == {"ch001_sc001", "ch001_sc002"}, command
+    assert executed(proc) == ["guard"]  # built: the named chain is up to date
+    # a phase group, the defaults, the manuscript, rerun-from: the whole book
+    for args in (["list"], ["list", "write"], ["info", "manuscript"],
+                 ["rerun-from", "--dry-run", "write:ch001_sc002"]):
+        names, proc = loaded(built, *args)
+        assert proc.returncode == 0, (args, proc.out)
+        assert every <= names, args
+
+
+def test_the_named_chain_still_refuses_a_hand_edit_in_it(built):
+    prose = built.artifact("ch001_sc001", "repair/prose.md")
+    prose.write_text(prose.read_text() + "\nA line added by hand.\n")
+    proc = built.doit("write:ch001_sc002")
+    assert proc.returncode != 0
+    assert "edited by hand" in proc.out and "force_resume=1" in proc.out
+    assert prose.read_text().endswith("A line added by hand.\n")  # nothing lost
