@@ -199,8 +199,9 @@ def _scene_limit() -> int | None:
     ``doit write:ch001_sc001`` loads and checks that chain, not the book. None: all.
 
     Only for commands that look upstream (run, info, list, why) and only when every name is
-    a scene's phase or the guard; a phase group, ``manuscript``, a file or an unknown name
-    loads all (doit then reports what it does not know).
+    a scene's phase; a phase group, ``guard`` (named, it checks the whole book),
+    ``manuscript``, a file or an unknown name loads all (doit then reports what it does
+    not know).
     """
     if _selection.command not in _UPSTREAM_COMMANDS or not _selection.tasks:
         return None
@@ -209,8 +210,6 @@ def _scene_limit() -> int | None:
     limit = 0
     for name in _selection.tasks:
         phase, _, sid = name.partition(":")
-        if name == "guard":
-            continue
         if phase not in PHASES or sid not in index:
             return None
         limit = max(limit, index[sid] + 1)

@@ -75,3 +75,22 @@ def test_the_named_chain_still_refuses_a_hand_edit_in_it(built):
     assert proc.returncode != 0
     assert "edited by hand" in proc.out and "force_resume=1" in proc.out
     assert prose.read_text().endswith("A line added by hand.\n")  # nothing lost
+
+
+def test_the_named_chain_still_refuses_a_changed_template_of_its_phases(built):
+    from pipeline.book.workspace import DEFAULT_TEMPLATES
+
+    override = built.book / "templates" / "write.j2"
+    override.parent.mkdir(exist_ok=True)
+    override.write_text((DEFAULT_TEMPLATES / "write.j2").read_text() + "Keep it short.\n")
+    n = len(built.calls())
+    proc = built.doit("write:ch001_sc002")
+    assert proc.returncode != 0
+    # the guard reports the chain's tasks that read it (not the book's six)
+    assert "write:ch001_sc001" in proc.out and "allow_prompt_change=1" in proc.out
+    assert "2 task(s)" in proc.out and "Traceback" not in proc.out
+    assert built.calls()[n:] == []
+    # named, the guard checks the whole book
+    names, proc = loaded(built, "guard")
+    assert {f"write:{sid}" for sid in SCENES} <= names
+    assert "6 task(s)" in proc.out
