@@ -175,14 +175,18 @@ def _cli_tasks() -> list[str] | None:
 
 
 def book_tasks_only() -> bool:
-    """``doit`` naming only book tasks (or none: the defaults).
+    """``doit`` naming only book tasks (or none: the defaults), or ``info``/``list``/``why``
+    of book tasks.
 
     Other families (L7) then need not load: no book task depends on theirs. Anything
-    else - another command, a target file - loads all.
+    else - another command, ``doit list`` of everything, a target file - loads all.
     """
-    tasks = _cli_tasks()
+    if _selection.command not in _UPSTREAM_COMMANDS:
+        return False
+    if not _selection.tasks:
+        return _selection.command == "run"
     names = set(PHASES) | {"guard", "_stamp", "manuscript"}
-    return tasks is not None and all(t.partition(":")[0] in names for t in tasks)
+    return all(t.partition(":")[0] in names for t in _selection.tasks)
 
 
 def plans_only() -> bool:

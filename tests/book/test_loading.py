@@ -59,6 +59,7 @@ def test_info_why_list_of_one_scene_load_its_chain_other_commands_the_book(built
         names, proc = loaded(built, *command, "write:ch001_sc002")
         assert proc.returncode == 0, (command, proc.out)
         assert scenes_of(names) == {"ch001_sc001", "ch001_sc002"}, command
+        assert not any(n.startswith("l7_") for n in names), command  # nor the L7 stages
     assert executed(proc) == ["guard"]  # built: the named chain is up to date
     # a phase group, the defaults, the manuscript, rerun-from: the whole book
     for args in (["list"], ["list", "write"], ["info", "manuscript"],
@@ -66,6 +67,8 @@ def test_info_why_list_of_one_scene_load_its_chain_other_commands_the_book(built
         names, proc = loaded(built, *args)
         assert proc.returncode == 0, (args, proc.out)
         assert every <= names, args
+    names, _ = loaded(built, "list")
+    assert "l7_gate_in" in names  # the whole project's list still shows the L7 stages
 
 
 def test_the_named_chain_still_refuses_a_hand_edit_in_it(built):
@@ -94,3 +97,35 @@ def test_the_named_chain_still_refuses_a_changed_template_of_its_phases(built):
     names, proc = loaded(built, "guard")
     assert {f"write:{sid}" for sid in SCENES} <= names
     assert "6 task(s)" in proc.out
+
+
+def test_the_loader_keeps_the_collector_off_while_tasks_are_built(monkeypatch):
+    """Part of "loading is linear": no collector pass walks the task objects while they are
+    made, and the collector is on again afterwards (with the tasks frozen out of it)."""
+    import gc
+
+    from targets import book
+    from targets.loader import SceneLoader
+
+    monkeypatch.setattr(book, "_selection", book._Selection())
+    seen = []
+
+    def task_probe():
+        seen.append(gc.isenabled())
+        return {"actions": None}
+
+    class Cmd:
+        name = "list"
+        execute_tasks = False
+
+    loader = SceneLoader()
+    loader.namespace = {"task_probe": task_probe}
+    assert gc.isenabled()
+    try:
+        tasks = loader.load_tasks(Cmd(), ["probe"])
+        assert [t.name for t in tasks] == ["probe"]
+        assert seen == [False]  # off while the tasks were built
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # on again, the tasks frozen
+        assert book._selection.command == "list" and book._selection.tasks == ["probe"]
+    finally:
+        gc.unfreeze()

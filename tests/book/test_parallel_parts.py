@@ -180,7 +180,9 @@ def test_failures_events_and_attempts_survive_a_reopen(tmp_path, keep_sigterm):
     ("run", ["write:ch001_sc001"], True, False),
     ("run", ["plan", "l7"], False, False),
     ("list", [], False, False),
-    ("info", ["plan:ch001_sc001"], False, False),
+    ("info", ["plan:ch001_sc001"], True, False),
+    ("why", ["write:ch001_sc001"], True, False),
+    ("rerun-from", ["write:ch001_sc001"], False, False),
     ("run", ["workspace/books/example/draft/x.json"], False, False),
     (None, [], False, False),  # doit's own loader: nothing is known, everything loads
 ])
