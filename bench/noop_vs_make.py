@@ -95,9 +95,12 @@ def doit_cmd(*args: str) -> list[str]:
 
 
 def prepare_project(project: Path, scenes: int, code: Path | None = None) -> None:
-    """Write dodo.py (from ``code``, else this repo), the synthetic book, the workspace config."""
+    """Write dodo.py and doit.cfg (from ``code``, else this repo), the synthetic book, the
+    workspace config."""
     project.mkdir(parents=True, exist_ok=True)
     shutil.copyfile((code or REPO) / "dodo.py", project / "dodo.py")
+    if ((code or REPO) / "doit.cfg").exists():  # scenemake's task loader, as a project ships it
+        shutil.copyfile((code or REPO) / "doit.cfg", project / "doit.cfg")
     write_book(scenes, project / "workspace" / "books" / BOOK, override_system=True)
     (project / "workspace" / "scenemake.json").write_text(
         json.dumps({"default_book": BOOK}) + "\n", encoding="utf-8")

@@ -143,38 +143,50 @@ def _doit_cli() -> bool:
     return os.path.basename(sys.argv[0]) in ("doit", "__main__.py")
 
 
-@functools.cache
-def _cli_tasks() -> list[str] | None:
-    """The tasks named by ``doit [run] [options] [TASK...]`` ([] for the defaults).
+class _Selection:
+    """What the running doit command names, as the task loader (targets/loader.py) told it.
 
-    None for anything else - another command, or options doit's parser refuses.
+    ``command`` is None when doit's own loader runs (no doit.cfg, or doit's loader used
+    from other code): then every task loads.
     """
-    if not _doit_cli():
-        return None
-    from doit.cmd_base import DodoTaskLoader, DoitCmdBase
-    from doit.cmd_run import Run
-    from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 
-    args = [a for a in sys.argv[1:] if a.startswith("-") or "=" not in a]  # drop NAME=value
-    if args and args[0] == "run":
-        args = args[1:]
-    options = DoitCmdBase.base_options + DodoTaskLoader.cmd_options + Run.cmd_options
-    try:
-        _, tasks = CmdParse([CmdOption(o) for o in options]).parse(args)
-    except CmdParseError:
-        return None
-    return tasks
+    command: str | None = None
+    tasks: list[str] = []
+
+
+_selection = _Selection()
+
+# commands whose named tasks need only what is upstream of them (rerun-from, history and
+# the others reach downstream or the whole book: they load everything)
+_UPSTREAM_COMMANDS = frozenset({"run", "info", "list", "why"})
+
+
+def select(command: str, tasks: list[str]) -> None:
+    """Called by the task loader before any task is built: the command and its task names."""
+    _selection.command = command
+    _selection.tasks = list(tasks)
+    _scene_limit.cache_clear()
+
+
+def _cli_tasks() -> list[str] | None:
+    """The tasks named by ``doit [run] [options] [TASK...]`` ([] for the defaults); None
+    for another command or when doit's own loader runs (nothing is known)."""
+    return list(_selection.tasks) if _selection.command == "run" else None
 
 
 def book_tasks_only() -> bool:
-    """``doit`` naming only book tasks (or none: the defaults).
+    """``doit`` naming only book tasks (or none: the defaults), or ``info``/``list``/``why``
+    of book tasks.
 
     Other families (L7) then need not load: no book task depends on theirs. Anything
-    else - another command, a target file, an option doit's parser refuses - loads all.
+    else - another command, ``doit list`` of everything, a target file - loads all.
     """
-    tasks = _cli_tasks()
+    if _selection.command not in _UPSTREAM_COMMANDS:
+        return False
+    if not _selection.tasks:
+        return _selection.command == "run"
     names = set(PHASES) | {"guard", "_stamp", "manuscript"}
-    return tasks is not None and all(t.partition(":")[0] in names for t in tasks)
+    return all(t.partition(":")[0] in names for t in _selection.tasks)
 
 
 def plans_only() -> bool:
@@ -182,6 +194,42 @@ def plans_only() -> bool:
     the outline, templates and config), so the other phases need not load."""
     tasks = _cli_tasks()
     return bool(tasks) and all(t.partition(":")[0] == "plan" for t in tasks)
+
+
+@functools.cache
+def _scene_limit() -> int | None:
+    """How many scenes, from the first, the named tasks need: a phase of scene N reads
+    only what scenes 1..N built (its pre-state is the previous scene's commit), so
+    ``doit write:ch001_sc001`` loads and checks that chain, not the book. None: all.
+
+    Only for commands that look upstream (run, info, list, why) and only when every name is
+    a scene's phase; a phase group, ``guard`` (named, it checks the whole book),
+    ``manuscript``, a file or an unknown name loads all (doit then reports what it does
+    not know).
+    """
+    if _selection.command not in _UPSTREAM_COMMANDS or not _selection.tasks:
+        return None
+    book, _ = context()
+    index = {scene.id: i for i, scene in enumerate(book.scenes)}
+    limit = 0
+    for name in _selection.tasks:
+        phase, _, sid = name.partition(":")
+        if phase not in PHASES or sid not in index:
+            return None
+        limit = max(limit, index[sid] + 1)
+    return limit
+
+
+def loaded_scenes() -> list:
+    """The scenes whose tasks this command loads (all, unless it names a scene chain)."""
+    book, _ = context()
+    limit = _scene_limit()
+    return book.scenes if limit is None else book.scenes[:limit]
+
+
+def partial() -> bool:
+    """This command loads only a chain of scenes (the book-wide tasks are left out)."""
+    return _scene_limit() is not None
 
 
 @functools.cache
@@ -318,10 +366,11 @@ def _inputs_hash(phase: str, sid: str | None) -> str:
     return phases.inputs_hash(book, book.scene(sid) if sid else book.scenes[0], phase)
 
 
-@functools.cache
 def explaining() -> bool:
     """``doit info``: the rules that name causes in the user's terms are checked too."""
-    if not _doit_cli():
+    if _selection.command is not None:
+        return _selection.command == "info"
+    if not _doit_cli():  # doit's own loader: the command line is all there is to go by
         return False
     args = [a for a in sys.argv[1:] if a.startswith("-") or "=" not in a]
     return bool(args) and args[0] == "info"
@@ -344,20 +393,23 @@ def _inputs_rule(phase: str, sid: str) -> InputsUnchanged:
 
 
 @functools.cache
-def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
+def _layout(sid: str) -> dict[str, phases.PhaseFiles]:
     from pipeline.book import phases
 
     book, _ = context()
-    return {scene.id: phases.layout(book, scene.id) for scene in book.scenes}
+    return phases.layout(book, sid)
+
+
+def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
+    """The phase files of every scene this command loads."""
+    return {scene.id: _layout(scene.id) for scene in loaded_scenes()}
 
 
 def _phase_tasks(phase: str):
     if fast() or (phase != "plan" and plans_only()):
         return
-    book, _ = context()
-    layouts = _layouts()
-    for scene in book.scenes:
-        files = layouts[scene.id][phase]
+    for scene in loaded_scenes():
+        files = _layout(scene.id)[phase]
         file_dep = list(files.inputs.values()) + list(files.templates.values())
         yield {
             "name": scene.id,
@@ -379,7 +431,7 @@ def _guard() -> TaskFailed | None:
     book, rv = context()
     db = builddb.current()
     task_templates = {}
-    for scene in book.scenes:
+    for scene in loaded_scenes():
         for phase in LLM_PHASES:
             task_templates[f"{phase}:{scene.id}"] = {"system": book.templates["system"],
                                                      "phase": book.templates[phase]}
@@ -387,7 +439,7 @@ def _guard() -> TaskFailed | None:
         _refresh_stale_ledgers(book, db)
         changes = policies.find_template_changes(db, task_templates)
         policies.require_prompt_change_allowed(changes, rv)
-        accepted = policies.handle_edits(db, policies.find_edits(db), rv)
+        accepted = policies.handle_edits(db, policies.find_edits(db, _loaded_outputs()), rv)
         for sid in sorted({t.partition(":")[2] for t in accepted}):
             ledger.export(db, book, sid)
     except UserError as exc:
@@ -397,6 +449,14 @@ def _guard() -> TaskFailed | None:
     # them all; measured: exit 83 -> 39 ms for 200 plans, see bench/README.md 4c).
     gc.freeze()
     return None
+
+
+def _loaded_outputs() -> list[str] | None:
+    """The artifacts of the loaded scene chain (None: the whole book's), for the guard."""
+    if not partial():
+        return None
+    return [path for layout in _layouts().values() for pf in layout.values()
+            for path in pf.outputs.values()]
 
 
 def task_guard():
@@ -453,7 +513,7 @@ def _write_stamp() -> None:
 
 def task__stamp():
     """After every phase of the book succeeded: the fast path's stamp."""
-    if fast() or plans_only():
+    if fast() or plans_only() or partial():
         return {"actions": None, "uptodate": [True]}
     return {"actions": [_write_stamp], "task_dep": list(PHASES) + ["manuscript"],
             "uptodate": [False],
@@ -547,7 +607,7 @@ def _build_manuscript() -> dict | TaskFailed:
 
 def task_manuscript():
     """The book as one text: draft/manuscript.md and draft/manuscript.html."""
-    if fast() or plans_only():
+    if fast() or plans_only() or partial():
         return {"actions": None, "uptodate": [True]}
     from pipeline.book import manuscript
 

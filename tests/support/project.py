@@ -76,9 +76,10 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 def make_project(root: Path) -> Path:
-    """dodo.py and the shipped workspace (inputs only) in ``root``."""
+    """dodo.py, doit.cfg and the shipped workspace (inputs only) in ``root``."""
     root.mkdir(parents=True)
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    shutil.copy(REPO / "doit.cfg", root / "doit.cfg")  # scenemake's task loader
     shutil.copytree(REPO / "workspace", root / "workspace",
                     ignore=shutil.ignore_patterns("draft", ".scenemake", "artifacts"))
     return root
