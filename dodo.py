@@ -3,16 +3,9 @@
 from targets.book import (  # noqa: F401  (doit collects task_* from this module)
     doit_config,
     task__stamp,
-    task_commit,
-    task_continuity_pack,
     task_guard,
-    task_lint,
     task_manuscript,
-    task_plan,
-    task_preflight,
-    task_repair,
-    task_state_repair,
-    task_write,
+    task_phases,
 )
 from targets.l7 import task_l7  # noqa: F401  (the L7 prompt map runner's stages: doit l7)
 

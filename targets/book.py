@@ -520,44 +520,15 @@ def task__stamp():
             "verbosity": 2}
 
 
-def task_plan():
-    """Scene card of each scene (LLM); depends only on the outline, templates and config."""
-    yield from _phase_tasks("plan")
+def task_phases():
+    """Every phase of every scene, as the phase table declares them
+    (pipeline/book/phase_table.py): tasks ``PHASE:SCENE`` in groups ``PHASE``."""
+    from pipeline.book.phase_table import TABLE
 
-
-def task_preflight():
-    """Registers what the scene introduces into its pre-state (plain code)."""
-    yield from _phase_tasks("preflight")
-
-
-def task_continuity_pack():
-    """Facts the scene must keep true (LLM)."""
-    yield from _phase_tasks("continuity_pack")
-
-
-def task_write():
-    """Prose and state patch (LLM)."""
-    yield from _phase_tasks("write")
-
-
-def task_repair():
-    """Prose repaired against the continuity pack and beats (LLM)."""
-    yield from _phase_tasks("repair")
-
-
-def task_state_repair():
-    """State patch checked against the prose and the pre-state (LLM)."""
-    yield from _phase_tasks("state_repair")
-
-
-def task_lint():
-    """Deterministic lint of prose and patch; errors fail the scene."""
-    yield from _phase_tasks("lint")
-
-
-def task_commit():
-    """Applies the patch: the post-state and registry snapshots (plain code)."""
-    yield from _phase_tasks("commit")
+    for phase in TABLE:
+        yield {"basename": phase.name, "name": None, "doc": phase.doc}
+        for task in _phase_tasks(phase.name):
+            yield {"basename": phase.name, **task}
 
 
 def _build_manuscript() -> dict | TaskFailed:

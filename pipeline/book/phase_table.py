@@ -62,6 +62,7 @@ class Phase:
     run: str
     model: str | None = None  # the answer's class in pipeline.book.models (LLM phases)
     state_input: str | None = None
+    doc: str = ""  # one line for `doit list`
     # artifact name -> file in the phase's folder, every output in writing order
     files: dict[str, str] = field(init=False, repr=False, compare=False)
 
@@ -96,25 +97,33 @@ CARD, STATE, PACK = "scene_card@plan", "state@preflight", "pack@continuity_pack"
 # In pipeline order: a phase reads only what the phases above it (or the scene before) made.
 TABLE: tuple[Phase, ...] = (
     # depends only on the outline, templates and config: all plans can run at once
-    Phase("plan", LLM, (), ("scene_card.json",), run="llm", model="SceneCard"),
+    Phase("plan", LLM, (), ("scene_card.json",), run="llm", model="SceneCard",
+          doc="Scene card of each scene (LLM); depends only on the outline, templates and config."),
     Phase("preflight", CODE,
           _inputs(CARD, Input("pre_state", "commit", "post_state", previous_scene=True)),
-          ("patch.json", "state.json", "report.json"), run="preflight", state_input="pre_state"),
+          ("patch.json", "state.json", "report.json"), run="preflight", state_input="pre_state",
+          doc="Registers what the scene introduces into its pre-state (plain code)."),
     Phase("continuity_pack", LLM, _inputs(CARD, STATE), ("pack.json",), run="llm",
-          model="ContinuityPack", state_input="state"),
+          model="ContinuityPack", state_input="state",
+          doc="Facts the scene must keep true (LLM)."),
     Phase("write", LLM, _inputs(CARD, PACK, STATE), ("prose.md", "state_patch.json"),
-          run="llm", model="WriteOutput", state_input="state"),
+          run="llm", model="WriteOutput", state_input="state",
+          doc="Prose and state patch (LLM)."),
     Phase("repair", LLM, _inputs(CARD, PACK, STATE, "prose@write", "state_patch@write"),
           ("prose.md", "state_patch.json"), run="llm", model="RepairOutput",
-          state_input="state"),
+          state_input="state",
+          doc="Prose repaired against the continuity pack and beats (LLM)."),
     Phase("state_repair", LLM, _inputs(STATE, "prose@repair", "state_patch@repair"),
-          ("state_patch.json",), run="llm", model="StateRepairOutput", state_input="state"),
+          ("state_patch.json",), run="llm", model="StateRepairOutput", state_input="state",
+          doc="State patch checked against the prose and the pre-state (LLM)."),
     Phase("lint", CODE, _inputs(CARD, STATE, "prose@repair", "state_patch@state_repair"),
-          ("report.json",), run="lint", state_input="state"),
+          ("report.json",), run="lint", state_input="state",
+          doc="Deterministic lint of prose and patch; errors fail the scene."),
     Phase("commit", CODE,
           _inputs(STATE, "state_patch@state_repair", Input("lint_report", "lint", "report")),
           ("post_state.json", "registries/characters.json", "registries/locations.json",
-           "registries/items.json", "registries/threads.json"), run="commit"),
+           "registries/items.json", "registries/threads.json"), run="commit",
+          doc="Applies the patch: the post-state and registry snapshots (plain code)."),
 )
 
 PHASE: dict[str, Phase] = {p.name: p for p in TABLE}
