@@ -22,7 +22,7 @@ class SceneLoader(DodoTaskLoader):
     def load_tasks(self, cmd, pos_args):
         """Tell the book which tasks ``cmd`` names, then build the tasks with the
         collector off: its passes walk every object made so far, so loading N tasks cost
-        O(N^2) (bench/README.md section 9). The tasks live until the process exits, so they
+        O(N^2) (bench/README.md section 10). The tasks live until the process exits, so they
         are frozen out of later passes too; the collector is on again afterwards."""
         from targets import book
 

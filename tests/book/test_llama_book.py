@@ -93,11 +93,11 @@ def test_a_book_under_30_percent_faults_finishes_in_one_run(project, llama_serve
     import random
 
     project.edit_json(OUTLINE, lambda d: d["chapters"].__delitem__(slice(1, None)))
-    _for_random_weights(project, timeout_s=2, idle_timeout_s=1, max_attempts=10,
+    _for_random_weights(project, timeout_s=4, idle_timeout_s=3, max_attempts=10,
                         max_retry_seconds=120)
     rng = random.Random(30)
     kinds = ["429", "429-ra", "500", "502", "503", "reset", "timeout", "truncated", "badjson"]
-    with FaultProxy(llama_server.base_url, hang_s=6) as proxy:
+    with FaultProxy(llama_server.base_url, hang_s=8) as proxy:
         proxy.faults.extend(rng.choice(kinds) if rng.random() < 0.3 else "" for _ in range(400))
         proc = project.doit(env=_env(proxy.base_url), timeout=600)
         injected = [f for f in proxy.seen if f != "pass"]

@@ -216,7 +216,10 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model),
                "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "1",
-               "--n_threads_batch", "1", "--n_ctx", str(N_CTX), *self.extra_args]
+               "--n_threads_batch", "1", "--n_ctx", str(N_CTX),
+               # as the local provider runs it: by default a new request cuts a streamed
+               # answer short ([DONE] early), so two concurrent streams keep cutting each other
+               "--interrupt_requests", "False", *self.extra_args]
         t0 = time.monotonic()
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
