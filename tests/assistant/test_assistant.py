@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from support.scenario import sproject  # noqa: F401  (fixture)
 
 from pipeline.assistant.contract import contract_validator
@@ -103,6 +104,7 @@ def test_errors_are_json_with_a_status(sproject):  # noqa: F811
     assert httpx.get(a.url + "/nope", trust_env=False).status_code == 404
 
 
+@pytest.mark.slow
 def test_a_restarted_assistant_continues_a_saved_session(sproject):  # noqa: F811
     a = sproject.assistant(run_id="assistant-stage1-before")
     first = a.ask("Which items are below their reorder level?").json()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
 from support.project import executed, snapshot
 
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
@@ -17,6 +18,7 @@ PHASES = ["plan", "preflight", "continuity_pack", "write", "repair", "state_repa
 LLM = ["plan", "continuity_pack", "write", "repair", "state_repair"]
 
 
+@pytest.mark.slow
 def test_full_build_then_resume_costs_nothing(project):
     proc = project.build()
     assert len(project.misses()) == len(SCENES) * len(LLM)
@@ -34,6 +36,7 @@ def test_full_build_then_resume_costs_nothing(project):
     assert executed(again) == ["guard"]
 
 
+@pytest.mark.slow
 def test_call_log_lines_carry_every_field(built):
     fields = {"book", "task", "scene", "phase", "request_hash", "cache", "provider", "model",
               "tokens_in", "tokens_out", "cost_usd", "latency_ms", "timestamp"}
@@ -61,6 +64,7 @@ def test_ledger_follows_spec_schema(built):
     assert json.loads(proc.stdout) == ledger
 
 
+@pytest.mark.slow
 def test_stop_after_write_then_resume_at_repair(project):
     proc = project.build("write:ch001_sc001")
     assert sorted(c["task"] for c in project.calls()) == sorted(
@@ -88,6 +92,7 @@ def _override_write_template(project, text_suffix: str) -> str:
     return "workspace/books/example/templates/write.j2"
 
 
+@pytest.mark.slow
 def test_changed_template_fails_fast_then_is_accepted_with_reason(project):
     _override_write_template(project, "")
     project.build()
@@ -159,6 +164,7 @@ def test_missing_artifact_reruns_that_phase_for_free(built):
     assert built.ledger("ch001_sc002")["phases"]["repair"]["timestamp"] == repair_before
 
 
+@pytest.mark.slow
 def test_manual_edit_of_prose_fails_fast_then_force_resume_builds_on_it(built):
     prose = built.artifact("ch001_sc002", "write/prose.md")
     edited = prose.read_text() + "\nMara kept the key.\n"
@@ -198,6 +204,7 @@ def test_rerun_from_regenerates_a_hand_edited_artifact(built):
     assert built.ledger("ch001_sc002")["phases"]["write"]["attempt"] == 1
 
 
+@pytest.mark.slow
 def test_manual_edit_of_state_patch(built):
     patch_file = built.artifact("ch002_sc001", "write/state_patch.json")
     patch = json.loads(patch_file.read_text())
@@ -274,6 +281,7 @@ def test_pre_state_change_reruns_unless_forced(built):
     assert executed(built.build()) == ["guard"] and built.calls()[n:] == []
 
 
+@pytest.mark.slow
 def test_pre_state_change_without_force_reruns_the_phase(built):
     state = "workspace/books/example/state.json"
     built.edit_json(state, lambda d: d["characters"]["ines"].update(condition="uneasy"))
@@ -284,6 +292,7 @@ def test_pre_state_change_without_force_reruns_the_phase(built):
     assert not any(t.startswith("plan:") for t in tasks)
 
 
+@pytest.mark.slow
 def test_rerun_from_forgets_downstream_and_later_scenes(built):
     dry = built.build("rerun-from", "--dry-run", "write:ch001_sc002")
     listed = [line.split()[-1] for line in dry.stdout.splitlines() if line.startswith("would")]
@@ -305,6 +314,7 @@ def test_rerun_all_gives_fresh_samples(built):
     assert all(c["attempt"] == 1 for c in built.calls()[n:])
 
 
+@pytest.mark.slow
 def test_reset_archives_phase_history_and_forgets(built):
     proc = built.build("reset")
     assert "forgot" in proc.stdout
@@ -331,6 +341,7 @@ def test_unknown_variable_is_refused(built):
     assert built.calls()[n:] == []
 
 
+@pytest.mark.slow
 def test_several_books_keep_short_task_names_and_separate_dbs(project):
     import shutil
 

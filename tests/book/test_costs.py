@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from support.project import executed
 
 BOOK = "workspace/books/example/book.json"
@@ -14,6 +15,7 @@ def _price(project) -> None:
     project.edit_json(BOOK, lambda d: d.update(prices=PRICE))
 
 
+@pytest.mark.slow
 def test_calls_are_priced_and_totalled(project):
     _price(project)
     project.build()
@@ -40,6 +42,7 @@ def test_calls_are_priced_and_totalled(project):
     assert out.count(f"{total:.4f}") >= 2  # and the same amount was avoided
 
 
+@pytest.mark.slow
 def test_budget_stops_before_it_is_exceeded_and_resume_loses_nothing(project):
     _price(project)
     proc = project.doit("budget=3")
@@ -71,6 +74,7 @@ def test_bad_budget_is_refused(project):
     assert project.calls() == []
 
 
+@pytest.mark.slow
 def test_estimate_before_a_run(built):
     _price(built)
     # priced history: rerun everything once so the call log has costs to estimate from
@@ -93,12 +97,14 @@ def test_estimate_before_a_run(built):
     assert [c.strip() for c in plan.split("│") if c.strip()][1] == "2"
 
 
+@pytest.mark.slow
 def test_unknown_model_costs_nothing_with_one_warning(project):
     proc = project.build(env={"SCENEMAKE_MODEL": "offline:mystery-9"})
     assert proc.stderr.count("no price for model 'mystery-9'") == 1
     assert all(c["cost_usd"] == 0 and c["model"] == "mystery-9" for c in project.calls())
 
 
+@pytest.mark.slow
 def test_progress_reporter_counts_tasks_calls_and_cost(project):
     _price(project)
     out = project.build("--reporter", "scenemake").stdout
@@ -110,6 +116,7 @@ def test_progress_reporter_counts_tasks_calls_and_cost(project):
     assert "50/50 tasks  ran 1  up-to-date 49" in out
 
 
+@pytest.mark.slow
 def test_estimate_for_a_model_never_used_counts_the_prompts(project):
     _price(project)
     out = project.build("estimate").stdout

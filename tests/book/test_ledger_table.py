@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from support.project import Project
 
 SID = "ch001_sc001"
@@ -35,6 +36,7 @@ def test_table_has_a_row_per_phase_with_its_numbers(built: Project):
     assert not out.lstrip().startswith("{")
 
 
+@pytest.mark.slow
 def test_prompt_change_and_its_reason_are_in_the_row(built: Project):
     override = built.book / "templates" / "repair.j2"
     override.parent.mkdir(exist_ok=True)

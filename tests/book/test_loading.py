@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from support.project import executed
 
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
@@ -26,6 +27,7 @@ def scenes_of(names: set[str]) -> set[str]:
             and n.partition(":")[2]}
 
 
+@pytest.mark.slow
 def test_a_named_scene_loads_its_chain_and_runs_only_what_is_stale_upstream(project):
     names, proc = loaded(project, "write:ch001_sc001")
     assert proc.returncode == 0, proc.out
@@ -53,6 +55,7 @@ def test_a_named_scene_loads_its_chain_and_runs_only_what_is_stale_upstream(proj
     assert {f"commit:{sid}" for sid in SCENES[1:]} <= ran and "manuscript" in ran
 
 
+@pytest.mark.slow
 def test_info_why_list_of_one_scene_load_its_chain_other_commands_the_book(built):
     every = {f"{p}:{sid}" for p in PHASES for sid in SCENES}
     for command in (["info"], ["why"], ["list"], []):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from support.project import Project, executed
 
 STAND_IN = "Text from the offline stand-in model: placeholder prose."
@@ -37,6 +38,7 @@ def test_every_scene_in_outline_order(built: Project):
     assert "<script" not in html and "http" not in html.split("<body>")[1]
 
 
+@pytest.mark.slow
 def test_rebuilt_only_when_a_scene_prose_changes(built: Project):
     md, html = built.draft / "manuscript.md", built.draft / "manuscript.html"
     before = {p: p.stat().st_mtime_ns for p in (md, html)}
@@ -67,6 +69,7 @@ def test_rebuilt_only_when_a_scene_prose_changes(built: Project):
     assert len(built.calls()) == calls
 
 
+@pytest.mark.slow
 def test_doit_manuscript_builds_the_book(project: Project):
     proc = project.build("manuscript")
     assert "manuscript" in executed(proc)
@@ -77,6 +80,7 @@ def test_doit_manuscript_builds_the_book(project: Project):
     assert all(c["cache"] != "miss" for c in project.calls()[calls:])
 
 
+@pytest.mark.slow
 def test_a_hand_edited_manuscript_stops_the_run_and_is_kept(built: Project):
     md = built.draft / "manuscript.md"
     md.write_text(md.read_text() + "\nMy own ending.\n")

@@ -26,6 +26,7 @@ def _one_line_error(proc, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage, needles", [
     (lambda p: (p.book / "book.json").write_text('{"title": "x",\n  "model": }'),
      ["workspace/books/example/book.json", "invalid JSON at line 2"]),
@@ -82,6 +83,7 @@ def test_template_error_names_file_and_line(built):
     assert built.ledger("ch001_sc001")["phases"]["write"]["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_unknown_scene_and_bad_scene_ids(built):
     proc = built.doit("write:ch009_sc001")
     assert proc.returncode != 0 and "write:ch009_sc001" in proc.out
@@ -102,6 +104,7 @@ def _committed(project) -> set[str]:
         return set()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_parallel_run_keeps_every_finished_task(project):
     env = {**os.environ, "SCENEMAKE_OFFLINE_LATENCY_MS": "250", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "doit", "-n", "4", "-P", "thread"],
@@ -132,6 +135,7 @@ def test_kill_9_mid_parallel_run_keeps_every_finished_task(project):
         assert project.ledger(sid)["phases"]["commit"]["status"] == "success"
 
 
+@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(project):
     env = {**os.environ, "SCENEMAKE_OFFLINE_LATENCY_MS": "250"}
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project.root, env=env,
@@ -148,6 +152,7 @@ def test_sigterm_is_handled_like_ctrl_c(project):
     assert not (set(executed(again)) & done)
 
 
+@pytest.mark.slow
 def test_touched_shared_template_is_hashed_once_per_run(project, tmp_path):
     from pipeline.book.workspace import DEFAULT_TEMPLATES
 
@@ -196,6 +201,7 @@ def test_an_unreadable_build_db_is_one_error_line_and_is_left_as_it_is(built, ar
     assert snapshot(built.draft) == drafts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blocker", ["file for the phase folder", "folder for the artifact"])
 def test_something_in_the_way_of_an_artifact_is_one_error_line_then_resumes(built, blocker):
     plan = built.artifact("ch001_sc001", "plan")
@@ -267,6 +273,7 @@ def _fast(proc) -> bool:
     return executed(proc) == ["guard"] and "-- plan:" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_plain_noop_takes_the_stamp_fast_path_until_anything_moves(built):
     assert _fast(built.build())
     # variables cannot change a build in which nothing moved
@@ -292,6 +299,7 @@ def test_plain_noop_takes_the_stamp_fast_path_until_anything_moves(built):
     assert _fast(built.build())
 
 
+@pytest.mark.slow
 def test_fast_path_never_hides_a_hand_edit_or_a_missing_file(built):
     assert _fast(built.build())
     prose = built.artifact("ch001_sc003", "write/prose.md")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from support.project import Project, executed
 
 from pipeline.book.versions import KEEP, Versions, json_diff, word_diff
@@ -18,6 +19,7 @@ def _history(project: Project, task: str) -> list[str]:
     return project.build("history", task).stdout.splitlines()[1:]
 
 
+@pytest.mark.slow
 def test_diff_after_rerun_from(built: Project):
     assert "first build" in _history(built, f"write:{SID}")[0]
     built.build("rerun-from", f"write:{SID}")
@@ -30,6 +32,7 @@ def test_diff_after_rerun_from(built: Project):
     assert "response:" in built.build("diff", "--all", f"write:{SID}", "1", "2").stdout
 
 
+@pytest.mark.slow
 def test_diff_after_an_accepted_prompt_change(built: Project):
     override = built.book / "templates" / "repair.j2"
     override.parent.mkdir(exist_ok=True)
@@ -43,6 +46,7 @@ def test_diff_after_an_accepted_prompt_change(built: Project):
     assert "prose:" in out
 
 
+@pytest.mark.slow
 def test_restore_makes_no_call_and_is_then_up_to_date(built: Project):
     prose = built.artifact(SID, "write/prose.md")
     first = prose.read_bytes()

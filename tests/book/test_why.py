@@ -20,6 +20,7 @@ def _edit_brief(project: Project, index: int = 0) -> None:
     project.edit_json("workspace/books/example/outline.json", change)
 
 
+@pytest.mark.slow
 def test_info_names_the_outline_field_not_a_function(built: Project):
     _edit_brief(built)
     proc = built.doit("info", f"plan:{SID}")
@@ -61,6 +62,7 @@ def test_why_outline_field_changed_and_transitively(built: Project):
             f"(because plan:{SID}: outline.json: scene {SID} `brief` changed)") in out
 
 
+@pytest.mark.slow
 def test_why_template_changed_names_old_and_new_hash(built: Project):
     override = built.book / "templates" / "write.j2"
     override.parent.mkdir(exist_ok=True)
@@ -93,6 +95,7 @@ def test_why_never_built(project: Project):
     assert "manuscript would run:\n  - never built" in out
 
 
+@pytest.mark.slow
 def test_why_forgotten_by_rerun_from(built: Project):
     # a hand edit elsewhere stops the build that rerun-from starts, after it forgot
     prose = built.artifact(SID, "write/prose.md")
@@ -104,6 +107,7 @@ def test_why_forgotten_by_rerun_from(built: Project):
     assert "lint:ch002_sc003 would run:\n  - forgotten" in out
 
 
+@pytest.mark.slow
 def test_why_a_group_with_every_task_up_to_date_is_up_to_date(built: Project):
     assert _why(built, "write", "manuscript") == "write is up to date\nmanuscript is up to date\n"
     _edit_brief(built, index=2)

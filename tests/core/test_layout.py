@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = {"book", "l7", "scenario", "assistant"}
 
@@ -83,6 +85,7 @@ def test_core_and_llm_import_no_family_and_families_stay_apart():
     assert bad == []
 
 
+@pytest.mark.slow
 def test_no_import_cycle():
     graph = {name: {d for d in deps if d in _modules()} for name, deps in _graph().items()}
     color: dict[str, int] = {}

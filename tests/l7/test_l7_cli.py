@@ -65,6 +65,7 @@ def alt_spec(project) -> str:
     return "score_specs/alt.json"
 
 
+@pytest.mark.slow
 def test_score_spec_same_file_spelled_differently_is_no_override(l7_built):
     proc = l7_built.cli("--score-spec", "./" + SPEC)
     assert proc.returncode == 0, proc.out

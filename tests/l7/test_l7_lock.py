@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from support.l7 import OUT, SESSION, one_line_error
 
 HOLD = """
@@ -17,6 +18,7 @@ with exclusive(sys.argv[1], "held by the test"):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_of_a_session_is_refused_naming_the_holder(l7):
     lock = l7.path(f"workspace/.scenemake/l7/{SESSION}/lock")
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE,

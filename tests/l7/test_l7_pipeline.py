@@ -66,6 +66,7 @@ def test_example_session_passes_the_gates_with_every_output_schema_valid(l7):
             assert sum(e["outcome"] == "won" for e in rnd["ranking"]) <= 1
 
 
+@pytest.mark.slow
 def test_call_log_tells_the_l7_family_apart(l7):
     assert l7.cli().returncode == 0
     calls = l7.calls()
@@ -183,6 +184,7 @@ def test_a_second_run_of_the_same_session_at_once_is_refused(l7_built):
     assert l7_built.cli().returncode == 0
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_keeps_the_old_set_and_pays_nothing_twice(l7_built):
     import os
     import signal
@@ -349,6 +351,7 @@ def test_interrupted_publication_never_leaves_a_mix(l7_built, monkeypatch):
     assert [p.name for p in out.parent.iterdir() if ".l7-" in p.name] == []
 
 
+@pytest.mark.slow
 def test_a_hand_edited_output_is_never_silently_replaced(l7_built):
     pack = l7_built.path(f"{OUT}/prompt_map_pack.json")
     pack.write_text(pack.read_text().replace("Style:", "Style (mine):"))
@@ -374,6 +377,7 @@ def test_new_out_dir_gets_the_whole_set_without_new_work(l7_built):
         sorted(OUTPUTS)
 
 
+@pytest.mark.slow
 # -- the same stages as doit tasks ------------------------------------------------------
 def test_doit_list_shows_the_l7_stages_beside_the_book(l7):
     proc = l7.doit("list")
@@ -388,6 +392,7 @@ def test_doit_list_shows_the_l7_stages_beside_the_book(l7):
     assert "l7_audit:scene_001+scene_002" in proc.stdout
 
 
+@pytest.mark.slow
 def test_doit_l7_builds_the_example_and_then_reruns_nothing(l7):
     proc = l7.doit("l7")
     assert proc.returncode == 0, proc.out
@@ -399,6 +404,7 @@ def test_doit_l7_builds_the_example_and_then_reruns_nothing(l7):
     assert l7.calls()[n:] == []
 
 
+@pytest.mark.slow
 def test_broken_l7_example_never_breaks_doit_for_books(l7):
     l7.path(SCENES).write_text("{")
     proc = l7.doit("list")

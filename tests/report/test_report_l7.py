@@ -25,6 +25,7 @@ def l7_reported(tmp_path_factory) -> tuple[L7Project, Path]:
     return project, project.root / f"{OUT}.report.html"
 
 
+@pytest.mark.slow
 def test_every_candidate_with_its_score_and_why_it_lost(l7_reported):
     project, page_path = l7_reported
     page = page_path.read_text()
@@ -44,6 +45,7 @@ def test_every_candidate_with_its_score_and_why_it_lost(l7_reported):
     assert "<script" not in page
 
 
+@pytest.mark.slow
 def test_an_unknown_unit_or_folder_is_one_line(l7_reported):
     project, _ = l7_reported
     for arg, words in (("l7:nowhere", "not an L7 out-dir"), ("pack:x", "not a scenario pack run"),

@@ -35,6 +35,7 @@ def pack_reported(tmp_path_factory) -> tuple[Project, Path]:
     return project, root / f"{RUN}.report.html"
 
 
+@pytest.mark.slow
 def test_every_step_with_its_three_reviews(pack_reported):
     project, page_path = pack_reported
     page = page_path.read_text()
@@ -67,6 +68,7 @@ def test_the_pack_page_renders_in_chromium(pack_reported, tmp_path: Path):
     assert proc.returncode == 0 and browser.ink(shot) > 0.02, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_pack_loop_shows_its_iterations_side_by_side(pack_reported):
     project, _ = pack_reported
     loop_dir = "workspace/artifacts/domain_runs/loop-warehouse_basics"

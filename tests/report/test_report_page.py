@@ -32,6 +32,7 @@ def test_the_page_is_self_contained_and_complete(built: Project):
     assert first[:60] in page.replace("&#x27;", "'")
 
 
+@pytest.mark.slow
 def test_report_shows_prompt_changes_diffs_and_why_stale(built: Project):
     override = built.book / "templates" / "repair.j2"
     override.parent.mkdir(exist_ok=True)
