@@ -131,7 +131,7 @@ class Estimate(DoitCmdBase):
 
         from targets.project import require_scenemake
 
-        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
+        db = require_scenemake(self.name, self.dep_manager)  # elsewhere: one line
 
         from pipeline.book.estimate import request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES
@@ -146,6 +146,7 @@ class Estimate(DoitCmdBase):
         try:
             stale = [n for n in phase_tasks
                      if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
+            why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
         finally:
             self.dep_manager.close()
         affected = set(downstream(self.task_list, stale)) & set(phase_tasks)
@@ -195,4 +196,23 @@ class Estimate(DoitCmdBase):
                       "would render (inputs not built yet counted at max_tokens) and max_tokens "
                       "for every answer; tokens approximated (1.3 per word, at least 1 per 4 "
                       "characters)")
+        if why:
+            con.print("why they run (doit why TASK says more):")
+            for line in why:
+                con.print(f"  - {line}", highlight=False, markup=False)
         return 0
+
+
+def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 12) -> list[str]:
+    """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
+    from targets.why import Explainer
+
+    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()))
+    lines = []
+    for name in stale[:shown]:
+        verdict = explainer.verdict(name)
+        if verdict.reasons:
+            lines.append(f"{name}: {verdict.reasons[0]}")
+    if len(stale) > shown:
+        lines.append(f"... and {len(stale) - shown} more")
+    return lines

@@ -131,3 +131,11 @@ def test_estimate_for_a_model_never_used_counts_the_prompts(project):
     paid = project.misses()
     assert sum(c["tokens_in"] + c["tokens_out"] for c in paid) <= estimated_tokens
     assert sum(c["cost_usd"] for c in paid) <= estimated_cost
+
+
+def test_estimate_says_why_the_stale_tasks_run(built):
+    built.edit_json("workspace/books/example/outline.json",
+                    lambda d: d["chapters"][0]["scenes"][0].update(brief="Mara waits alone."))
+    out = " ".join(built.build("estimate").stdout.split())
+    assert "why they run" in out
+    assert "plan:ch001_sc001: outline.json: scene ch001_sc001 `brief` changed" in out
