@@ -1,9 +1,8 @@
 """What a phase's request would cost before any call of that model was made: its prompt
 rendered from what is on disk, counted in tokens, plus ``max_tokens`` for the answer.
 
-Token counts are an approximation (no tokenizer that downloads files at run time): the
-larger of 1.3 tokens per word and one token per 4 characters, which brackets English prose
-and JSON for the BPE tokenizers of common chat models.
+Token counts are the LLM layer's approximation (``estimate_tokens``: no tokenizer that
+downloads files at run time).
 """
 
 from __future__ import annotations
@@ -16,11 +15,7 @@ from pipeline.book.phase_table import PHASE
 from pipeline.book.workspace import Book
 from pipeline.core.errors import UserError
 from pipeline.core.rendering import render, render_messages
-
-
-def approx_tokens(text: str) -> int:
-    """Tokens of ``text``: max(1.3 per word, 1 per 4 characters)."""
-    return max(round(len(text.split()) * 1.3), len(text) // 4)
+from pipeline.llm import estimate_tokens
 
 
 @dataclass
@@ -50,16 +45,16 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
         messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
         schema = phases.schema_for(phase, scene, inputs, book.config.model.max_tokens)
         text = "\n".join(m["content"] for m in messages) + json.dumps(schema)
-        return RequestEstimate(approx_tokens(text), max_out, True)
+        return RequestEstimate(estimate_tokens(text), max_out, True)
     system = render(files.templates["system"], phases.prompt_context(book, scene, phase, {}))
     with open(files.templates["phase"], encoding="utf-8") as fh:
         template = fh.read()
-    state_tokens = approx_tokens(book.state_path.read_text(encoding="utf-8"))
+    state_tokens = estimate_tokens(book.state_path.read_text(encoding="utf-8"))
     # a missing input counts as much as its maker could write: an LLM phase's max_tokens,
     # a code phase's (preflight, commit: a state) the size of the book's initial state
     unknown = sum(max_out if PHASE[i.phase].llm else state_tokens for i in missing)
     known = "\n".join(json.dumps(v.model_dump()) if hasattr(v, "model_dump") else str(v)
                       for v in inputs.values())
     text = system + template + known + json.dumps(spec.answer_model.model_json_schema())
-    return RequestEstimate(approx_tokens(text) + unknown, max_out, False)
+    return RequestEstimate(estimate_tokens(text) + unknown, max_out, False)
 
