@@ -22,10 +22,11 @@ Steps (all under ``--workdir``, default ``/tmp/scenemake-bench-<scenes>``):
    backend and md5 checker, ``touch`` actions): the floor that doit itself sets.
 4. Timed no-ops, interleaved, ``--runs`` times each after one untimed warm-up:
    ``make -f Makefile -j1``, ``make -q -f Makefile``, plain doit on ``plain_dodo.py``,
-   ``python -m doit`` (as a user runs it), ``python -m doit list`` (task loading only)
-   and ``python -c "import ..."`` (the interpreter and the modules a run imports: the
-   fixed start-up cost). Each doit no-op is checked: no task but ``guard`` ran, and
-   the scenemake one made no LLM call.
+   ``python -m doit`` (as a user runs it: the stamp's fast path), ``python -m doit -v 2``
+   (an option: the full path, every task loaded and checked), ``python -m doit list``
+   (task loading only) and ``python -c "import ..."`` (the interpreter and the modules
+   a run imports: the fixed start-up cost). Each doit no-op is checked: no task but
+   ``guard`` ran, and the scenemake one made no LLM call.
 5. Prints medians (and min/max) and the ratios to ``make -j1`` measured in this run.
 
 ``--code DIR`` puts DIR first on ``PYTHONPATH`` (benchmark a snapshot of the repo
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         "make -q": (["make", "-q", "-f", "Makefile"], tree, None, (0, 1)),
         "plain doit md5 (no-op)": (doit_cmd("-f", "plain_dodo.py"), tree, env, (0,)),
         "python -m doit (no-op)": (doit_cmd(), project, env, (0,)),
+        # an option leaves the stamp's fast path: every task loads and is checked
+        "full path -v 2 doit (no-op)": (doit_cmd("-v", "2"), project, env, (0,)),
         "python -m doit list": (doit_cmd("list"), project, env, (0,)),
         "python import only": ([sys.executable, "-c", IMPORTS], project, env, (0,)),
     }

@@ -221,10 +221,14 @@ def _scene_limit() -> int | None:
 
 
 def loaded_scenes() -> list:
-    """The scenes whose tasks this command loads (all, unless it names a scene chain)."""
+    """The scenes whose tasks this command loads: all, unless it names a scene chain, or
+    the stamp shows that the files which moved reach only the later scenes."""
     book, _ = context()
     limit = _scene_limit()
-    return book.scenes if limit is None else book.scenes[:limit]
+    if limit is not None:
+        return book.scenes[:limit]
+    first = reached_from()
+    return book.scenes[first:] if first else book.scenes
 
 
 def partial() -> bool:
@@ -233,9 +237,9 @@ def partial() -> bool:
 
 
 @functools.cache
-def fast() -> bool:
-    """A plain ``doit`` (variables allowed) with nothing changed since the last complete
-    build: load no task.
+def _reach():
+    """For a plain ``doit`` (variables allowed): what moved since the last complete build,
+    as its stamp shows it (``stamp.Reach``); None: the full path.
 
     The variables (validated by ``_target`` first, so a typo still fails) cannot change a
     build in which nothing moved: ``force_resume`` and ``allow_prompt_change`` only accept
@@ -245,9 +249,22 @@ def fast() -> bool:
 
     if any(a.startswith("-") or "=" not in a for a in sys.argv[1:]) or not _doit_cli():
         # task names, options, another command, or doit's loader used from other code
-        return False
+        return None
     ws, name, _ = _target()
-    return stamp.fresh(_stamp_path(ws, name), ws.db_path(name))
+    return stamp.reach(_stamp_path(ws, name), ws.db_path(name))
+
+
+def fast() -> bool:
+    """Nothing changed since the last complete build: load no task."""
+    found = _reach()
+    return found is not None and found.first is None
+
+
+def reached_from() -> int:
+    """The index of the first scene this plain ``doit`` loads (0: all): the scenes before
+    it read no file that moved since the last complete build, so they are up to date."""
+    found = _reach()
+    return found.first if found is not None and found.first is not None else 0
 
 
 def doit_config() -> dict:
@@ -453,7 +470,7 @@ def _guard() -> TaskFailed | None:
 
 def _loaded_outputs() -> list[str] | None:
     """The artifacts of the loaded scene chain (None: the whole book's), for the guard."""
-    if not partial():
+    if not partial() and not reached_from():
         return None
     return [path for layout in _layouts().values() for pf in layout.values()
             for path in pf.outputs.values()]
@@ -471,44 +488,77 @@ def _nothing_changed() -> None:
 
 
 def _write_stamp() -> None:
-    """After a complete build: the files as the DB recorded them, for the fast path."""
+    """After a complete build: the files as the DB recorded them, each with the first
+    scene that reads or writes it, for the fast path. After a build that loaded only the
+    later scenes, the earlier scenes' files are carried over from the stamp it started
+    from (none of them moved)."""
     from pipeline.book import stamp
 
     book, _ = context()
     db = builddb.current()
     path = _stamp_path(book.workspace, book.name)
-    files: dict[str, tuple[int, int]] = dict(_input_stats)
+    first = reached_from()
+    carried = _reach().rows if first else []
+    # the book's inputs: every scene reads the settings (scene 1 the initial state); the
+    # outline's scenes are told apart by their digests
+    outline = str(book.dir / "outline.json")
+    files: dict[str, tuple[int, int, int]] = {
+        p: (m, s, stamp.OUTLINE if p == outline else 0) for p, (m, s) in _input_stats.items()}
+    index: dict[str, int] = {}
     recorded: dict[str, list] = {}
-    for sid, layout in _layouts().items():
+    loaded: set[str] = set()
+    for i, (sid, layout) in enumerate(_layouts().items(), start=first):
         for phase, pf in layout.items():
             task_id = f"{phase}:{sid}"
+            loaded.add(task_id)
             for dep in list(pf.inputs.values()) + list(pf.templates.values()):
                 state = db.get(task_id, dep)
                 if not state or recorded.setdefault(dep, state)[2] != state[2]:
                     stamp.drop(path)  # the DB does not agree with itself: no fast path
                     return
-    for out_path, _task, _known, state_raw in db.output_rows():
+                index.setdefault(dep, i)
+            for out in pf.outputs.values():
+                index.setdefault(out, i)
+    scenes = len(book.scenes)
+    unread: set[str] = set()  # the manuscript's files: no task reads them
+    for out_path, task_id, _known, state_raw in db.output_rows():
+        if first and task_id not in loaded and task_id.partition(":")[2]:
+            continue  # an earlier scene's artifact: carried over
         if not state_raw:
             stamp.drop(path)
             return
         recorded[out_path] = json.loads(state_raw)
+        if task_id == "manuscript":
+            unread.add(out_path)
     for dep, state in recorded.items():
         # a touched file with the recorded content is stamped as it is now (hashed once,
-        # through the memo), so the next no-op need not hash it again
+        # through the memo), so the next no-op need not hash it again. A manuscript edited
+        # by hand is stamped as it is: the full path would not rebuild it either (it is
+        # kept beside the next one when a scene's prose changes)
         try:
-            if hash_known(dep, state) != state[2]:
+            if dep not in unread and hash_known(dep, state) != state[2]:
                 stamp.drop(path)
                 return
             st = os.stat(dep)
         except OSError:
             stamp.drop(path)
             return
-        files[dep] = (st.st_mtime_ns, st.st_size)
+        files[dep] = (st.st_mtime_ns, st.st_size, index.get(dep, scenes))
+    for row_path, mtime_ns, size, at in carried:  # none of these moved (see stamp.reach)
+        if row_path in files:  # also read by a loaded scene: the earliest reader counts
+            if at < files[row_path][2]:
+                files[row_path] = (*files[row_path][:2], at)
+        elif at < first:
+            files[row_path] = (mtime_ns, size, at)
     # overrides that do not exist yet: one appearing changes which template a phase reads
     absent = [str(book.dir / "templates" / f"{name}.j2") for name in TEMPLATE_NAMES
               if name not in book.config.templates
               and not (book.dir / "templates" / f"{name}.j2").exists()]
-    stamp.write(path, db.generation(), files, absent)
+    digest = stamp.outline_digest(outline)
+    if digest is None:
+        stamp.drop(path)
+        return
+    stamp.write(path, db.generation(), files, absent, digest)
 
 
 def task__stamp():

@@ -63,7 +63,7 @@ class RunSummary:
         """The end-of-run line of a book run (None when the run built no book task)."""
         if not self.book_run:
             return None
-        from targets.book import _target, fast
+        from targets.book import _target, fast, reached_from
 
         ws, name, _ = _target()
         draft = ws.book_dir(name) / "draft"
@@ -74,6 +74,8 @@ class RunSummary:
             scenes = {t.partition(":")[2] for t in self.ran if ":" in t}
             what = (f"{len(scenes)} scene(s) built, {len(self.ran)} task(s) run, "
                     f"{self.up_to_date} up to date"
+                    + (f", {first} earlier scene(s) unchanged (their files did not move)"
+                       if (first := reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
                     f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")

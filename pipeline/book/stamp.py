@@ -1,29 +1,50 @@
 """The no-op fast path: a stamp of every file a complete build read or wrote.
 
 After a plain ``doit`` that built (or found up to date) every task, the stamp records
-each file's (mtime_ns, size) as the build DB recorded them, the DB's generation (bumped
-by every task commit and every forget), and the environment that changes the book.
-The next plain ``doit`` stats those files first: if nothing moved, no task can be out
-of date, so doit need not load and check thousands of tasks. Anything else - a task
-name, a ``NAME=value``, another command, one changed stat, a forgotten task, a ledger
-left behind by a kill - takes the full path.
+each file's (mtime_ns, size) as the build DB recorded them, with the first scene that
+reads or writes it; the DB's generation (bumped by every task commit and every forget);
+the environment that changes the book; and a digest of each scene's outline entry.
+
+The next plain ``doit`` stats those files first. If nothing moved, no task can be out of
+date, so doit need not load and check thousands of tasks. If some moved (a brief, one
+scene's file), the moved files reach the scenes from the first one that reads them to
+the end of the book (a scene's pre-state is the previous scene's commit): only those
+load; the scenes before it are up to date by the stamp. Anything else - a task name, an
+option, another command, a forgotten task, a ledger left behind by a kill, a template,
+the book's settings, a changed order of scenes - takes the full path.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.book.workspace import PACKAGE_DIR
+from pipeline.core.hashing import hash_json
 from pipeline.core.jsonio import load_json
 from pipeline.core.store import atomic_write_json
 
-VERSION = 3  # 3: the manuscript is part of a complete build
+VERSION = 4  # 4: each file names the first scene that reads it; the outline per scene
 ENV_KEYS = ("SCENEMAKE_MODEL", "SCENEMAKE_BASE_URL", "SCENEMAKE_API_KEY_ENV")
 # Which scenemake wrote the stamp: another install (a venv, a checkout) may bring other
 # default templates, whose files the stamp never stat'ed.
 _CODE = os.path.abspath(PACKAGE_DIR)
+OUTLINE = -1  # a file's "first scene" when it is the outline: the scenes' digests say
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a usable stamp says of the files now.
+
+    ``first`` is None when nothing moved; else the index of the first scene a moved file
+    reaches (the number of scenes when only the book-wide tasks are reached, e.g. the
+    manuscript). ``rows`` are the stamp's files, for the next stamp of a partial build.
+    """
+
+    first: int | None
+    rows: list
 
 
 def env_key() -> list[str | None]:
@@ -47,37 +68,84 @@ def db_state(db_path: Path) -> tuple[int | None, int]:
         conn.close()
 
 
-def fresh(stamp_path: Path, db_path: Path) -> bool:
-    """True when the stamp still describes every file and the DB it was written from."""
+def outline_digest(path: str | os.PathLike) -> dict | None:
+    """Per scene, in outline order, a digest of what its outline entry says (with its
+    chapter's fields); and one of everything else in the outline. None if unreadable."""
+    try:
+        data = load_json(path)
+        chapters = data["chapters"]
+        scenes = []
+        for chapter in chapters:
+            head = {k: v for k, v in chapter.items() if k != "scenes"}
+            for scene in chapter["scenes"]:
+                scenes.append([scene["id"], hash_json([head, scene])])
+        rest = hash_json({k: v for k, v in data.items() if k != "chapters"})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return {"rest": rest, "scenes": scenes}
+
+
+def _outline_reach(before: dict | None, path: str) -> int | None:
+    """The first scene whose outline entry changed (the number of scenes if none did);
+    None when the outline changed shape (scenes added, removed or reordered)."""
+    now = outline_digest(path)
+    if before is None or now is None or now["rest"] != before.get("rest"):
+        return None
+    old, new = before.get("scenes") or [], now["scenes"]
+    if [s for s, _ in old] != [s for s, _ in new]:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b), len(new))
+
+
+def reach(stamp_path: Path, db_path: Path) -> Reach | None:
+    """What moved since the stamp (see ``Reach``); None: no stamp this build can use."""
     try:
         data = load_json(stamp_path)
     except (OSError, ValueError):
-        return False
+        return None
     if data.get("version") != VERSION or data.get("env") != env_key():
-        return False
+        return None
     generation, dirty = db_state(db_path)
     if generation is None or dirty or generation != data.get("generation"):
-        return False
+        return None
     stat = os.stat
+    first: int | None = None
     try:
         # a file that would change what the build reads (a new template override)
         if any(os.path.exists(p) for p in data["absent"]):
-            return False
-        for path, mtime_ns, size in data["files"]:
-            st = stat(path)
-            if st.st_mtime_ns != mtime_ns or st.st_size != size:
-                return False
+            return None
+        rows = data["files"]
+        scenes = len(data["outline"]["scenes"])
+        for path, mtime_ns, size, index in rows:
+            try:
+                st = stat(path)
+                if st.st_mtime_ns == mtime_ns and st.st_size == size:
+                    continue
+            except FileNotFoundError:
+                pass
+            if index == OUTLINE:
+                index = _outline_reach(data["outline"], path)
+            if index is None or index <= 0:
+                return None  # read by the first scene (or every scene): the full path
+            first = index if first is None else min(first, index)
     except (OSError, KeyError, TypeError, ValueError):
-        return False
-    return True
+        return None
+    return Reach(None if first is None else min(first, scenes), rows)
 
 
-def write(stamp_path: Path, generation: int, files: dict[str, tuple[int, int]],
-          absent: list[str]) -> None:
-    """Record the files of a complete build, and the files whose appearance matters."""
+def fresh(stamp_path: Path, db_path: Path) -> bool:
+    """True when the stamp still describes every file and the DB it was written from."""
+    found = reach(stamp_path, db_path)
+    return found is not None and found.first is None
+
+
+def write(stamp_path: Path, generation: int, files: dict[str, tuple[int, int, int]],
+          absent: list[str], outline: dict) -> None:
+    """Record the files of a complete build ({path: (mtime_ns, size, first scene)}), the
+    files whose appearance matters, and the outline's digest."""
     atomic_write_json(stamp_path, {
         "version": VERSION, "generation": generation, "env": env_key(), "absent": absent,
-        "files": [[p, m, s] for p, (m, s) in sorted(files.items())]})
+        "outline": outline, "files": [[p, *v] for p, v in sorted(files.items())]})
 
 
 def drop(stamp_path: Path) -> None:

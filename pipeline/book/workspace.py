@@ -15,7 +15,6 @@ from pipeline.core.errors import UserError
 
 # re-exported: older imports name pipeline.book.workspace
 from pipeline.core.jsonio import display_path, parse_model, read_json, validation_error  # noqa: F401
-from pipeline.llm.settings import apply_env_overrides
 
 if TYPE_CHECKING:  # the models (pydantic) load with the book, not on a no-op doit
     from pipeline.book.models import BookConfig, Outline, OutlineScene, State
@@ -244,6 +243,8 @@ def load_book(workspace: Workspace, name: str) -> Book:
     fix = "create it or check the book name"
     config = parse_model(BookConfig, read_json(cfg_path, "book config", fix),
                          display_path(cfg_path))
+    from pipeline.llm.settings import apply_env_overrides  # pydantic: not on a no-op doit
+
     model, endpoint = apply_env_overrides(config.model, config.endpoint, display_path(cfg_path))
     config = config.model_copy(update={"model": model, "endpoint": endpoint})
     outline_path = book_dir / "outline.json"

@@ -437,7 +437,9 @@ class _Filler:
             return self.pattern_string(pattern, lo, hi)
         kind = _hint_kind(name)
         if kind == "slug":
-            return _fit_length(slug(self.rng, self.vocab), lo, hi, "_x")
+            # three words: an id must stay new along a long book (two words from a
+            # scene's bounded vocabulary ran out of new thread ids after 600 scenes)
+            return _fit_length(slug(self.rng, self.vocab, parts=3), lo, hi, "_x")
         if kind == "prose":
             text = prose(self.rng, self.vocab)
         elif kind == "sentence":
@@ -456,9 +458,9 @@ class _Filler:
         rng, vocab = self.rng, self.vocab
         candidates: list[str] = []
         for _ in range(6):
-            a, b = slug(rng, vocab, parts=1), slug(rng, vocab, parts=1)
-            candidates += [
-                f"{a}_{b}", f"{a}-{b}", a, f"{a}{b}", f"{a}_{rng.randint(1, 99)}",
+            a, b, c = (slug(rng, vocab, parts=1) for _ in range(3))
+            candidates += [  # three words first: ids stay new along a long book
+                f"{a}_{b}_{c}", f"{a}_{b}", f"{a}-{b}", a, f"{a}{b}", f"{a}_{rng.randint(1, 99)}",
                 f"{a}{rng.randint(1, 99)}", a.capitalize(), a.upper(), f"{a} {b}",
                 str(rng.randint(1, 999)),
             ]

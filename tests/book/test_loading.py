@@ -132,3 +132,129 @@ def test_the_loader_keeps_the_collector_off_while_tasks_are_built(monkeypatch):
         assert book._selection.command == "list" and book._selection.tasks == ["probe"]
     finally:
         gc.unfreeze()
+
+
+# -- a plain doit after a small change: the scenes the moved files reach ------------------
+OUTLINE = "workspace/books/example/outline.json"
+STAMP = "workspace/.scenemake/books/example.stamp.json"
+
+
+def _brief(project, chapter: int, scene: int, text: str) -> None:
+    project.edit_json(OUTLINE, lambda d: d["chapters"][chapter]["scenes"][scene].update(brief=text))
+
+
+def _built_files(root) -> dict[str, bytes]:
+    """What a build leaves that a user reads: every artifact and the manuscript (ledgers
+    and kept versions carry timestamps and are compared by their contents elsewhere)."""
+    draft = root / "workspace" / "books" / "example" / "draft"
+    return {str(p.relative_to(draft)): p.read_bytes() for p in sorted(draft.rglob("*"))
+            if p.is_file() and "phase_history" not in p.parts}
+
+
+def _stamp_shape(root) -> tuple:
+    data = json.loads((root / STAMP).read_text())
+    return data["outline"], [(p, size, at) for p, _m, size, at in data["files"]]
+
+
+@pytest.mark.slow
+def test_a_changed_brief_loads_only_the_scenes_it_reaches_and_builds_what_the_full_path_does(
+        built, tmp_path):
+    import shutil
+
+    from support.project import Project
+
+    full = Project(tmp_path / "full")
+    shutil.copytree(built.root, full.root, symlinks=True)
+    for p in (built, full):
+        _brief(p, 1, 1, "The tide turns while they argue on the pier.")
+    (full.root / STAMP).unlink()  # this copy takes the full path
+
+    before = len(built.calls())
+    names, proc = loaded(built)
+    assert proc.returncode == 0, proc.out
+    # ch002_sc002's plan reads its brief; ch002_sc003's plan reads the brief before it and
+    # its pre-state is ch002_sc002's commit: those two scenes load, the four before do not
+    assert scenes_of(names) == {"ch002_sc002", "ch002_sc003"}
+    assert {"guard", "manuscript", "_stamp"} <= names
+    assert "plan:ch002_sc002" in executed(proc) and "manuscript" in executed(proc)
+    assert "4 earlier scene(s) unchanged (their files did not move)" in proc.stdout
+    full_names, full_proc = loaded(full)
+    assert full_proc.returncode == 0 and scenes_of(full_names) == set(SCENES)
+
+    # the same work, the same calls, the same files as the full path
+    assert executed(proc) == [t for t in executed(full_proc)
+                              if t.partition(":")[2] in ("", "ch002_sc002", "ch002_sc003")]
+    assert [c["request_hash"] for c in built.calls()[before:]] == \
+        [c["request_hash"] for c in full.calls()[before:]]
+    assert _built_files(built.root) == _built_files(full.root)
+    for sid in SCENES:
+        assert built.ledger(sid)["phases"].keys() == full.ledger(sid)["phases"].keys()
+    # and the stamp it leaves says what a full build's stamp says
+    assert _stamp_shape(built.root) == _stamp_shape(full.root)
+    names, proc = loaded(built)
+    assert executed(proc) == ["guard"] and scenes_of(names) == set()  # the fast path again
+
+
+@pytest.mark.slow
+def test_a_small_change_reaches_from_where_it_is_read(built):
+    # no scene reads the manuscript: a hand edit of it loads no scene (and, as on the
+    # full path, it stays until a scene's prose changes, then is kept beside the new one)
+    md = built.book / "draft" / "manuscript.md"
+    md.write_text(md.read_text() + "\nA note by hand.\n")
+    names, proc = loaded(built)
+    assert proc.returncode == 0, proc.out
+    assert scenes_of(names) == set() and "manuscript" in names
+    assert md.read_text().endswith("A note by hand.\n")
+    names, proc = loaded(built)
+    assert names == {"l7", "guard", "_stamp", "manuscript", *PHASES}  # stamped: the fast path
+    # a deleted artifact in the middle of the book: from its scene on
+    pack = built.artifact("ch002_sc001", "continuity_pack/pack.json")
+    pack.unlink()
+    names, proc = loaded(built)
+    assert scenes_of(names) == {"ch002_sc001", "ch002_sc002", "ch002_sc003"}
+    assert "continuity_pack:ch002_sc001" in executed(proc) and pack.exists()
+    # a hand edit in the middle: still refused, naming the file, nothing lost
+    prose = built.artifact("ch001_sc003", "write/prose.md")
+    prose.write_text(prose.read_text() + "An edit.\n")
+    names, proc = loaded(built)
+    assert proc.returncode != 0 and "edited by hand" in proc.out
+    assert scenes_of(names) == set(SCENES[2:])
+    assert prose.read_text().endswith("An edit.\n")
+    built.build("force_resume=1")
+    # the first scene's brief, a template, the book's settings: every scene
+    for change in (lambda: _brief(built, 0, 0, "Fog at dawn."),
+                   lambda: built.edit_json("workspace/books/example/book.json",
+                                           lambda d: d.update(title="Another Title"))):
+        change()
+        names, proc = loaded(built)
+        assert proc.returncode == 0, proc.out
+        assert scenes_of(names) == set(SCENES)
+    # an outline whose scenes moved: every scene
+    def swap(d):
+        scenes = d["chapters"][1]["scenes"]
+        scenes[1], scenes[2] = scenes[2], scenes[1]
+    built.edit_json(OUTLINE, swap)
+    names, proc = loaded(built)
+    assert scenes_of(names) == set(SCENES)
+
+
+def test_the_fast_no_op_imports_no_model_stack(built):
+    """The no-op's cost is mostly start-up: it must not import what only a phase needs
+    (pydantic alone took 200 ms of a 480 ms no-op at 1000 scenes)."""
+    import subprocess
+    import sys
+
+    built.build()  # stamped
+    probe = ("import atexit, os, runpy, sys, doit\n"
+             "atexit.register(lambda: print('MODULES', ' '.join(sorted(sys.modules))))\n"
+             "sys.argv = [os.path.join(os.path.dirname(doit.__file__), '__main__.py')]\n"
+             "runpy.run_module('doit', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=built.root, capture_output=True,
+                          text=True, timeout=120)
+    assert "nothing changed since the last complete build" in proc.stdout, proc.stdout
+    modules = set(proc.stdout.rpartition("MODULES ")[2].split())
+    assert "targets.book" in modules  # the probe saw the run
+    heavy = {m for m in modules if m.partition(".")[0] in
+             ("pydantic", "jsonschema", "jinja2", "httpx", "rich")
+             or m.startswith(("pipeline.llm", "pipeline.book.models"))}
+    assert heavy == set()
