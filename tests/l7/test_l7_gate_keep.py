@@ -147,3 +147,14 @@ def test_after_one_scene_is_edited_gate_out_revalidates_that_scene_only(tmp_path
         assert project.path(f"{OUT}/{name}").read_bytes() == \
             fresh.path(f"{OUT}/{name}").read_bytes(), name
 
+
+    # a keep file cut short (a full disk, a crash of an older version): a full check
+    keep = project.root / "workspace" / ".scenemake" / "l7" / SESSION / "work" / \
+        "gate_out_keep.json"
+    keep.write_text(keep.read_text()[:100])
+    project.edit_json(SCENES, lambda d: d["scenes"][11].update(action="Ines waits alone"))
+    proc = project.cli()
+    assert proc.returncode == 0, proc.out
+    values = _gate_out_values(project.root)
+    assert values["keep"] == "unreadable" and len(values["rechecked_scenes"]) == 24
+    assert json.loads(keep.read_text())["format"] == gate_keep.KEEP_FORMAT
