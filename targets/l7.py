@@ -62,7 +62,7 @@ CODE = {
     "audit": ["continuity.py"],
     "revise": ["revision.py", "candidates.py", "continuity.py", "scoring.py", "selection.py"],
     "export": ["export.py"],
-    "gate_out": ["gates.py"],
+    "gate_out": ["gates.py", "gate_keep.py"],
     "publish": ["export.py"],
 }
 

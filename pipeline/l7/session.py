@@ -98,6 +98,11 @@ class Layout:
         """The judged criteria only: a weight change leaves it, and the judge, alone."""
         return self.work / "session" / "rubric.json"
 
+    @property
+    def gate_out_keep(self) -> Path:
+        """Gate-Out's kept per-scene schema checks (a cache: deleting it costs one full check)."""
+        return self.work / "gate_out_keep.json"
+
     def scene(self, sid: str, name: str) -> Path:
         return self.work / "scenes" / sid / f"{name}.json"
 

@@ -19,7 +19,17 @@ from pipeline.core.errors import UserError
 from pipeline.core.store import dump_json
 from pipeline.llm import CallContext, read_calls
 
-from . import candidates, continuity, export, gates, llm, revision, scoring, selection
+from . import (
+    candidates,
+    continuity,
+    export,
+    gate_keep,
+    gates,
+    llm,
+    revision,
+    scoring,
+    selection,
+)
 from .context import neighbours, scene_context, write_slices
 from .contracts import OUTPUT_FILES, ScoreSpec
 from .files import load, write_if_changed
@@ -205,15 +215,18 @@ def export_docs(session: Session, task: str) -> None:
         write_if_changed(session.layout.out(name), doc)
 
 
-def gate_out(session: Session, task: str) -> None:
+def gate_out(session: Session, task: str) -> dict:
     docs = {name: load(session.layout.out(name)) for name in gates.GATE_OUT_DOCS
             if name != "gate_in_report.json"}
     docs["gate_in_report.json"] = load(session.layout.gate_in_report)
-    checks = gates.gate_out_checks(session, docs)
+    # only the scenes whose outputs moved are validated again (gate_keep.py says why)
+    errors, kept = gate_keep.schema_errors(docs, session.layout.gate_out_keep)
+    checks = gates.gate_out_checks(session, docs, errors)
     write_if_changed(session.layout.out("gate_out_report.json"), {
         "schema_version": "l7.gate_out_report.v1", "session_id": session.session_id,
         "objective_id": session.objective_id, "status": gates.status(checks),
         "checks": checks})
+    return {"gate_out": kept.as_values()}
 
 
 def publish(session: Session, task: str, *task_names: str) -> None:

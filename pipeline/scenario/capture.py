@@ -23,7 +23,7 @@ from pipeline.core.jsonio import read_json_or_none
 from pipeline.core.store import atomic_write_json, atomic_write_text
 
 from . import placeholders
-from .client import AssistantClient, CallResult
+from .client import AssistantAPI, CallResult
 from .contracts import Scenario, Step, step_references
 
 # What a step captured from the assistant: hashed when captured (in step_state.json), so a
@@ -105,9 +105,9 @@ class StepOutcome:
 
 
 class Capturer:
-    """Captures scenarios through one :class:`AssistantClient`."""
+    """Captures scenarios through one assistant connection (:class:`AssistantAPI`)."""
 
-    def __init__(self, client: AssistantClient, echo: Callable[[str], None] = print):
+    def __init__(self, client: AssistantAPI, echo: Callable[[str], None] = print):
         self.client = client
         self.echo = echo
         self.asked = 0  # questions sent in this process

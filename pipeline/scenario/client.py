@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from jsonschema.exceptions import best_match
@@ -43,6 +43,17 @@ class CallResult:
         return {"ok": self.ok, "status": self.status, "error": self.error,
                 "error_kind": self.error_kind, "attempts": self.attempts,
                 "elapsed_ms": round(self.elapsed_ms, 1), "attempt_errors": self.attempt_errors}
+
+
+class AssistantAPI(Protocol):
+    """What a capture asks of the assistant: :class:`AssistantClient`, or the on-demand
+    connection of ``managed.py`` that opens one at the first question."""
+
+    base_url: str
+
+    def send(self, session_id: str | None, message: str) -> CallResult: ...
+
+    def session(self, session_id: str) -> CallResult: ...
 
 
 class _Retry(Exception):

@@ -2,7 +2,8 @@
 loops (``run-pack-loop``, the stage loop) share.
 
 :func:`capture` asks a spec's questions into a run folder (starting the reference assistant
-for the capture when asked to, one capture of a run id at a time) and returns the run's
+for the capture when asked to and only if there is a question left to ask, one capture of
+a run id at a time) and returns the run's
 :class:`RunLayout`; :func:`reviews` runs the review tasks (doit targets) of a run. The
 callers decide what to print and which exit code it makes.
 """
@@ -23,11 +24,10 @@ from pipeline.core.store import atomic_write_json
 
 from . import status
 from .capture import Capturer
-from .client import AssistantClient
 from .contracts import ID_PATTERN, Pack, Scenario, spec_hash
 from .judge import load_score_spec
 from .layout import RunLayout
-from .managed import ManagedAssistant, healthy
+from .managed import OnDemandAssistant
 from .reviewing import Reviewer, db_path
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
@@ -151,14 +151,11 @@ def capture(opts: CaptureOptions, kind: str, spec: Pack | Scenario, run_id: str,
             dest = archive(run_dir, artifacts)
             review_db(opts.workspace, run_id).unlink(missing_ok=True)
             print(f"restart: previous run moved to {display_path(dest)}")
-        managed = None
-        base_url = (opts.base_url or DEFAULT_BASE_URL).rstrip("/")
-        if (opts.base_url is None or opts.start_assistant) and not healthy(base_url):
-            managed = ManagedAssistant(base_url, opts.workspace)
-            print(f"starting the reference assistant on {base_url} (log "
-                  f"{display_path(managed.log)})")
-            managed.start()
-        client = AssistantClient(base_url, timeout_s=opts.timeout, retries=opts.retries)
+        # Reached (and started) at the first question only: a resume whose steps are all
+        # captured starts nothing and goes straight to the reviews.
+        client = OnDemandAssistant(opts.base_url or DEFAULT_BASE_URL, opts.workspace,
+                                   may_start=opts.base_url is None or opts.start_assistant,
+                                   timeout_s=opts.timeout, retries=opts.retries)
         capturer = Capturer(client)
         try:
             layout = prepare(kind, spec, run_id, run_dir, source, capturer)
@@ -170,10 +167,10 @@ def capture(opts: CaptureOptions, kind: str, spec: Pack | Scenario, run_id: str,
                                  scenario_extra(kind, spec, source),
                                  on_step=lambda: status.write(layout, None))
                 status.write(layout, None)
+            if not client.opened:
+                print(f"  nothing to ask: {client.base_url} was not contacted")
         finally:
             client.close()
-            if managed is not None:
-                managed.stop()
     return layout, capturer
 
 
