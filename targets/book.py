@@ -498,7 +498,7 @@ def _write_stamp() -> None:
     db = builddb.current()
     path = _stamp_path(book.workspace, book.name)
     first = reached_from()
-    carried = _reach().rows if first else []
+    carried = _reach().rows() if first else ()
     # the book's inputs: every scene reads the settings (scene 1 the initial state); the
     # outline's scenes are told apart by their digests
     outline = str(book.dir / "outline.json")

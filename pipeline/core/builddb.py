@@ -114,7 +114,6 @@ class SceneDB:
             self._conn.execute("pragma journal_mode=wal")
             self._conn.execute("pragma synchronous=normal")
             SCHEMA.migrate(self._conn)
-            rows = self._conn.execute("select task_id, task_data from doit").fetchall()
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc):  # another doit holds it: moving it away would lose work
                 raise BuildDBError(f"{name}: the build DB is in use by another run ({exc}); "
@@ -122,8 +121,10 @@ class SceneDB:
             raise BuildDBError(
                 f"{name}: the build DB is unreadable ({exc}); move it away to start afresh"
             ) from exc
-        # Decoded lazily: a no-op run touches every row, but `doit list` does not.
-        self._raw: dict[str, str] = dict(rows)
+        # Read on first use (a fast no-op needs none: 8000 rows are 40 MB at 1000 scenes),
+        # decoded lazily (a no-op run touches every row, but `doit list` does not).
+        self._raw_rows: dict[str, str] | None = None
+        self._single_reads = 0
         # Small tables, mirrored in memory: the ledger asks them for every phase of a
         # scene after every task, and almost always the answer is "none".
         self._failed = {r[0] for r in self._conn.execute("select task_id from sm_failures")}
@@ -145,11 +146,33 @@ class SceneDB:
             self._conn.close()
             raise BuildDBError(f"{name}: could not update the build DB ({exc})") from exc
 
+    @property
+    def _raw(self) -> dict[str, str]:
+        """Every task's stored record, undecoded, as read on first use."""
+        if self._raw_rows is None:
+            try:
+                rows = self._conn.execute("select task_id, task_data from doit").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise BuildDBError(f"{self.name}: the build DB is unreadable ({exc}); move "
+                                   "it away to start afresh") from exc
+            self._raw_rows = dict(rows)
+        return self._raw_rows
+
+    def _row(self, task_id: str) -> str | None:
+        """One task's stored record: a query of its own for the first few (a no-op asks for
+        one or two), all rows at once after that (a run that checks tasks asks for all)."""
+        if self._raw_rows is None and self._single_reads < 32:
+            self._single_reads += 1
+            row = self._conn.execute("select task_data from doit where task_id=?",
+                                     (task_id,)).fetchone()
+            return row[0] if row else None
+        return self._raw.get(task_id)
+
     # -- doit backend interface -------------------------------------------------
     def _data(self, task_id: str) -> dict | None:
         data = self._cache.get(task_id)
         if data is None:
-            raw = self._raw.get(task_id)
+            raw = self._row(task_id)
             if raw is None:
                 return None
             data = self._cache[task_id] = json.loads(raw)
@@ -182,13 +205,14 @@ class SceneDB:
 
     def in_(self, task_id: str) -> bool:
         with self._lock:
-            return task_id in self._cache or task_id in self._raw
+            return task_id in self._cache or self._row(task_id) is not None
 
     def remove(self, task_id: str) -> None:
         """Forget a task (doit does this on failure and on ``forget``)."""
         with self._lock:
             self._cache.pop(task_id, None)
-            self._raw.pop(task_id, None)
+            if self._raw_rows is not None:
+                self._raw_rows.pop(task_id, None)
             self._dirty.discard(task_id)
             with self._conn:
                 self._conn.execute("begin")
@@ -202,7 +226,7 @@ class SceneDB:
             self._bump()
             self._conn.execute("delete from doit")
             self._cache.clear()
-            self._raw.clear()
+            self._raw_rows = {}
             self._dirty.clear()
 
     def dump(self) -> None:
@@ -235,7 +259,8 @@ class SceneDB:
             if success and task_id in self._failed:
                 self._failed.discard(task_id)
                 self._conn.execute("delete from sm_failures where task_id=?", (task_id,))
-        self._raw[task_id] = raw
+        if self._raw_rows is not None:  # else the row is read with the others when needed
+            self._raw_rows[task_id] = raw
         self._dirty.discard(task_id)
 
     def _bump(self) -> None:

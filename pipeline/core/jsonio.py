@@ -108,6 +108,16 @@ def load_json(path: str | os.PathLike) -> Any:
     return loads(Path(path).read_text(encoding="utf-8"))
 
 
+def load_own_json(path: str | os.PathLike) -> Any:
+    """JSON that scenemake wrote for its own use (the no-op stamp): parsed without the depth
+    walk, which costs as much as the parse itself on a 26000-row stamp. A nesting too deep
+    for the parser is still a :class:`JSONTooDeep`; OSError / ValueError as they come."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except RecursionError:
+        raise JSONTooDeep(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
 def read_json_or_none(path: str | os.PathLike) -> Any:
     """The JSON in ``path``, or None when absent or unreadable (never raises)."""
     try:

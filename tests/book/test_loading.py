@@ -153,7 +153,8 @@ def _built_files(root) -> dict[str, bytes]:
 
 def _stamp_shape(root) -> tuple:
     data = json.loads((root / STAMP).read_text())
-    return data["outline"], [(p, size, at) for p, _m, size, at in data["files"]]
+    return data["outline"], [(folder + name, size, at) for folder, rows in data["files"].items()
+                             for name, _m, size, at in rows]
 
 
 @pytest.mark.slow
