@@ -498,6 +498,10 @@ def _write_stamp() -> None:
     db = builddb.current()
     path = _stamp_path(book.workspace, book.name)
     first = reached_from()
+    if not first:  # the full path: the stamp may still be right (a no-op with an option)
+        before = stamp.reach(path, book.workspace.db_path(book.name))
+        if before is not None and before.first is None:
+            return  # nothing moved and no task committed since it was written: it stands
     carried = _reach().rows() if first else ()
     # the book's inputs: every scene reads the settings (scene 1 the initial state); the
     # outline's scenes are told apart by their digests

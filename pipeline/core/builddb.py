@@ -243,6 +243,11 @@ class SceneDB:
     def _write(self, task_id: str, success: bool = False) -> None:
         data = self._cache[task_id]
         raw = json.dumps(data)
+        if (raw == self._row(task_id) and not (success and task_id in self._failed)):
+            # the same record again (a phase group, a task whose action only checks): the
+            # book did not change, so the generation stays and the no-op stamp stands
+            self._dirty.discard(task_id)
+            return
         # The record, its artifacts' states and its "views are stale" mark commit together:
         # a kill before the listeners ran (the ledger export) is repaired by the next run
         # (``stale_views``).
