@@ -85,7 +85,10 @@ def copy_in(shared: Path, copy: Path, unit) -> None:
 
     from targets.fleet_units import UnitError
 
-    for rel in dict.fromkeys(unit.inputs + unit.optional):
+    paths = list(dict.fromkeys(unit.inputs + unit.outputs + unit.optional))
+    for rel in paths:
+        if any(rel.startswith(other.rstrip("/") + "/") for other in paths if other != rel):
+            continue  # inside a folder copied whole (a book's draft inside its folder)
         source, target = shared / rel, copy / rel
         if source.is_dir():
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
@@ -142,7 +145,9 @@ def write_back(copy: Path, shared: Path, unit, before: dict[str, str]) -> tuple[
         batch[str(shared / rel)] = data
         size += len(data)
         if size >= _BATCH_BYTES or i == len(changed) - 1:
-            atomic_write_many(batch)
+            # No sweep of "dead" writers' temp files there: on a shared file system a temp
+            # file may be another machine's write in progress, its PID meaningless here.
+            atomic_write_many(batch, sweep=False)
             batch, size = {}, 0
     for rel, path, _ in changed:
         # The caller's doit and its no-op stamp compare mtimes before hashing.

@@ -351,18 +351,3 @@ def test_shared_fs_worker_seeing_another_folder_refuses_in_one_line(pg, fleet_pr
     # nothing lost or changed on either side, nothing asked
     assert snapshot(proj.root / "workspace") == here and snapshot(other) == there
     assert _count(url, "SELECT count(*) FROM llm_calls") == 0
-
-
-def test_a_missing_shared_folder_or_another_probe_is_refused(tmp_path):
-    from targets.fleet_sharedfs import SharedFS, refusal, write_probe
-
-    root = tmp_path / "proj"
-    (root / "workspace").mkdir(parents=True)
-    shared = write_probe(root)
-    assert refusal(shared, "w1") == ""
-    gone = SharedFS(str(tmp_path / "nowhere"), shared.probe, shared.token)
-    why = refusal(gone, "w1")
-    assert "worker w1 cannot see the shared folder" in why and str(tmp_path / "nowhere") in why
-    other = SharedFS(shared.root, shared.probe, "0" * 32)
-    assert "worker w1 sees another folder" in refusal(other, "w1")
-    assert "\n" not in why
