@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ PROBE_DIR = "workspace/.scenemake/fleet"
 # Files that never go back as files: the build DBs (their records go to the caller, who
 # alone writes its DB), their journals, and lock files (they hold no result).
 _NOT_FILES = (".sqlite", ".sqlite-wal", ".sqlite-shm", ".sqlite-journal", ".lock")
+_PROBE_WAIT_S = 3.0  # how long a missing probe is looked for again before refusing
 _BATCH_BYTES = 64 << 20  # write back in batches: one unit's outputs need not fit in memory
 
 
@@ -67,10 +69,12 @@ def refusal(shared: SharedFS, worker: str) -> str:
     if not root.is_dir():
         return f"worker {worker} cannot see the shared folder {root} (no such folder there): " \
             + fix
-    try:
-        seen = (root / shared.probe).read_text(encoding="utf-8").split("\n", 1)[0]
-    except (OSError, UnicodeDecodeError):
-        seen = None
+    seen = _read_token(root / shared.probe)
+    deadline = time.monotonic() + _PROBE_WAIT_S
+    while seen is None and time.monotonic() < deadline:
+        # A network file system may show a file just made on another machine a moment late.
+        time.sleep(0.25)
+        seen = _read_token(root / shared.probe)
     if seen != shared.token:
         return (f"worker {worker} sees another folder at {root} (the caller's probe "
                 f"{shared.probe} is {'missing' if seen is None else 'not the same'} there): "
@@ -97,6 +101,13 @@ def copy_in(shared: Path, copy: Path, unit) -> None:
             shutil.copy2(source, target)
         elif rel in unit.inputs and rel not in unit.optional:
             raise UnitError(f"'{rel}' is missing", path=str(source))
+
+
+def _read_token(probe: Path) -> str | None:
+    try:
+        return probe.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _is_file_result(rel: str) -> bool:

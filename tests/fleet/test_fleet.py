@@ -322,6 +322,31 @@ def test_shared_fs_writes_results_in_place_and_only_records_travel(pg, fleet_pro
     assert len(pickle.dumps(result)) < 2000, result["records"]  # only the rows that changed
 
 
+def test_shared_fs_builds_an_l7_session_and_a_scenario_pack_in_place(pg, fleet_project):
+    import os
+
+    url = fresh_db(pg)
+    env = {"SCENEMAKE_CACHE_URL": url}
+    proj = fleet_project
+    proc = proj.doit("fleet", "--local", "2", "--shared-fs", "l7:workspace/l7", f"pack:{PACK}",
+                     env=env, timeout=600)
+    assert proc.returncode == 0, proc.out
+    assert "fleet: 2 units: 2 done, 0 failed" in proc.out and "Traceback" not in proc.out
+    assert json.loads((proj.root / "workspace/l7/l7_run_output/session_output.json").read_text())
+    # their build DBs' rows were merged here: the next local runs build and ask nothing
+    before = rows(url, "SELECT count(*) FROM llm_calls")
+    full = {**os.environ, **env}
+    l7 = subprocess.run([sys.executable, "-m", "pipeline.l7", *L7], cwd=proj.root,
+                        capture_output=True, text=True, env=full)
+    assert l7.returncode == 0, l7.stdout + l7.stderr
+    pack = subprocess.run([sys.executable, "-m", "pipeline.scenario", "run-pack", "--pack", PACK,
+                           "--base-url", "http://127.0.0.1:1"], cwd=proj.root,
+                          capture_output=True, text=True, env=full)
+    assert pack.returncode == 0, pack.stdout + pack.stderr
+    assert "asked 0, resumed 9" in pack.stdout and "reviews: 0 ran" in pack.stdout, pack.stdout
+    assert rows(url, "SELECT count(*) FROM llm_calls") == before and proj.calls() == []
+
+
 def test_shared_fs_worker_seeing_another_folder_refuses_in_one_line(pg, fleet_project, cluster,
                                                                      tmp_path):
     import os
