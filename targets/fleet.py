@@ -100,7 +100,12 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
     fingerprint = install_fingerprint()
     shared = None
     if shared_fs:
-        from targets.fleet_sharedfs import write_probe
+        from targets.fleet_sharedfs import merge_pending, write_probe
+
+        left = merge_pending(root)  # rows a stopped fleet's units left unmerged
+        if left:
+            print(f"fleet: merged the build records an earlier fleet left for "
+                  f"{', '.join(left)}", file=out, flush=True)
 
         shared = write_probe(root)  # workers read it back: do they see this very folder?
         payloads = {u.name: b"" for u in units}  # they copy the units themselves
@@ -152,7 +157,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
          root, out, shared=None) -> int:
     import pickle
 
-    from targets.fleet_sharedfs import merge_records
+    from targets.fleet_sharedfs import merge_records, merged
     from targets.fleet_units import unpack
     from targets.fleet_worker import TOPIC
 
@@ -190,6 +195,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
         try:
             if result.get("records") is not None:
                 merge_records(root, result["records"], result["root"])
+                merged(root, result.get("pending"))
             elif result["files"]:
                 unpack(result["files"], root, replace=unit.outputs, built_in=result["root"])
         except UserError as exc:

@@ -15,7 +15,9 @@ the same name: the caller writes a probe file with a random token, the worker re
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -26,6 +28,9 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes
 
 PROBE_DIR = "workspace/.scenemake/fleet"
+# A unit's build-DB rows, written by its worker right after its files: the caller removes
+# them once merged, and a fleet whose caller stopped before that merges them next time.
+PENDING_DIR = f"{PROBE_DIR}/pending"
 # Files that never go back as files: the build DBs (their records go to the caller, who
 # alone writes its DB), their journals, and lock files (they hold no result).
 _NOT_FILES = (".sqlite", ".sqlite-wal", ".sqlite-shm", ".sqlite-journal", ".lock")
@@ -274,6 +279,50 @@ def merge_records(root: Path, records: dict[str, dict[str, dict]], built_in: str
                     from None
             finally:
                 conn.close()
-            relocate_db(db, built_in, str(root.resolve()))
+            if built_in:  # (an empty folder would "move" every path)
+                relocate_db(db, built_in, str(root.resolve()))
         finally:
             lock.release()
+
+
+def write_pending(shared: Path, unit_name: str, built_in: str,
+                  records: dict[str, dict[str, dict]]) -> str | None:
+    """Keep ``records`` in the shared project until the caller merged them (written after
+    the unit's files, so they never describe files that are not there yet); returns the
+    file's path relative to the project (None: nothing to keep)."""
+    from pipeline.core.store import atomic_write_many
+
+    if not records:
+        return None
+    try:
+        data = json.dumps({"unit": unit_name, "root": built_in, "records": records})
+    except (TypeError, ValueError):
+        return None  # a value JSON cannot hold: the rows still travel through Dask
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", unit_name)[:60]
+    rel = f"{PENDING_DIR}/{time.time_ns()}-{slug}.json"
+    atomic_write_many({str(shared / rel): data.encode("utf-8")}, sweep=False)
+    return rel
+
+
+def merged(root: Path, pending: str | None) -> None:
+    """The caller merged the rows kept in ``pending``: remove the file."""
+    if pending:
+        (root / pending).unlink(missing_ok=True)
+
+
+def merge_pending(root: Path) -> list[str]:
+    """Merge the rows that units of an earlier fleet left for a caller that stopped before
+    merging them (oldest first), removing each file once merged; returns their units."""
+    from pipeline.core.jsonio import read_json
+
+    done = []
+    folder = root / PENDING_DIR
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        data = read_json(path, "a fleet unit's build records")
+        if not isinstance(data, dict) or not isinstance(data.get("records"), dict):
+            raise UserError(f"{path.relative_to(root)}: not a fleet unit's build records",
+                            fix="move it away; the unit's next build rebuilds from the cache")
+        merge_records(root, data["records"], str(data.get("root") or ""))
+        path.unlink(missing_ok=True)
+        done.append(str(data.get("unit") or path.name))
+    return done

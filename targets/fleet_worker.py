@@ -174,6 +174,9 @@ def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
             copy, Path(shared.root), unit, before)
         result["records"] = fleet_sharedfs.db_records(
             rows, fleet_sharedfs.db_rows(copy, unit.outputs + unit.optional))
+        # kept beside the files too, should the caller stop before it merges them
+        result["pending"] = fleet_sharedfs.write_pending(
+            Path(shared.root), unit.name, str(copy), result["records"])
         return result
     finally:
         lock.close()

@@ -264,7 +264,7 @@ def test_shared_fs_writes_results_in_place_and_only_records_travel(pg, fleet_pro
     import pickle
 
     from pipeline.llm.shared.connection import redact
-    from targets.fleet_sharedfs import merge_records, write_probe
+    from targets.fleet_sharedfs import write_probe
     from targets.fleet_units import parse_unit
     from targets.fleet_worker import build_unit, install_fingerprint
 
@@ -279,6 +279,7 @@ def test_shared_fs_writes_results_in_place_and_only_records_travel(pg, fleet_pro
     paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
     assert len(paid) == len(set(paid)) == 30  # the two books ask the same 30 requests, once
     assert not list((proj.root / "workspace/.scenemake/fleet").glob("probe-*"))  # cleaned up
+    assert not list((proj.root / "workspace/.scenemake/fleet/pending").glob("*"))  # merged
 
     # the same files as a local build of the same book (its own file cache, no fleet)
     ref = Project(make_project(tmp_path / "ref"))
@@ -311,7 +312,14 @@ def test_shared_fs_writes_results_in_place_and_only_records_travel(pg, fleet_pro
     assert not [name for name, data in draft.items() if len(data) > 80 and data in sent]
     assert len(sent) < sum(map(len, draft.values()))  # hashes and paths, not contents
     assert result["paid"] == 0 and result["calls"] == 30  # the shared cache had them all
-    merge_records(proj.root, result["records"], result["root"])
+    # no caller merged those rows (as if it had been killed): they wait beside the files,
+    # and the next fleet merges them first; its worker then finds book c built
+    assert (proj.root / result["pending"]).is_file()
+    proc = proj.doit("fleet", "--local", "1", "--shared-fs", "book:c", env=env, timeout=600)
+    assert proc.returncode == 0, proc.out
+    assert "fleet: merged the build records an earlier fleet left for book:c" in proc.out
+    assert "fleet: book:c: done; on " in proc.out and ", 0 calls, 0 paid" in proc.out, proc.out
+    assert not (proj.root / result["pending"]).exists()
     again = proj.build("book=c", env=env)
     assert [t for t in executed(again) if t != "guard"] == [], again.stdout
     # a unit with nothing left to do writes nothing and sends back next to nothing

@@ -130,3 +130,39 @@ def test_an_output_the_user_changed_meanwhile_is_not_removed(tmp_path):
     assert write_back(copy, shared, UNIT, before) == (0, 0)
     assert (shared / "workspace/books/a/draft/notes.md").read_text() == \
         "edited by hand meanwhile\n"
+
+
+def test_rows_a_stopped_caller_never_merged_are_merged_by_the_next_fleet(tmp_path):
+    from targets.fleet_sharedfs import PENDING_DIR, merge_pending, merged, write_pending
+
+    shared, copy = tmp_path / "shared", tmp_path / "copy"
+    _write(shared, "workspace/books/a/book.json", "{}")
+    _db(shared / DB, {"plan": '"old"'})
+    copy_in(shared, copy, UNIT)
+    rows = db_rows(copy, UNIT.optional)
+    _db(copy / DB, {"plan": '"new"', "write": f'"{copy}/w"'})
+    records = db_records(rows, db_rows(copy, UNIT.optional))
+    # the worker keeps the rows beside the files; the caller stopped before merging them
+    pending = write_pending(shared, "book:a", str(copy), records)
+    assert pending and (shared / pending).is_file()
+    assert merge_pending(shared) == ["book:a"]
+    assert _rows(shared / DB) == {"plan": '"new"', "write": f'"{shared.resolve()}/w"'}
+    assert not list((shared / PENDING_DIR).iterdir())
+    # a caller that merged them itself removes them
+    pending = write_pending(shared, "book:a", str(copy), records)
+    merged(shared, pending)
+    assert merge_pending(shared) == []
+    assert write_pending(shared, "book:a", str(copy), {}) is None  # nothing changed
+
+
+def test_a_broken_pending_file_is_one_line(tmp_path):
+    from pipeline.core.errors import UserError
+    from targets.fleet_sharedfs import PENDING_DIR, merge_pending
+
+    _write(tmp_path, f"{PENDING_DIR}/1-book_a.json", '{"unit": "book:a"}')
+    try:
+        merge_pending(tmp_path)
+    except UserError as exc:
+        assert "not a fleet unit's build records" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("a broken pending file was merged")
