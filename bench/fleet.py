@@ -43,14 +43,22 @@ def project(root: Path, books: int) -> Path:
     return root
 
 
-def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict, out: list[str] | None = None) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **env}, capture_output=True,
                           text=True)
     took = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
+    if out is not None:
+        out.append(proc.stdout + proc.stderr)
     return took
+
+
+def back(out: str) -> str:
+    """What the units of a ``doit fleet`` output say came back through Dask."""
+    return ", ".join(line.rsplit(", ", 1)[1].removesuffix(" back")
+                     for line in out.splitlines() if line.endswith(" back"))
 
 
 def bench_fleet(args, new_db) -> None:
@@ -60,12 +68,18 @@ def bench_fleet(args, new_db) -> None:
     env_serial = {**env, "SCENEMAKE_CACHE_URL": new_db()}
     serial = sum(timed([sys.executable, "-m", "doit", f"book={b}", "-n", "2", "-P", "thread"],
                        root, env_serial) for b in names)
-    root = project(args.workdir / "fleet", args.books)
-    fleet = timed([sys.executable, "-m", "doit", "fleet", "--local", "2",
-                   *[f"book:{b}" for b in names]], root,
-                  {**env, "SCENEMAKE_CACHE_URL": new_db()})
+    outs: list[str] = []
+    took = {}
+    for flags in ((), ("--shared-fs",)):
+        root = project(args.workdir / ("fleet" + "".join(flags)), args.books)
+        took[flags] = timed([sys.executable, "-m", "doit", "fleet", "--local", "2", *flags,
+                             *[f"book:{b}" for b in names]], root,
+                            {**env, "SCENEMAKE_CACHE_URL": new_db()}, outs)
+    fleet, shared = took[()], took[("--shared-fs",)]
     print(f"(a) {args.books} books x 30 calls at {args.latency_ms} ms: one after another "
-          f"{serial:.1f} s; doit fleet --local 2 {fleet:.1f} s ({serial / fleet:.2f}x)")
+          f"{serial:.1f} s; doit fleet --local 2 {fleet:.1f} s ({serial / fleet:.2f}x); "
+          f"with --shared-fs {shared:.1f} s\n    back through Dask per unit: {back(outs[0])}; "
+          f"with --shared-fs {back(outs[1])}")
 
 
 def bench_per_call(args, new_db) -> None:
@@ -82,7 +96,7 @@ def bench_per_call(args, new_db) -> None:
                                params={"temperature": 0.7, "max_tokens": 200, "seed": 7},
                                messages=({"role": "user", "content": f"scene {i}"},))
                     for i in range(args.calls)]
-            ctx = CallContext(book="bench", task="t", scene="s", phase="p")
+            ctx = CallContext(run="bench", task="t", unit="s", step="p")
             out = []
             for _ in ("miss", "hit"):
                 start = time.perf_counter()

@@ -1,9 +1,11 @@
 """``doit fleet``: whole units (books, L7 sessions, scenario packs) built on a Dask cluster,
 one Dask task per unit, with the shared LLM cache, and their results brought back to this
-workspace.
+workspace (or, with ``--shared-fs``, written there by the workers themselves:
+targets/fleet_sharedfs.py).
 
     doit fleet --local 2 book:a book:b l7:workspace/l7 pack:workspace/scenarios/packs/x.json
     doit fleet --scheduler tcp://sched:8786 book:a
+    doit fleet --scheduler tcp://sched:8786 --shared-fs book:a   # results stay on NFS
 
 Why whole units: each worker runs its own doit on its own sqlite build DB in its own copy
 of the workspace (never sqlite on a shared file system); model calls already overlap
@@ -25,6 +27,10 @@ from pipeline.core.errors import UserError
 
 opt_local = {"name": "local", "long": "local", "type": int, "default": 0,
              "help": "start a local Dask cluster of N worker processes"}
+opt_shared_fs = {"name": "shared_fs", "long": "shared-fs", "type": bool, "default": False,
+                 "help": "this project is on a file system every worker mounts at the same "
+                         "path: workers copy the units from it and write their results "
+                         "straight back; only build-DB records travel through Dask"}
 opt_scheduler = {"name": "scheduler", "long": "scheduler", "type": str, "default": "",
                  "help": "address of a running Dask scheduler (tcp://HOST:8786)"}
 
@@ -36,13 +42,18 @@ class Fleet(Command):
 
     name = "fleet"
     doc_purpose = "build books, L7 sessions and scenario packs on a Dask cluster"
-    doc_usage = ("(--local N | --scheduler tcp://HOST:PORT) UNIT... "
+    doc_usage = ("(--local N | --scheduler tcp://HOST:PORT) [--shared-fs] UNIT... "
                  "(book:NAME, l7:DIR, pack:PATH)")
     doc_description = ("Needs the shared cache (SCENEMAKE_CACHE_URL or cache_url in "
                        "workspace/scenemake.json) and the fleet extra (pip install "
                        "'scenemake[fleet]'). Results land in this workspace, so the next local "
-                       "doit runs no task.")
-    cmd_options = (opt_local, opt_scheduler)
+                       "doit runs no task. Without --shared-fs each unit's inputs and results "
+                       "travel through Dask (fine for books; use --shared-fs on an HPC or NFS "
+                       "cluster where this project is mounted at the same path on every "
+                       "worker, so big results do not: workers still build in a local copy "
+                       "and write the results back themselves; a worker that does not see "
+                       "this folder there refuses the unit).")
+    cmd_options = (opt_local, opt_scheduler, opt_shared_fs)
 
     def execute(self, params, args):
         """Parse, check, build; returns the exit code."""
@@ -52,12 +63,13 @@ class Fleet(Command):
         out = out or sys.stdout
         try:
             return _fleet(Path.cwd(), args, int(params["local"] or 0),
-                          params["scheduler"] or "", out)
+                          params["scheduler"] or "", out, bool(params["shared_fs"]))
         except UserError as exc:
             raise InvalidCommand(f"fleet: {exc}") from None
 
 
-def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int:
+def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
+           shared_fs: bool = False) -> int:
     from pipeline.llm.shared import ENV_RUN, shared_settings
     from pipeline.llm.shared.connection import redact
     from pipeline.llm.shared.store import machine_name
@@ -86,7 +98,19 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int
     from targets.fleet_worker import build_unit, install_fingerprint
 
     fingerprint = install_fingerprint()
-    payloads = {u.name: pack(root, u.inputs, u.optional) for u in units}
+    shared = None
+    if shared_fs:
+        from targets.fleet_sharedfs import merge_pending, write_probe
+
+        left = merge_pending(root)  # rows a stopped fleet's units left unmerged
+        if left:
+            print(f"fleet: merged the build records an earlier fleet left for "
+                  f"{', '.join(left)}", file=out, flush=True)
+
+        shared = write_probe(root)  # workers read it back: do they see this very folder?
+        payloads = {u.name: b"" for u in units}  # they copy the units themselves
+    else:
+        payloads = {u.name: pack(root, u.inputs, u.optional) for u in units}
     cluster = None
     try:
         if local:
@@ -107,10 +131,15 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out) -> int
                 raise UserError(skew, fix="install the same scenemake on every worker")
             origin = machine_name(root / "workspace")
             return _run(client, as_completed, build_unit, units, payloads, fingerprint,
-                        redact(settings.url), os.environ.get(ENV_RUN), origin, root, out)
+                        redact(settings.url), os.environ.get(ENV_RUN), origin, root, out,
+                        shared)
     finally:
         if cluster is not None:
             cluster.close()
+        if shared is not None:
+            from targets.fleet_sharedfs import remove_probe
+
+            remove_probe(shared)
 
 
 def _skewed(client, fingerprint: str) -> str:
@@ -125,7 +154,10 @@ def _skewed(client, fingerprint: str) -> str:
 
 
 def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, run, origin,
-         root, out) -> int:
+         root, out, shared=None) -> int:
+    import pickle
+
+    from targets.fleet_sharedfs import merge_records, merged
     from targets.fleet_units import unpack
     from targets.fleet_worker import TOPIC
 
@@ -141,7 +173,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
     futures = {}
     for unit in units:
         future = client.submit(build_unit, unit, payloads[unit.name], fingerprint, cache, run,
-                               origin, key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}",
+                               origin, shared, key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}",
                                pure=False)
         futures[future] = unit
         print(f"fleet: {unit.name}: queued", file=out, flush=True)
@@ -159,16 +191,27 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
             continue
         if result["rc"] == "skew":
             skew = result["message"]
-        if result["files"]:
-            unpack(result["files"], root, replace=unit.outputs, built_in=result["root"])
+        back = len(pickle.dumps(result))  # what the unit's result weighed through Dask
+        try:
+            if result.get("records") is not None:
+                merge_records(root, result["records"], result["root"])
+                merged(root, result.get("pending"))
+            elif result["files"]:
+                unpack(result["files"], root, replace=unit.outputs, built_in=result["root"])
+        except UserError as exc:
+            # its files are in place (or on the shared folder); the next local doit runs
+            # its tasks again, from the cache
+            result.update(rc="not recorded", message=str(exc))
         for key in ("calls", "paid", "cost_usd"):
             totals[key] += result[key]
         ok = result["rc"] == 0
         totals["done" if ok else "failed"] += 1
-        why = f"exit {result['rc']}" if isinstance(result["rc"], int) else "not built"
+        why = (f"exit {result['rc']}" if isinstance(result["rc"], int)
+               else "not recorded" if result["rc"] == "not recorded" else "not built")
         state = "done" if ok else f"failed ({why}): {result['message']}"
         print(f"fleet: {unit.name}: {state}; on {result['worker']}, {result['calls']} calls, "
-              f"{result['paid']} paid, ${result['cost_usd']:.4f}", file=out, flush=True)
+              f"{result['paid']} paid, ${result['cost_usd']:.4f}, {_size(back)} back",
+              file=out, flush=True)
     took = time.monotonic() - started
     print(f"fleet: {len(units)} units: {totals['done']} done, {totals['failed']} failed; "
           f"{totals['calls']} calls, {totals['paid']} paid, ${totals['cost_usd']:.4f}; "
@@ -176,3 +219,8 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
     if skew:
         raise UserError(skew, fix="install the same scenemake on every worker")
     return EXIT_OK if totals["failed"] == 0 else EXIT_FAILED
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} kB" if n < 1 << 20 \
+        else f"{n / (1 << 20):.1f} MB"

@@ -84,7 +84,7 @@ def _calls(log: Path, since: int) -> dict:
 
 
 def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
-               run: str | None, origin: str = "") -> dict:
+               run: str | None, origin: str = "", shared: Any = None) -> dict:
     """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result (a
     refusal or a one-line error is a result too, never an exception with a traceback).
 
@@ -92,6 +92,11 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
     the same (from its own ``SCENEMAKE_CACHE_URL``, with credentials from its environment or
     a pgpass file). ``origin`` is the caller's machine name: the unit's calls are logged as
     its (``doit cost`` there counts them; ``--all-machines`` shows the worker).
+
+    ``shared`` (a ``fleet_sharedfs.SharedFS``, with ``--shared-fs``): ``payload`` is empty;
+    the unit is copied from the caller's folder, which this machine mounts at the same path,
+    its result files are written back there, and only the build-DB records are returned
+    (``records``; ``files`` stays empty).
     """
     worker = socket.gethostname()
     copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
@@ -105,7 +110,7 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
         shutil.rmtree(copy, ignore_errors=True)
         return result
     try:
-        return _build(unit, payload, cache, run, copy, result, origin)
+        return _build(unit, payload, cache, run, copy, result, origin, shared)
     except UserError as exc:
         result.update(rc="error", message=str(exc))
         return result
@@ -114,15 +119,22 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
 
 
 def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
-           result: dict, origin: str) -> dict:
+           result: dict, origin: str, shared: Any = None) -> dict:
     from pipeline.llm.shared import FLEET_MARK, shared_settings
     from pipeline.llm.shared.connection import redact
+    from targets import fleet_sharedfs
     from targets.fleet_units import command_for, pack, unpack
 
     worker = result["worker"].rpartition(":")[0]
-    unpack(payload, copy)
+    if shared is not None:
+        refused = fleet_sharedfs.refusal(shared, worker)
+        if refused:
+            result.update(rc="shared-fs", message=refused)
+            return result
+    else:
+        unpack(payload, copy)
     url = os.environ.get("SCENEMAKE_CACHE_URL") or ""
-    settings = shared_settings(copy / "workspace")
+    settings = shared_settings((Path(shared.root) if shared else copy) / "workspace")
     url = settings.url if settings else url
     if not url or redact(url) != cache:
         result.update(rc="config", message=f"worker {worker} is not on the shared cache "
@@ -134,18 +146,37 @@ def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
         env["SCENEMAKE_RUN"] = run
     log = copy / "workspace" / ".scenemake" / "llm_calls.jsonl"
     lock = _advisory_lock(url, unit.lock_key())
-    _tell(unit.name, "running", result["worker"])
     try:
+        before: dict[str, str] = {}
+        rows: dict = {}
+        if shared is not None:
+            # Copied under the unit's lock, so a unit given to this worker after another
+            # died resumes from everything that one wrote back. Built in a local copy all
+            # the same: never sqlite on the network file system.
+            fleet_sharedfs.copy_in(Path(shared.root), copy, unit)
+            before = fleet_sharedfs.manifest(copy, unit.outputs + unit.optional)
+            rows = fleet_sharedfs.db_rows(copy, unit.outputs + unit.optional)
+        _tell(unit.name, "running", result["worker"])
         since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
         proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,
                               text=True, preexec_fn=_die_with_parent)
+        out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        result.update(rc=proc.returncode, **_calls(log, since),
+                      message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))
+                      [-600:] if proc.returncode else "",
+                      tasks=sum(1 for ln in out if ln.startswith(".  ")))
+        # Outputs come back whether or not it finished: what was built is never lost.
+        if shared is None:
+            result["files"] = pack(copy, unit.outputs, unit.optional)
+            return result
+        # Written back still under the lock: the next holder copies a finished write.
+        result["written"], result["removed"] = fleet_sharedfs.write_back(
+            copy, Path(shared.root), unit, before)
+        result["records"] = fleet_sharedfs.db_records(
+            rows, fleet_sharedfs.db_rows(copy, unit.outputs + unit.optional))
+        # kept beside the files too, should the caller stop before it merges them
+        result["pending"] = fleet_sharedfs.write_pending(
+            Path(shared.root), unit.name, str(copy), result["records"])
+        return result
     finally:
         lock.close()
-    out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    result.update(rc=proc.returncode, **_calls(log, since),
-                  message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))
-                  [-600:] if proc.returncode else "",
-                  tasks=sum(1 for ln in out if ln.startswith(".  ")))
-    # Outputs come back whether or not it finished: what was built is never lost.
-    result["files"] = pack(copy, unit.outputs, unit.optional)
-    return result

@@ -120,9 +120,10 @@ def _fault(point: str, paths) -> None:
 _FAULTS: dict[str, int] = {}
 
 
-def _stage(path: Path, data: bytes) -> tuple[int, str]:
+def _stage(path: Path, data: bytes, sweep: bool = True) -> tuple[int, str]:
     """``data`` in a new temp file beside ``path``: (open fd, temp name)."""
-    _sweep_once(path.parent)
+    if sweep:
+        _sweep_once(path.parent)
     try:
         fd, tmp = _temp_file(path)
     except FileNotFoundError:  # folders are made on the first write only (a syscall saved)
@@ -149,7 +150,7 @@ def _unlink(tmp: str) -> None:
         pass
 
 
-def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
+def _replace_all(files: dict[Path, bytes], durable: bool, sweep: bool = True) -> None:
     """Stage every file, fsync them, then rename each over its target.
 
     Written first and synced after, the files of one phase share a journal commit on a
@@ -162,7 +163,7 @@ def _replace_all(files: dict[Path, bytes], durable: bool) -> None:
     try:
         for path, data in files.items():
             current = path
-            fd, tmp = _stage(path, data)
+            fd, tmp = _stage(path, data, sweep)
             staged.append((fd, tmp, path))
         if durable:
             for fd, _, path in staged:
@@ -215,13 +216,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
         sync_dir(path.parent)
 
 
-def atomic_write_many(files: dict[str, bytes]) -> None:
+def atomic_write_many(files: dict[str, bytes], sweep: bool = True) -> None:
     """Write several files, each atomically; fsynced together, each folder synced once.
 
     A phase's artifacts share a folder: one folder fsync instead of one per file.
+    ``sweep=False``: leave other writers' temp files alone even if their PID is not alive
+    here (a folder on a file system other machines write to: the PID is theirs).
     """
     paths = {Path(name): data for name, data in files.items()}
-    _replace_all(paths, durable=True)
+    _replace_all(paths, durable=True, sweep=sweep)
     for folder in dict.fromkeys(p.parent for p in paths):
         sync_dir(folder)
 

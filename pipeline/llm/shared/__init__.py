@@ -26,7 +26,7 @@ class SharedSettings:
     url: str
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
-    poll_s: float = 0.2
+    poll_s: float = 1.0  # a fallback: a waiter wakes when the answer commits (NOTIFY)
 
 
 def _number(raw: Any, name: str, where: str) -> float:

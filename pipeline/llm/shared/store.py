@@ -3,8 +3,11 @@
 A request is paid for only under its claim: a row ``llm_claims(request_hash, owner,
 lease_until)`` inserted if absent (or taken over once its lease has expired, on the
 server's clock). The holder's heartbeat thread extends the lease; whoever else needs the
-request polls until the row is gone, then finds the answer in ``llm_responses``. No row lock
-is held while the model answers: the claim is a row, not a lock.
+request waits until the row is gone, then finds the answer in ``llm_responses``: it LISTENs
+on one channel, and the release NOTIFYs it in the same transaction, so a waiter wakes when
+the answer commits; it also looks again every ``poll_s`` (a lease that ran out, or a server
+that does not pass notifications on, as a transaction-pooling proxy). No row lock is held
+while the model answers: the claim is a row, not a lock.
 
 What a holder stores while it holds the claim (answers, call-log lines) is kept in memory and
 committed in ONE short transaction with the claim's release, so another machine sees either
@@ -48,6 +51,10 @@ class _Held:
     calls: list[dict] = field(default_factory=list)
 
 
+# The release of a claim notifies this channel with the request hash as the payload.
+CHANNEL = "scenemake_claims"
+
+
 class PgClaims:
     """Request claims shared by every machine on one database.
 
@@ -74,6 +81,7 @@ class PgClaims:
         self._held: set[str] = set()
         self._beat: threading.Thread | None = None
         self._beat_db = Connector(db.url)
+        self._listen_db = Connector(db.url)  # a waiting thread's LISTENing connection
 
     # -- what the cache, the call log and the budget ask
 
@@ -123,7 +131,30 @@ class PgClaims:
                 self._start_heartbeat()
                 return
             with cpu_turn.waiting():  # another machine is paying for it right now
-                time.sleep(self.poll_s)
+                self._wait(request_hash)
+
+    def _wait(self, request_hash: str) -> None:
+        """Until the release of ``request_hash`` commits (its notification) or ``poll_s``
+        passes. Never fails: without notifications this is the poll."""
+        try:
+            conn = self._listen_db.connection()
+            if getattr(self._local, "listening", None) is not conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                self._local.listening = conn
+                return  # a release just before the LISTEN sent nothing to us: look again now
+            deadline = time.monotonic() + self.poll_s
+            while (left := deadline - time.monotonic()) > 0:
+                # others' releases wake us too (one channel): keep waiting for ours
+                notes = conn.notifies(timeout=left, stop_after=1)
+                try:
+                    if any(note.payload == request_hash for note in notes):
+                        return
+                finally:
+                    notes.close()  # the ones not read yet stay queued for the next wait
+        except Exception:  # noqa: BLE001 - the claim's own query reports a dead server
+            self._local.listening = None
+            self._listen_db._drop()
+            time.sleep(self.poll_s)
 
     def _release(self, held: _Held) -> None:
         def commit(conn: Any) -> None:
@@ -136,6 +167,8 @@ class PgClaims:
                         cur.executemany(_CALL_SQL, held.calls)
                     cur.execute("DELETE FROM llm_claims WHERE request_hash = %s AND owner = %s",
                                 (held.request_hash, self.owner))
+                    # delivered at the commit, with the answer: the waiters look again now
+                    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, held.request_hash))
 
         try:
             self.db.run("store the answer and release its claim", commit)
@@ -393,4 +426,5 @@ def drop_dead_claims(db: Connector, machine: str) -> None:
         if not pid.isdigit() or pid_alive(int(pid)):
             continue
         db.run("release a dead process's claims", lambda conn, o=owner: conn.execute(
-            "DELETE FROM llm_claims WHERE owner = %s", (o,)))
+            "WITH gone AS (DELETE FROM llm_claims WHERE owner = %s RETURNING request_hash) "
+            "SELECT pg_notify(%s, request_hash) FROM gone", (o, CHANNEL)))
