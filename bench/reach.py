@@ -39,13 +39,14 @@ from noop_vs_make import BOOK, full_build, prepare_project, run_env  # noqa: E40
 
 # Runs doit as ``python -m doit`` does, timing the tasks' own work into $REACH_OUT.
 WRAPPER = r"""
-import atexit, json, os, runpy, sys, time
+import atexit, functools, json, os, runpy, sys, time
 import doit
 import targets.book as book
 
 spent = [0.0, 0]
 
 def timed(fn):
+    @functools.wraps(fn)  # doit reads the signature (``changed``) through __wrapped__
     def inner(*a, **kw):
         t0 = time.perf_counter()
         try:

@@ -243,15 +243,44 @@ def _reach():
 
     The variables (validated by ``_target`` first, so a typo still fails) cannot change a
     build in which nothing moved: ``force_resume`` and ``allow_prompt_change`` only accept
-    changes, ``budget`` only caps calls, ``book`` picks the stamp.
+    changes, ``budget`` only caps calls, ``book`` picks the stamp. Nor can the options of
+    how tasks run and report (``-n 4 -P thread``, ``-v 2``, ``--continue``).
     """
     from pipeline.book import stamp
 
-    if any(a.startswith("-") or "=" not in a for a in sys.argv[1:]) or not _doit_cli():
-        # task names, options, another command, or doit's loader used from other code
+    if not _doit_cli() or not _plain_run(sys.argv[1:]):
+        # task names, other options, another command, or doit's loader used from other code
         return None
     ws, name, _ = _target()
     return stamp.reach(_stamp_path(ws, name), ws.db_path(name))
+
+
+# doit run's options that change how tasks run or report, never which are up to date;
+# True: the option takes a value
+_HOW_OPTIONS = {"-n": True, "--process": True, "-P": True, "--parallel-type": True,
+                "-v": True, "--verbosity": True, "-r": True, "--reporter": True,
+                "-c": False, "--continue": False}
+
+
+def _plain_run(args: list[str]) -> bool:
+    """``args`` (after ``doit``) name no task and no command: variables and the options
+    of ``_HOW_OPTIONS`` only (``-n4``, ``-n 4`` and ``--process=4`` alike)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-"):
+            if "=" not in arg:
+                return False  # a task name or a command
+            continue
+        name, eq, _ = arg.partition("=")
+        if name in _HOW_OPTIONS:
+            if _HOW_OPTIONS[name] and not eq:
+                i += 1  # its value is the next argument
+            continue
+        if not (arg[:2] in _HOW_OPTIONS and _HOW_OPTIONS[arg[:2]] and not arg.startswith("--")):
+            return False  # any other option (-a always runs, -s picks, -f another dodo ...)
+    return True
 
 
 def fast() -> bool:

@@ -259,3 +259,18 @@ def test_the_fast_no_op_imports_no_model_stack(built):
              ("pydantic", "jsonschema", "jinja2", "httpx", "rich")
              or m.startswith(("pipeline.llm", "pipeline.book.models"))}
     assert heavy == set()
+
+
+@pytest.mark.parametrize("args, plain", [
+    ([], True), (["book=example", "budget=2"], True), (["-n", "4", "-P", "thread"], True),
+    (["-n4", "-Pthread"], True), (["--process=4", "--verbosity", "2", "-c"], True),
+    (["-a"], False), (["--always-execute"], False), (["write:ch001_sc001"], False),
+    (["-n", "4", "write:ch001_sc001"], False), (["list"], False), (["-f", "other.py"], False),
+    (["-s", "plan:ch001_sc001"], False)])
+def test_only_how_tasks_run_or_report_keeps_a_run_plain(args, plain):
+    """A plain run may use the stamp: options of how tasks run (``-n 4 -P thread``, as the
+    README suggests) do not change what is up to date; ``-a``, a task name, a command or
+    another dodo file do."""
+    from targets.book import _plain_run
+
+    assert _plain_run(args) is plain

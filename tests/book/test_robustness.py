@@ -287,10 +287,13 @@ def test_plain_noop_takes_the_stamp_fast_path_until_anything_moves(built):
     proc = built.build()
     assert "plan:ch001_sc001" in executed(proc) and built.misses(n) == []
     assert _fast(built.build())
-    # so does another model, task names or options
+    # so does another model, task names or an option that changes what runs
     assert not _fast(built.build(env={"SCENEMAKE_MODEL": "offline:offline-1"}))
     assert not _fast(built.build("commit:ch002_sc003"))
-    assert not _fast(built.build("-n", "2"))
+    # but not how tasks run or report
+    built.build()  # (stamped again for this model)
+    assert _fast(built.build("-n", "2", "-P", "thread"))
+    assert _fast(built.build("--process=2", "-v", "2", "--continue"))
     # and an edited input: the brief of one scene replans it
     built.edit_json(OUTLINE, lambda d: d["chapters"][0]["scenes"][0].update(brief="Rain."))
     n = len(built.calls())
