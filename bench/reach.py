@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"not a fast no-op:\n{out[-2000:]}")
         rows["fast no-op"].append((wall, work))
         for name in ("brief", "brief, full path"):
-            sid = set_brief(project, args.scene, f"Run {i} {name}: the tide turns at the pier.")
+            sid = set_brief(project, args.scene, f"Run {i} {name} ({time.time_ns()}): the "
+                            "tide turns at the pier.")
             if name.endswith("full path"):
                 stamp.unlink()
             wall, work, out = run_doit(project, env)

@@ -531,7 +531,6 @@ def _write_stamp() -> None:
         before = stamp.reach(path, book.workspace.db_path(book.name))
         if before is not None and before.first is None:
             return  # nothing moved and no task committed since it was written: it stands
-    carried = _reach().rows() if first else ()
     # the book's inputs: every scene reads the settings (scene 1 the initial state); the
     # outline's scenes are told apart by their digests
     outline = str(book.dir / "outline.json")
@@ -554,9 +553,9 @@ def _write_stamp() -> None:
                 index.setdefault(out, i)
     scenes = len(book.scenes)
     unread: set[str] = set()  # the manuscript's files: no task reads them
-    for out_path, task_id, _known, state_raw in db.output_rows():
-        if first and task_id not in loaded and task_id.partition(":")[2]:
-            continue  # an earlier scene's artifact: carried over
+    # after a partial build, the earlier scenes' artifacts are carried over
+    rows = db.output_rows(tasks=[*loaded, "manuscript"]) if first else db.output_rows()
+    for out_path, task_id, _known, state_raw in rows:
         if not state_raw:
             stamp.drop(path)
             return
@@ -577,12 +576,6 @@ def _write_stamp() -> None:
             stamp.drop(path)
             return
         files[dep] = (st.st_mtime_ns, st.st_size, index.get(dep, scenes))
-    for row_path, mtime_ns, size, at in carried:  # none of these moved (see stamp.reach)
-        if row_path in files:  # also read by a loaded scene: the earliest reader counts
-            if at < files[row_path][2]:
-                files[row_path] = (*files[row_path][:2], at)
-        elif at < first:
-            files[row_path] = (mtime_ns, size, at)
     # overrides that do not exist yet: one appearing changes which template a phase reads
     absent = [str(book.dir / "templates" / f"{name}.j2") for name in TEMPLATE_NAMES
               if name not in book.config.templates
@@ -591,7 +584,8 @@ def _write_stamp() -> None:
     if digest is None:
         stamp.drop(path)
         return
-    stamp.write(path, db.generation(), files, absent, digest)
+    folders = stamp.carry(_reach(), first, files) if first else stamp.grouped(files)
+    stamp.write(path, db.generation(), folders, absent, digest)
 
 
 def task__stamp():
@@ -628,8 +622,9 @@ def _build_manuscript() -> dict | TaskFailed:
     try:
         for scene in book.scenes:
             prose[scene.id] = manuscript.read_prose(manuscript.final_prose_path(book, scene.id))
-            llm = db.values(f"repair:{scene.id}").get("llm") or {}
-            stand_in |= llm.get("provider") == "offline"
+            if not stand_in:  # one scene from the stand-in is enough to say so
+                llm = db.values(f"repair:{scene.id}").get("llm") or {}
+                stand_in = llm.get("provider") == "offline"
         files = manuscript.render(book, prose, stand_in)
         written = db.values("manuscript").get("artifact_states", {})
         changed: dict[str, bytes] = {}

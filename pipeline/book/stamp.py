@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +42,11 @@ class Reach:
 
     ``first`` is None when nothing moved; else the index of the first scene a moved file
     reaches (the number of scenes when only the book-wide tasks are reached, e.g. the
-    manuscript). ``files`` are the stamp's, for the next stamp of a partial build.
+    manuscript). ``files`` are the stamp's (by folder), for the next stamp of a partial build.
     """
 
     first: int | None
     files: dict
-
-    def rows(self) -> Iterator[tuple[str, int, int, int]]:
-        """(path, mtime_ns, size, first scene) of every file in the stamp."""
-        for folder, entries in self.files.items():
-            for name, mtime_ns, size, index in entries:
-                yield folder + name, mtime_ns, size, index
 
 
 def env_key() -> list[str | None]:
@@ -150,14 +143,43 @@ def fresh(stamp_path: Path, db_path: Path) -> bool:
     return found is not None and found.first is None
 
 
-def write(stamp_path: Path, generation: int, files: dict[str, tuple[int, int, int]],
-          absent: list[str], outline: dict) -> None:
-    """Record the files of a complete build ({path: (mtime_ns, size, first scene)}), the
-    files whose appearance matters, and the outline's digest."""
+def grouped(files: dict[str, tuple[int, int, int]]) -> dict[str, list]:
+    """{path: (mtime_ns, size, first scene)} as the stamp stores it: by folder."""
     folders: dict[str, list] = {}
     for path, entry in sorted(files.items()):
         folder, slash, name = path.rpartition("/")
         folders.setdefault(folder + slash, []).append([name, *entry])
+    return dict(sorted(folders.items()))
+
+
+def carry(before: Reach, first: int, files: dict[str, tuple[int, int, int]]) -> dict[str, list]:
+    """The folders of the stamp after a build that loaded the scenes from ``first`` on:
+    ``files`` (what that build recorded) over the entries of ``before`` that belong to the
+    earlier scenes (none of them moved). A file that an earlier scene reads too keeps the
+    earliest reader."""
+    folders = grouped(files)
+    for folder, entries in before.files.items():
+        now = folders.get(folder)
+        if now is None:  # most folders: an earlier scene's, untouched by this build
+            kept = [entry for entry in entries if entry[3] < first]
+            if kept:
+                folders[folder] = kept
+            continue
+        names = {entry[0]: entry for entry in now}
+        for entry in entries:
+            mine = names.get(entry[0])
+            if mine is not None:
+                mine[3] = min(mine[3], entry[3])
+            elif entry[3] < first:
+                now.append(entry)
+        now.sort()
+    return dict(sorted(folders.items()))  # the same stamp as a full build's
+
+
+def write(stamp_path: Path, generation: int, folders: dict[str, list], absent: list[str],
+          outline: dict) -> None:
+    """Record the files of a complete build (by folder, see ``grouped``), the files whose
+    appearance matters, and the outline's digest."""
     # compact: the next no-op reads it first thing (1000 scenes: 26000 files)
     atomic_write_text(stamp_path, json.dumps({
         "version": VERSION, "generation": generation, "env": env_key(), "absent": absent,

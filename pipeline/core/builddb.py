@@ -401,20 +401,23 @@ class SceneDB:
         return {p: {"known": json.loads(k), "state": json.loads(s) if s else None}
                 for p, k, s in rows}
 
-    def output_rows(self, paths: list[str] | None = None) -> list[tuple[str, str, str, str]]:
-        """Raw (path, task_id, known, state) rows of recorded artifacts, all or ``paths``.
+    def output_rows(self, paths: list[str] | None = None, *,
+                    tasks: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+        """Raw (path, task_id, known, state) rows of recorded artifacts: all, those of
+        ``paths`` or those of ``tasks``.
 
         JSON is left undecoded: a no-op over a big book only needs the stat check.
         """
+        column, keys = ("path", paths) if tasks is None else ("task_id", tasks)
         with self._lock:
-            if paths is None:
+            if keys is None:
                 return self._conn.execute(
                     "select path, task_id, known, state from sm_outputs").fetchall()
             out = []
-            for i in range(0, len(paths), 500):
-                chunk = paths[i:i + 500]
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
                 out += self._conn.execute(
-                    "select path, task_id, known, state from sm_outputs where path in "
+                    f"select path, task_id, known, state from sm_outputs where {column} in "
                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
             return out
 
