@@ -27,20 +27,19 @@ class JSONTooDeep(ValueError):
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
-    # Iterative, so that checking a deep value is not itself a recursion.
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
+    # Level by level, so that checking a deep value is not itself a recursion; only the
+    # containers of a level are kept (a parsed value holds no other container types).
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (dict, list)))
+        below: list = []
+        for item in level:
+            below += [child for child in (item.values() if type(item) is dict else item)
+                      if type(child) in (dict, list)]
+        level = below
     return False
 
 
