@@ -112,7 +112,10 @@ def test_progress_reporter_counts_tasks_calls_and_cost(project):
     assert "50/50 tasks" in out and "ran 50" in out  # 8 phases x 6 scenes, guard, manuscript
     assert "LLM 30 calls, 0 cache hits" in " ".join(out.split())
     assert f"${spent:.4f}" in out.replace("\n", "")
-    out = project.build("--reporter", "scenemake").stdout
+    out = project.build("--reporter", "scenemake").stdout  # the stamp's fast path
+    assert "1/1 tasks  ran 1  up-to-date 0" in out
+    (project.root / "workspace" / ".scenemake" / "books" / "example.stamp.json").unlink()
+    out = project.build("--reporter", "scenemake").stdout  # every task checked
     assert "50/50 tasks  ran 1  up-to-date 49" in out
 
 
