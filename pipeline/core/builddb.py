@@ -26,6 +26,8 @@ from pipeline.core.migrations import Migrations
 
 _listeners: list[Callable[[str, str], None]] = []
 _openers: list[Callable[[SceneDB], None]] = []
+# A task's ``result:`` that is all inside its ``_values_:``: stored as its keys.
+_IN_VALUES = "$keys_in_values"
 # Tasks whose records say nothing about the book's state: they do not move the generation.
 NO_GENERATION = {"guard", "_stamp"}
 _current: SceneDB | None = None
@@ -182,7 +184,13 @@ class SceneDB:
         """Value saved for ``dependency`` of ``task_id``, or None."""
         with self._lock:
             data = self._data(task_id)
-            return None if data is None else data.get(dependency)
+            if data is None:
+                return None
+            value = data.get(dependency)
+            if dependency == "result:" and isinstance(value, dict) and _IN_VALUES in value:
+                values = data.get("_values_:") or {}
+                return {key: values.get(key) for key in value[_IN_VALUES]}
+            return value
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
         """Store a value; ``deps:`` is the last key of a success, so it commits the task."""
@@ -192,10 +200,13 @@ class SceneDB:
                 data = self._cache[task_id] = {}
             if dependency == "ignore:":
                 self._bump()
-            if dependency == "result:" and value == data.get("_values_:"):
-                # doit saves a dict result twice (result: and _values_:); half of every row
-                data.pop("result:", None)
-                return
+            values = data.get("_values_:")
+            if (dependency == "result:" and isinstance(value, dict)
+                    and isinstance(values, dict)
+                    and all(key in values and values[key] == v for key, v in value.items())):
+                # doit saves a dict result twice: as ``result:`` and within ``_values_:``
+                # (with the up-to-date rules' values): keep only its keys (2 of 5 kB a row)
+                value = {_IN_VALUES: sorted(value)}
             data[dependency] = value
             self._dirty.add(task_id)
             if dependency != "deps:":

@@ -171,6 +171,36 @@ def test_failures_events_and_attempts_survive_a_reopen(tmp_path, keep_sigterm):
     db.dump()
 
 
+def test_a_result_kept_once_reads_back_whole_and_an_unchanged_save_moves_nothing(
+        tmp_path, keep_sigterm):
+    """doit saves a task's dict result both as ``result:`` and inside ``_values_:``; the
+    record keeps it once and still gives doit (``getargs``, ``result_dep``) the result."""
+    import json
+    import sqlite3
+
+    path = str(tmp_path / "b.sqlite")
+    db = SceneDB(path, None)
+    result = {"status": "success", "artifacts": {"prose": "p.md"}}
+    db.set("write:ch001_sc001", "_values_:", {**result, "inputs_hash": "abc"})
+    db.set("write:ch001_sc001", "result:", result)
+    db.set("write:ch001_sc001", "deps:", [])
+    db.set("plan:ch001_sc001", "_values_:", {"status": "success"})
+    db.set("plan:ch001_sc001", "result:", {"status": "other"})  # not inside: kept whole
+    db.set("plan:ch001_sc001", "deps:", [])
+    generation = db.generation()
+    # the same record saved again (a phase group on every run) moves no generation
+    db.set("write:ch001_sc001", "deps:", [])
+    assert db.generation() == generation
+    db.dump()
+    with sqlite3.connect(path) as conn:
+        raw = dict(conn.execute("select task_id, task_data from doit"))
+    assert "success" not in json.dumps(json.loads(raw["write:ch001_sc001"])["result:"])
+    db = SceneDB(path, None)
+    assert db.get("write:ch001_sc001", "result:") == result
+    assert db.get("plan:ch001_sc001", "result:") == {"status": "other"}
+    db.dump()
+
+
 # -- what a command line needs --------------------------------------------------------
 
 @pytest.mark.parametrize("command, tasks, book_only, plans", [
