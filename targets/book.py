@@ -31,7 +31,7 @@ from pipeline.book.workspace import (
 )
 from pipeline.core import builddb
 from pipeline.core.errors import UserError
-from pipeline.core.hashing import hash_known
+from pipeline.core.hashing import hash_file
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
 from targets.checker import Blake3Checker
 from targets.uptodate import ExplainedOnInfo, InputsUnchanged
@@ -568,11 +568,12 @@ def _write_stamp() -> None:
         # by hand is stamped as it is: the full path would not rebuild it either (it is
         # kept beside the next one when a scene's prose changes)
         try:
-            if dep not in unread and hash_known(dep, state) != state[2]:
+            st = os.stat(dep)  # once: the recorded hash stands when the stat matches
+            if dep not in unread and (st.st_mtime_ns, st.st_size) != (state[0], state[1]) \
+                    and hash_file(dep, st) != state[2]:
                 stamp.drop(path)
                 return
-            st = os.stat(dep)
-        except OSError:
+        except (OSError, IndexError, TypeError):
             stamp.drop(path)
             return
         files[dep] = (st.st_mtime_ns, st.st_size, index.get(dep, scenes))
@@ -612,7 +613,7 @@ def _build_manuscript() -> dict | TaskFailed:
     """Write draft/manuscript.md and .html from every scene's final prose (unchanged bytes
     are not rewritten); a copy edited by hand is kept beside it, never overwritten."""
     from pipeline.book import manuscript
-    from pipeline.core.hashing import hash_bytes, hash_file
+    from pipeline.core.hashing import hash_bytes
     from pipeline.core.store import atomic_write_many
 
     book, _ = context()
