@@ -137,12 +137,6 @@ def reach(stamp_path: Path, db_path: Path) -> Reach | None:
     return Reach(None if first is None else min(first, scenes), files)
 
 
-def fresh(stamp_path: Path, db_path: Path) -> bool:
-    """True when the stamp still describes every file and the DB it was written from."""
-    found = reach(stamp_path, db_path)
-    return found is not None and found.first is None
-
-
 def grouped(files: dict[str, tuple[int, int, int]]) -> dict[str, list]:
     """{path: (mtime_ns, size, first scene)} as the stamp stores it: by folder."""
     folders: dict[str, list] = {}
