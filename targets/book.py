@@ -134,6 +134,11 @@ def _stat(path: Path):
         return None
 
 
+def _stat_key(path: str) -> tuple[int, int] | None:
+    st = _stat(Path(path))
+    return None if st is None else (st.st_mtime_ns, st.st_size)
+
+
 def _stamp_path(ws: Workspace, name: str) -> Path:
     return ws.state_dir / "books" / f"{name}.stamp.json"
 
@@ -581,8 +586,11 @@ def _write_stamp() -> None:
     absent = [str(book.dir / "templates" / f"{name}.j2") for name in TEMPLATE_NAMES
               if name not in book.config.templates
               and not (book.dir / "templates" / f"{name}.j2").exists()]
-    digest = stamp.outline_digest(outline)
-    if digest is None:
+    # the digest must describe the outline this run loaded: one edited since is not
+    # stamped (its scenes would look built), so the next run looks at it again
+    started = _input_stats.get(outline)
+    digest = stamp.outline_digest(outline) if started == _stat_key(outline) else None
+    if digest is None or started != _stat_key(outline):
         stamp.drop(path)
         return
     folders = stamp.carry(_reach(), first, files) if first else stamp.grouped(files)

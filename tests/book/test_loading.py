@@ -274,3 +274,35 @@ def test_only_how_tasks_run_or_report_keeps_a_run_plain(args, plain):
     from targets.book import _plain_run
 
     assert _plain_run(args) is plain
+
+
+@pytest.mark.slow
+def test_an_outline_edited_during_a_run_is_not_stamped_as_built(built):
+    """The stamp describes the outline the run loaded: a brief edited while the run was on
+    must not look built to the next run."""
+    import subprocess
+    import sys
+
+    _brief(built, 1, 2, "Fog rolls over the pier.")  # a change for this run to build
+    probe = (
+        "import json, os, runpy, sys, doit\n"
+        "import targets.book as book\n"
+        "real = book._write_stamp\n"
+        "def late_edit():\n"
+        f"    path = {OUTLINE!r}\n"
+        "    data = json.load(open(path))\n"
+        "    data['chapters'][1]['scenes'][2]['brief'] = 'Edited while the run was on.'\n"
+        "    open(path, 'w').write(json.dumps(data, indent=2))\n"
+        "    return real()\n"
+        "book._write_stamp = late_edit\n"
+        "sys.argv = [os.path.join(os.path.dirname(doit.__file__), '__main__.py')]\n"
+        "runpy.run_module('doit', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=built.root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "plan:ch002_sc003" in executed(proc)
+    assert not (built.root / STAMP).exists()  # not stamped: the edit came after the load
+    proc = built.build()
+    assert "plan:ch002_sc003" in executed(proc)  # the next run builds the late edit
+    plan = json.loads(built.artifact("ch002_sc003", "plan/prompt.json").read_text())
+    assert "Edited while the run was on." in json.dumps(plan)
