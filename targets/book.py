@@ -257,7 +257,51 @@ def _reach():
         # task names, other options, another command, or doit's loader used from other code
         return None
     ws, name, _ = _target()
-    return stamp.reach(_stamp_path(ws, name), ws.db_path(name))
+    found = stamp.reach(_stamp_path(ws, name), ws.db_path(name))
+    if found is not None:
+        return found
+    # what the check builds lives until the process exits: keep the collector's passes
+    # off it (as the task loader does, targets/loader.py)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _records_reach()
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _records_reach():
+    """No stamp to go by: the book's tasks checked against their records, scene by scene
+    (targets/records_check.py), before doit loads any. All up to date: stamped, and the
+    fast path. Else the scenes before the first one that is not need not load (they read
+    nothing a later scene writes). None: from the first scene, doit checks everything."""
+    from pipeline.book import stamp
+    from pipeline.core.jsonio import display_path
+    from targets.records_check import RecordsCheck
+
+    ws, name, _ = _target()
+    check = RecordsCheck.open(ws.db_path(name), display_path(PACKAGE_DIR))
+    if check is None:
+        return None
+    book, _ = context()
+    first: int | None = None
+    for i, scene in enumerate(book.scenes):
+        layout = _layout(scene.id)
+        if not all(check.task({**_scene_task(phase, scene), "name": f"{phase}:{scene.id}"}, i,
+                              layout[phase].templates) for phase in layout):
+            first = i
+            break
+    else:
+        if not check.task(_manuscript_task(), len(book.scenes)):
+            first = len(book.scenes)
+    if first == 0:
+        return None
+    folders = stamp.grouped(_with_inputs(check.files))
+    if first is None and not _stamp(folders, check.generation):
+        return None  # the outline moved while it was read: doit checks
+    return stamp.Reach(first, folders, checked=check.checked)
 
 
 # doit run's options that change how tasks run or report, never which are up to date;
@@ -456,23 +500,27 @@ def _layouts() -> dict[str, dict[str, phases.PhaseFiles]]:
     return {scene.id: _layout(scene.id) for scene in loaded_scenes()}
 
 
+def _scene_task(phase: str, scene) -> dict:
+    """The task ``PHASE:SCENE`` (``name`` the scene: doit's subtask of the group)."""
+    files = _layout(scene.id)[phase]
+    return {
+        "name": scene.id,
+        "actions": [(_act, [phase, scene.id])],
+        "file_dep": list(files.inputs.values()) + list(files.templates.values()),
+        "targets": list(files.outputs.values()),
+        "uptodate": _rules(phase, scene.id, files.templates),
+        "task_dep": ["guard"],
+        "doc": f"{phase} of {scene.id}: {scene.title}",
+        # 2: nothing captured, so a failure shows its one message and no empty dumps
+        "verbosity": 2,
+    }
+
+
 def _phase_tasks(phase: str):
     if fast() or (phase != "plan" and plans_only()):
         return
     for scene in loaded_scenes():
-        files = _layout(scene.id)[phase]
-        file_dep = list(files.inputs.values()) + list(files.templates.values())
-        yield {
-            "name": scene.id,
-            "actions": [(_act, [phase, scene.id])],
-            "file_dep": file_dep,
-            "targets": list(files.outputs.values()),
-            "uptodate": _rules(phase, scene.id, files.templates),
-            "task_dep": ["guard"],
-            "doc": f"{phase} of {scene.id}: {scene.title}",
-            # 2: nothing captured, so a failure shows its one message and no empty dumps
-            "verbosity": 2,
-        }
+        yield _scene_task(phase, scene)
 
 
 def _guard() -> TaskFailed | None:
@@ -536,11 +584,6 @@ def _write_stamp() -> None:
         before = stamp.reach(path, book.workspace.db_path(book.name))
         if before is not None and before.first is None:
             return  # nothing moved and no task committed since it was written: it stands
-    # the book's inputs: every scene reads the settings (scene 1 the initial state); the
-    # outline's scenes are told apart by their digests
-    outline = str(book.dir / "outline.json")
-    files: dict[str, tuple[int, int, int]] = {
-        p: (m, s, stamp.OUTLINE if p == outline else 0) for p, (m, s) in _input_stats.items()}
     index: dict[str, int] = {}
     recorded: dict[str, list] = {}
     loaded: set[str] = set()
@@ -567,6 +610,7 @@ def _write_stamp() -> None:
         recorded[out_path] = json.loads(state_raw)
         if task_id == "manuscript":
             unread.add(out_path)
+    files: dict[str, tuple[int, int, int]] = {}
     for dep, state in recorded.items():
         # a touched file with the recorded content is stamped as it is now (hashed once,
         # through the memo), so the next no-op need not hash it again. A manuscript edited
@@ -582,19 +626,44 @@ def _write_stamp() -> None:
             stamp.drop(path)
             return
         files[dep] = (st.st_mtime_ns, st.st_size, index.get(dep, scenes))
+    files = _with_inputs(files)
+    if not _stamp(stamp.carry(_reach(), first, files) if first else stamp.grouped(files),
+                  db.generation()):
+        stamp.drop(path)
+
+
+def _with_inputs(files: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, int, int]]:
+    """``files`` and the book's inputs as this run read them: every scene reads the
+    settings (scene 1 the initial state); the outline's scenes are told apart by their
+    digests."""
+    from pipeline.book import stamp
+
+    book, _ = context()
+    outline = str(book.dir / "outline.json")
+    return {**files, **{p: (m, s, stamp.OUTLINE if p == outline else 0)
+                        for p, (m, s) in _input_stats.items()}}
+
+
+def _stamp(folders: dict[str, list], generation: int) -> bool:
+    """Write the stamp of a book found complete at DB ``generation`` (its files as
+    ``stamp.grouped`` gives them); False if the outline moved since this run read it
+    (nothing is written: the next run looks at it again)."""
+    from pipeline.book import stamp
+
+    book, _ = context()
     # overrides that do not exist yet: one appearing changes which template a phase reads
     absent = [str(book.dir / "templates" / f"{name}.j2") for name in TEMPLATE_NAMES
               if name not in book.config.templates
               and not (book.dir / "templates" / f"{name}.j2").exists()]
     # the digest must describe the outline this run loaded: one edited since is not
     # stamped (its scenes would look built), so the next run looks at it again
+    outline = str(book.dir / "outline.json")
     started = _input_stats.get(outline)
     digest = stamp.outline_digest(outline) if started == _stat_key(outline) else None
     if digest is None or started != _stat_key(outline):
-        stamp.drop(path)
-        return
-    folders = stamp.carry(_reach(), first, files) if first else stamp.grouped(files)
-    stamp.write(path, db.generation(), folders, absent, digest)
+        return False
+    stamp.write(_stamp_path(book.workspace, book.name), generation, folders, absent, digest)
+    return True
 
 
 def task__stamp():
@@ -663,16 +732,22 @@ def _build_manuscript() -> dict | TaskFailed:
     return {"artifact_states": recorded, "stand_in": stand_in}
 
 
-def task_manuscript():
-    """The book as one text: draft/manuscript.md and draft/manuscript.html."""
-    if fast() or plans_only() or partial():
-        return {"actions": None, "uptodate": [True]}
+def _manuscript_task() -> dict:
     from pipeline.book import manuscript
 
     book, _ = context()
     where = manuscript.paths(book)
-    return {"actions": [_build_manuscript],
+    return {"name": "manuscript", "actions": [_build_manuscript],
             "file_dep": [manuscript.final_prose_path(book, s.id) for s in book.scenes]
             + [(book.dir / "outline.json").as_posix(), book.config_path.as_posix()],
             "targets": [where.markdown.as_posix(), where.html.as_posix()],
             "task_dep": ["guard"], "verbosity": 2}
+
+
+def task_manuscript():
+    """The book as one text: draft/manuscript.md and draft/manuscript.html."""
+    if fast() or plans_only() or partial():
+        return {"actions": None, "uptodate": [True]}
+    task = _manuscript_task()
+    del task["name"]  # doit names it after the function
+    return task

@@ -63,18 +63,24 @@ class RunSummary:
         """The end-of-run line of a book run (None when the run built no book task)."""
         if not self.book_run:
             return None
-        from targets.book import _target, fast, reached_from
+        from targets.book import _reach, _target, fast, reached_from
 
         ws, name, _ = _target()
         draft = ws.book_dir(name) / "draft"
+        checked = (found := _reach()) is not None and found.checked
         if fast():
-            what = "nothing changed since the last complete build: no task checked, no LLM call"
+            what = (f"nothing changed: all {checked} task(s) match their build records "
+                    "(checked without loading them; stamped), no LLM call" if checked else
+                    "nothing changed since the last complete build: no task checked, "
+                    "no LLM call")
         else:
             st, stand_in = _calls_made()
             scenes = {t.partition(":")[2] for t in self.ran if ":" in t}
             what = (f"{len(scenes)} scene(s) built, {len(self.ran)} task(s) run, "
                     f"{self.up_to_date} up to date"
-                    + (f", {first} earlier scene(s) unchanged (their files did not move)"
+                    + (f", {first} earlier scene(s) unchanged ("
+                       + ("checked against their build records)" if checked else
+                          "their files did not move)")
                        if (first := reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "

@@ -43,10 +43,13 @@ class Reach:
     ``first`` is None when nothing moved; else the index of the first scene a moved file
     reaches (the number of scenes when only the book-wide tasks are reached, e.g. the
     manuscript). ``files`` are the stamp's (by folder), for the next stamp of a partial build.
+    ``checked``: how many tasks were checked against their build records to find it (0:
+    the stamp said so).
     """
 
     first: int | None
     files: dict
+    checked: int = 0
 
 
 def env_key() -> list[str | None]:

@@ -8,6 +8,8 @@ import pytest
 from support.project import executed
 
 BOOK = "workspace/books/example/book.json"
+PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit")
 PRICE = {"offline-1": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
 
 
@@ -115,8 +117,11 @@ def test_progress_reporter_counts_tasks_calls_and_cost(project):
     out = project.build("--reporter", "scenemake").stdout  # the stamp's fast path
     assert "1/1 tasks  ran 1  up-to-date 0" in out
     (project.root / "workspace" / ".scenemake" / "books" / "example.stamp.json").unlink()
-    out = project.build("--reporter", "scenemake").stdout  # every task checked
-    assert "50/50 tasks  ran 1  up-to-date 49" in out
+    out = project.build("--reporter", "scenemake").stdout  # checked against the records
+    assert "1/1 tasks  ran 1  up-to-date 0" in out
+    assert "all 49 task(s) match their build records" in " ".join(out.split())
+    out = project.build("--reporter", "scenemake", "guard", *PHASES, "manuscript").stdout
+    assert "50/50 tasks  ran 1  up-to-date 49" in out  # every task checked by doit
 
 
 @pytest.mark.slow

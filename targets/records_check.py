@@ -1,0 +1,134 @@
+"""The full path's no-op without doit: a book's tasks checked against their records.
+
+With no stamp to go by (after a named run, a forget, a new install), a plain ``doit``
+would load every task of the book and let doit check each one. Most such runs find
+nothing to do. This check reads the build DB once, read-only, and decides for each task
+what doit would decide - its record, the checker and the file deps doit saved, each
+dep's state through the same checker, its targets, its up-to-date rules - and what the
+guard would (templates as recorded, outputs as written, no ledger left behind). It only
+ever answers "up to date" where doit would; any doubt stops it at that scene, and doit
+checks from there on. Scenes before the first that fails need not load at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from pipeline.book.rules import changed_templates
+from pipeline.core import builddb
+from pipeline.core.hashing import hash_file
+from targets.checker import Blake3Checker
+from targets.uptodate import InputsUnchanged
+
+_CHECKER = Blake3Checker.__name__
+
+
+class RecordsCheck:
+    """A build DB read once, read-only, and the files its tasks name, stat'ed once each."""
+
+    def __init__(self, records: dict[str, str], outputs: dict[str, list | None],
+                 generation: int):
+        self.generation = generation  # of the records read: the stamp's
+        self._records = records
+        self._outputs = outputs
+        self._stats: dict[str, os.stat_result | None] = {}
+        self._checker = Blake3Checker()
+        self.checked = 0
+        # path -> (mtime_ns, size) as stat'ed now, with the first scene that reads or
+        # writes it: the stamp's rows (pipeline/book/stamp.py)
+        self.files: dict[str, tuple[int, int, int]] = {}
+
+    @classmethod
+    def open(cls, db_path: Path, package_dir: str) -> RecordsCheck | None:
+        """The DB's records, if doit could use them as they are: no migration pending, no
+        ledger left behind by a kill, no failure on record, scenemake's own files at the
+        folder the records name. None otherwise (doit opens the DB and checks)."""
+        try:
+            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5,
+                                   isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            conn.execute("begin")  # one snapshot: a run committing meanwhile is not half-read
+            if builddb.SCHEMA.pending(conn) or builddb.RECORDS.pending(conn):
+                return None
+            if conn.execute("select 1 from sm_dirty union all select 1 from sm_failures "
+                            "limit 1").fetchone():
+                return None
+            row = conn.execute(
+                "select value from sm_settings where key='package_dir'").fetchone()
+            if row is None or row[0] != package_dir:
+                return None
+            records = dict(conn.execute("select task_id, task_data from doit"))
+            outputs = {path: json.loads(state) if state else None for path, state in
+                       conn.execute("select path, state from sm_outputs")}
+            generation = conn.execute(
+                "select n from sm_meta where key='generation'").fetchone()
+        except (sqlite3.Error, ValueError):
+            return None
+        finally:
+            conn.close()
+        return cls(records, outputs, generation[0] if generation else 0)
+
+    def _stat(self, path: str) -> os.stat_result | None:
+        try:
+            return self._stats[path]
+        except KeyError:
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            self._stats[path] = st
+            return st
+
+    def task(self, task: dict, index: int, templates: dict[str, str] | None = None) -> bool:
+        """True when doit would find ``task`` (a task dict as dodo.py yields it, ``name``
+        its full name) up to date and the guard would find nothing: its files are then
+        noted as read or written first by scene ``index``."""
+        raw = self._records.get(task["name"])
+        if raw is None:
+            return False
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return False
+        file_dep = list(task.get("file_dep") or ())
+        if (record.get("checker:") != _CHECKER or "ignore:" in record or not file_dep
+                or set(record.get("deps:") or ()) != set(file_dep)):
+            return False
+        digests = {}
+        for dep in file_dep:
+            st, state = self._stat(dep), record.get(dep)
+            if st is None or self._checker.check_modified(dep, st, state):
+                return False
+            digests[dep] = state[2]
+        values = record.get("_values_:") or {}
+        for rule in task.get("uptodate") or ():
+            # the book's one rule in a run; any other is doit's to call
+            if not isinstance(rule, InputsUnchanged) or not rule(None, values):
+                return False
+        if templates and changed_templates(
+                values.get("template_set"),
+                {role: {"path": p, "hash": digests.get(p)} for role, p in templates.items()}):
+            return False
+        targets = list(task.get("targets") or ())
+        for target in targets:
+            if not self._written_as_recorded(target):
+                return False
+        self.checked += 1
+        for path in file_dep + targets:
+            if path not in self.files:
+                st = self._stats[path]
+                self.files[path] = (st.st_mtime_ns, st.st_size, index)
+        return True
+
+    def _written_as_recorded(self, path: str) -> bool:
+        """The file is there with the content the build last wrote (not edited by hand)."""
+        st, state = self._stat(path), self._outputs.get(path)
+        if st is None or not state or len(state) != 3:
+            return False
+        return ((st.st_mtime_ns, st.st_size) == (state[0], state[1])
+                or hash_file(path, st) == state[2])

@@ -1,0 +1,230 @@
+"""The full path's no-op without doit (targets/records_check.py): with no stamp to go by,
+a plain ``doit`` checks the book's tasks against their records before loading any, and
+answers "up to date" only where doit itself would (issue #14: the full-path no-op)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from support.project import Project, executed
+
+from pipeline.core.hashing import hash_file
+from targets.records_check import RecordsCheck
+from targets.uptodate import InputsUnchanged
+
+STAMP = "workspace/.scenemake/books/example.stamp.json"
+SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
+          "ch002_sc003"]
+PHASES = ["plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit"]
+# every default task named: a run that is not plain, so doit checks every task itself
+DOIT_CHECKS = ("guard", *PHASES, "manuscript", "_stamp")
+
+
+# -- the check, task by task --------------------------------------------------------------
+def _state(path) -> list:
+    st = os.stat(path)
+    return [st.st_mtime_ns, st.st_size, hash_file(str(path), st)]
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A task reading ``a.txt`` and the template ``t.j2``, writing ``out.txt``; its record
+    as doit saved it and the output as the build recorded it."""
+    dep, tpl, out = (tmp_path / n for n in ("a.txt", "t.j2", "out.txt"))
+    dep.write_text("input")
+    tpl.write_text("template")
+    out.write_text("output")
+    record = {"checker:": "Blake3Checker", "deps:": [str(dep), str(tpl)],
+              str(dep): _state(dep), str(tpl): _state(tpl),
+              "_values_:": {"inputs_hash": "h1",
+                            "template_set": {"phase": {"path": str(tpl),
+                                                       "hash": _state(tpl)[2]}}}}
+    task = {"name": "write:s1", "file_dep": [str(dep), str(tpl)], "targets": [str(out)],
+            "uptodate": [InputsUnchanged("write:s1", lambda: "h1", dict)]}
+    return dep, tpl, out, record, task
+
+
+def _check(record: dict | None, outputs: dict, task: dict, template: str) -> bool:
+    records = {} if record is None else {task["name"]: json.dumps(record)}
+    check = RecordsCheck(records, outputs, generation=1)
+    return check.task(task, 0, {"phase": template})
+
+
+def test_a_task_whose_record_matches_is_up_to_date_and_its_files_noted(files):
+    dep, tpl, out, record, task = files
+    check = RecordsCheck({"write:s1": json.dumps(record)}, {str(out): _state(out)}, 1)
+    assert check.task(task, 3, {"phase": str(tpl)})
+    assert check.checked == 1
+    assert {p: entry[2] for p, entry in check.files.items()} == {
+        str(dep): 3, str(tpl): 3, str(out): 3}
+    # touched, same content: up to date (as the checker's hash says)
+    os.utime(dep, ns=(1, 1))
+    assert _check(record, {str(out): _state(out)}, task, str(tpl))
+
+
+@pytest.mark.parametrize("change", [
+    "no record", "another checker", "ignored", "a dep added", "a dep edited", "inputs changed",
+    "template recorded otherwise", "output missing", "output edited by hand", "no output row",
+    "no deps"])
+def test_whatever_doit_or_the_guard_would_act_on_is_not_up_to_date(files, change):
+    dep, tpl, out, record, task = files
+    outputs = {str(out): _state(out)}
+    if change == "no record":
+        record = None
+    elif change == "another checker":
+        record["checker:"] = "MD5Checker"
+    elif change == "ignored":
+        record["ignore:"] = "1"
+    elif change == "a dep added":
+        extra = dep.with_name("b.txt")
+        extra.write_text("more")
+        task["file_dep"] = [*task["file_dep"], str(extra)]
+    elif change == "a dep edited":
+        dep.write_text("changed")
+    elif change == "inputs changed":
+        task["uptodate"] = [InputsUnchanged("write:s1", lambda: "h2", dict)]
+    elif change == "template recorded otherwise":
+        record["_values_:"]["template_set"]["phase"]["hash"] = "0" * 64
+    elif change == "output missing":
+        out.unlink()
+    elif change == "output edited by hand":
+        out.write_text("edited")
+    elif change == "no output row":
+        outputs = {}
+    elif change == "no deps":  # doit never finds such a task up to date
+        task["file_dep"], record["deps:"] = [], []
+    assert not _check(record, outputs, task, str(tpl))
+
+
+def test_a_rule_it_does_not_know_is_left_to_doit(files):
+    _dep, tpl, out, record, task = files
+    task["uptodate"] = [*task["uptodate"], lambda: True]
+    assert not _check(record, {str(out): _state(out)}, task, str(tpl))
+
+
+# -- plain doit without a stamp -----------------------------------------------------------
+def loaded(project, *args: str) -> tuple[set[str], object]:
+    report = project.root / "loaded.json"
+    report.unlink(missing_ok=True)
+    proc = project.doit(*args, env={"SCENEMAKE_LOADED_TASKS": str(report)})
+    return set(json.loads(report.read_text())), proc
+
+
+def scenes_of(names: set[str]) -> set[str]:
+    return {n.partition(":")[2] for n in names if n.partition(":")[0] in PHASES
+            and n.partition(":")[2]}
+
+
+@pytest.mark.slow
+def test_without_a_stamp_a_no_op_checks_the_records_loads_no_task_and_stamps(built):
+    (built.root / STAMP).unlink()
+    calls = len(built.calls())
+    names, proc = loaded(built)
+    assert proc.returncode == 0, proc.out
+    assert executed(proc) == ["guard"] and scenes_of(names) == set()
+    assert ("nothing changed: all 49 task(s) match their build records (checked without "
+            "loading them; stamped), no LLM call") in proc.stdout
+    assert len(built.calls()) == calls
+    assert (built.root / STAMP).exists()
+    _, proc = loaded(built)
+    assert "nothing changed since the last complete build" in proc.stdout  # the stamp's
+
+
+def _twins(built, tmp_path) -> tuple[Project, Project]:
+    """The built book and a copy of it, neither with a stamp."""
+    other = Project(tmp_path / "doit")
+    shutil.copytree(built.root, other.root, symlinks=True)
+    for p in (built, other):
+        (p.root / STAMP).unlink()
+    return built, other
+
+
+def _same_run(checked: Project, by_doit: Project, *args: str) -> tuple[set[str], object]:
+    """Run a plain doit on ``checked`` and doit's own checks on ``by_doit``: the same
+    tasks run, the same calls are paid, the same files result."""
+    names, proc = loaded(checked, *args)
+    _, full = loaded(by_doit, *DOIT_CHECKS, *args)
+    assert proc.returncode == full.returncode, proc.out + full.out
+    ran = [t for t in executed(full) if t != "_stamp"]
+    assert [t for t in executed(proc) if t != "_stamp"] == \
+        [t for t in ran if t.partition(":")[2] in scenes_of(names) or ":" not in t]
+    assert set(ran) - set(executed(proc)) <= {"_stamp"}  # nothing doit ran is skipped
+    assert [c["request_hash"] for c in checked.calls()] == \
+        [c["request_hash"] for c in by_doit.calls()]
+    assert _built_files(checked.root) == _built_files(by_doit.root)
+    return names, proc
+
+
+def _built_files(root) -> dict[str, bytes]:
+    """Every artifact and the manuscript (ledgers carry timestamps: compared elsewhere)."""
+    draft = root / "workspace" / "books" / "example" / "draft"
+    return {str(p.relative_to(draft)): p.read_bytes() for p in sorted(draft.rglob("*"))
+            if p.is_file() and "phase_history" not in p.parts}
+
+
+@pytest.mark.slow
+def test_without_a_stamp_it_runs_what_doit_runs(built, tmp_path):
+    checked, by_doit = _twins(built, tmp_path)
+    outline = "workspace/books/example/outline.json"
+
+    def brief(p):
+        p.edit_json(outline, lambda d: d["chapters"][1]["scenes"][0].update(
+            brief="The tide turns while they argue on the pier."))
+
+    # a brief in the middle: the scenes before it are not even loaded
+    for p in (checked, by_doit):
+        brief(p)
+    names, proc = _same_run(checked, by_doit)
+    assert scenes_of(names) == set(SCENES[3:])
+    assert "3 earlier scene(s) unchanged (checked against their build records)" in proc.stdout
+
+    # a named run leaves the stamp behind the DB: the next plain doit checks the records
+    for p in (checked, by_doit):
+        p.edit_json(outline, lambda d: d["chapters"][1]["scenes"][2].update(
+            brief="Fog rolls over the pier."))
+        assert p.doit("write:ch002_sc003").returncode == 0
+    names, _ = _same_run(checked, by_doit)
+    assert scenes_of(names) == {"ch002_sc003"}
+
+    # a touched file with the same content, a deleted artifact, a forgotten task
+    for p in (checked, by_doit):
+        prose = p.artifact("ch001_sc002", "write/prose.md")
+        os.utime(prose, ns=(10**18, 10**18))
+        p.artifact("ch002_sc002", "continuity_pack/pack.json").unlink()
+        (p.root / STAMP).unlink()
+    names, _ = _same_run(checked, by_doit)
+    assert scenes_of(names) == set(SCENES[4:])
+    for p in (checked, by_doit):
+        assert p.doit("forget", "lint:ch001_sc003").returncode == 0
+    names, _ = _same_run(checked, by_doit)
+    assert scenes_of(names) == set(SCENES[2:])
+
+    # the book's settings: every scene, through doit
+    for p in (checked, by_doit):
+        p.edit_json("workspace/books/example/book.json", lambda d: d.update(title="Another"))
+    names, _ = _same_run(checked, by_doit)
+    assert scenes_of(names) == set(SCENES)
+
+
+@pytest.mark.slow
+def test_without_a_stamp_hand_edits_and_prompt_changes_are_still_refused(built, tmp_path):
+    checked, by_doit = _twins(built, tmp_path)
+    for p in (checked, by_doit):
+        prose = p.artifact("ch001_sc003", "write/prose.md")
+        prose.write_text(prose.read_text() + "An edit.\n")
+    names, proc = _same_run(checked, by_doit)
+    assert proc.returncode != 0 and "edited by hand" in proc.out
+    assert scenes_of(names) == set(SCENES[2:])
+    assert checked.artifact("ch001_sc003", "write/prose.md").read_text().endswith("An edit.\n")
+    for p in (checked, by_doit):
+        assert p.doit("force_resume=1").returncode == 0
+        tpl = p.root / "workspace/books/example/templates"
+        tpl.mkdir(exist_ok=True)
+        (tpl / "write.j2").write_text("Write the scene.\n")  # a book's own template
+        (p.root / STAMP).unlink(missing_ok=True)
+    _, proc = _same_run(checked, by_doit)
+    assert proc.returncode != 0 and "prompt template" in proc.out
