@@ -73,11 +73,10 @@ def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
     Used as an up-to-date check, so editing one scene's brief replans only that scene.
     """
     cfg = book.config
-    model = cfg.model.model_dump()
     if phase == "plan":
         prev = book.previous(scene.id)
         data: Any = [scene.model_dump(), prev.model_dump() if prev else None,
-                     cfg.title, cfg.premise, cfg.style.model_dump(), model,
+                     cfg.title, cfg.premise, cfg.style.model_dump(), cfg.model.model_dump(),
                      _chapter(book, scene.id).title]
     elif phase == "preflight":
         data = [scene.new_characters and [c.model_dump() for c in scene.new_characters],
@@ -85,7 +84,7 @@ def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
     elif phase == "lint":
         data = cfg.lint.model_dump()
     elif PHASE[phase].llm:
-        data = [cfg.title, cfg.premise, cfg.style.model_dump(), model]
+        data = [cfg.title, cfg.premise, cfg.style.model_dump(), cfg.model.model_dump()]
     else:
         data = None
     return hash_json(data)
