@@ -23,7 +23,8 @@ Steps (all under ``--workdir``, default ``/tmp/scenemake-bench-<scenes>``):
 4. Timed no-ops, interleaved, ``--runs`` times each after one untimed warm-up:
    ``make -f Makefile -j1``, ``make -q -f Makefile``, plain doit on ``plain_dodo.py``,
    ``python -m doit`` (as a user runs it: the stamp's fast path), the same without the
-   stamp (the full path: every task loaded and checked), ``python -m doit list``
+   stamp (the full path: every task checked against its build record, none loaded), doit
+   naming every default task (doit loads and checks each itself), ``python -m doit list``
    (task loading only) and ``python -c "import ..."`` (the interpreter and the modules
    a run imports: the fixed start-up cost). Each doit no-op is checked: no task but
    ``guard`` ran, and the scenemake one made no LLM call.
@@ -57,6 +58,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from synth_book import write_book  # noqa: E402
+
+# the book's phases, in pipeline order (pipeline/book/phase_table.py)
+PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit")
 
 BOOK = "synth"
 # Interpreter start plus every module a no-op imports, without loading the book.
@@ -327,9 +332,14 @@ def main(argv: list[str] | None = None) -> None:
         "make -q": (["make", "-q", "-f", "Makefile"], tree, None, (0, 1)),
         "plain doit md5 (no-op)": (doit_cmd("-f", "plain_dodo.py"), tree, env, (0,)),
         "python -m doit (no-op)": (doit_cmd(), project, env, (0,)),
-        # without a stamp (removed before each run), every task loads and is checked,
-        # then the stamp is written again: what the first no-op after a named run costs
+        # without a stamp (removed before each run): every task checked against its
+        # build record before doit loads any, then the stamp is written again (what the
+        # first no-op after a named run costs)
         "full path doit (no-op)": (doit_cmd(), project, env, (0,)),
+        # every default task named, so that doit loads and checks each one itself (the
+        # full path before the records check; the stamp is left as it is)
+        "doit checks every task": (doit_cmd("guard", *PHASES, "manuscript"), project, env,
+                                   (0,)),
         "python -m doit list": (doit_cmd("list"), project, env, (0,)),
         "python import only": ([sys.executable, "-c", IMPORTS], project, env, (0,)),
     }
@@ -342,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             if name.startswith("full path"):
                 (project / "workspace" / ".scenemake" / "books" / f"{BOOK}.stamp.json").unlink()
             elapsed, cpu, proc = timed_cpu(cmd, cwd, cenv, ok)
-            if name.endswith("doit (no-op)") or name.startswith("plain"):
+            if name.endswith(("doit (no-op)", "every task")) or name.startswith("plain"):
                 check_doit_noop(proc)
             if i:
                 times[name].append(elapsed)
