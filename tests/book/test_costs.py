@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.project import executed
+from support.project import PHASES, executed
 
 BOOK = "workspace/books/example/book.json"
-PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
-          "commit")
 PRICE = {"offline-1": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}
 
 

@@ -6,25 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.project import executed
+from support.project import PHASES, built_files, executed, loaded, scenes_of
 
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
           "ch002_sc003"]
-PHASES = ["plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
-          "commit"]
-
-
-def loaded(project, *args: str) -> tuple[set[str], object]:
-    """The tasks a doit command built (as the loader reports them), and the process."""
-    report = project.root / "loaded.json"
-    report.unlink(missing_ok=True)
-    proc = project.doit(*args, env={"SCENEMAKE_LOADED_TASKS": str(report)})
-    return set(json.loads(report.read_text())), proc
-
-
-def scenes_of(names: set[str]) -> set[str]:
-    return {n.partition(":")[2] for n in names if n.partition(":")[0] in PHASES
-            and n.partition(":")[2]}
 
 
 @pytest.mark.slow
@@ -143,14 +128,6 @@ def _brief(project, chapter: int, scene: int, text: str) -> None:
     project.edit_json(OUTLINE, lambda d: d["chapters"][chapter]["scenes"][scene].update(brief=text))
 
 
-def _built_files(root) -> dict[str, bytes]:
-    """What a build leaves that a user reads: every artifact and the manuscript (ledgers
-    and kept versions carry timestamps and are compared by their contents elsewhere)."""
-    draft = root / "workspace" / "books" / "example" / "draft"
-    return {str(p.relative_to(draft)): p.read_bytes() for p in sorted(draft.rglob("*"))
-            if p.is_file() and "phase_history" not in p.parts}
-
-
 def _stamp_shape(root) -> tuple:
     data = json.loads((root / STAMP).read_text())
     return data["outline"], [(folder + name, size, at) for folder, rows in data["files"].items()
@@ -187,7 +164,7 @@ def test_a_changed_brief_loads_only_the_scenes_it_reaches_and_builds_what_the_fu
                               if t.partition(":")[2] in ("", "ch002_sc002", "ch002_sc003")]
     assert [c["request_hash"] for c in built.calls()[before:]] == \
         [c["request_hash"] for c in full.calls()[before:]]
-    assert _built_files(built.root) == _built_files(full.root)
+    assert built_files(built.root) == built_files(full.root)
     for sid in SCENES:
         assert built.ledger(sid)["phases"].keys() == full.ledger(sid)["phases"].keys()
     # and the stamp it leaves says what a full build's stamp says

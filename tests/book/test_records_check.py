@@ -9,7 +9,7 @@ import os
 import shutil
 
 import pytest
-from support.project import Project, executed
+from support.project import PHASES, Project, built_files, executed, loaded, scenes_of
 
 from pipeline.core.hashing import hash_file
 from targets.records_check import RecordsCheck
@@ -18,8 +18,6 @@ from targets.uptodate import InputsUnchanged
 STAMP = "workspace/.scenemake/books/example.stamp.json"
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
           "ch002_sc003"]
-PHASES = ["plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
-          "commit"]
 # every default task named: a run that is not plain, so doit checks every task itself
 DOIT_CHECKS = ("guard", *PHASES, "manuscript", "_stamp")
 
@@ -107,18 +105,6 @@ def test_a_rule_it_does_not_know_is_left_to_doit(files):
 
 
 # -- plain doit without a stamp -----------------------------------------------------------
-def loaded(project, *args: str) -> tuple[set[str], object]:
-    report = project.root / "loaded.json"
-    report.unlink(missing_ok=True)
-    proc = project.doit(*args, env={"SCENEMAKE_LOADED_TASKS": str(report)})
-    return set(json.loads(report.read_text())), proc
-
-
-def scenes_of(names: set[str]) -> set[str]:
-    return {n.partition(":")[2] for n in names if n.partition(":")[0] in PHASES
-            and n.partition(":")[2]}
-
-
 @pytest.mark.slow
 def test_without_a_stamp_a_no_op_checks_the_records_loads_no_task_and_stamps(built):
     def shape() -> tuple:
@@ -162,15 +148,8 @@ def _same_run(checked: Project, by_doit: Project, *args: str) -> tuple[set[str],
     assert set(ran) - set(executed(proc)) <= {"_stamp"}  # nothing doit ran is skipped
     assert [c["request_hash"] for c in checked.calls()] == \
         [c["request_hash"] for c in by_doit.calls()]
-    assert _built_files(checked.root) == _built_files(by_doit.root)
+    assert built_files(checked.root) == built_files(by_doit.root)
     return names, proc
-
-
-def _built_files(root) -> dict[str, bytes]:
-    """Every artifact and the manuscript (ledgers carry timestamps: compared elsewhere)."""
-    draft = root / "workspace" / "books" / "example" / "draft"
-    return {str(p.relative_to(draft)): p.read_bytes() for p in sorted(draft.rglob("*"))
-            if p.is_file() and "phase_history" not in p.parts}
 
 
 @pytest.mark.slow

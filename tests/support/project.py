@@ -69,6 +69,34 @@ def executed(proc) -> list[str]:
     return [line[3:].strip() for line in proc.stdout.splitlines() if line.startswith(".  ")]
 
 
+# the book's phases, in pipeline order (pipeline/book/phase_table.py)
+PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repair", "lint",
+          "commit")
+
+
+def loaded(project: Project, *args: str) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The tasks a doit command built (as scenemake's task loader reports them), and the
+    process."""
+    report = project.root / "loaded.json"
+    report.unlink(missing_ok=True)
+    proc = project.doit(*args, env={"SCENEMAKE_LOADED_TASKS": str(report)})
+    return set(json.loads(report.read_text())), proc
+
+
+def scenes_of(names: set[str]) -> set[str]:
+    """The scenes whose phase tasks are among ``names``."""
+    return {n.partition(":")[2] for n in names if n.partition(":")[0] in PHASES
+            and n.partition(":")[2]}
+
+
+def built_files(root: Path) -> dict[str, bytes]:
+    """What a build leaves that a user reads: every artifact and the manuscript (ledgers
+    and kept versions carry timestamps and are compared by their contents elsewhere)."""
+    draft = root / "workspace" / "books" / "example" / "draft"
+    return {str(p.relative_to(draft)): p.read_bytes() for p in sorted(draft.rglob("*"))
+            if p.is_file() and "phase_history" not in p.parts}
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its content."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
