@@ -17,14 +17,14 @@ from doit.cmd_base import DodoTaskLoader
 
 
 class SceneLoader(DodoTaskLoader):
-    """dodo.py's tasks, built for what the command names (see ``targets.book.select``)."""
+    """dodo.py's tasks, built for what the command names (see ``targets.book.tasks.select``)."""
 
     def load_tasks(self, cmd, pos_args):
         """Tell the book which tasks ``cmd`` names, then build the tasks with the
         collector off: its passes walk every object made so far, so loading N tasks cost
         O(N^2) (bench/README.md section 10). The tasks live until the process exits, so they
         are frozen out of later passes too; the collector is on again afterwards."""
-        from targets import book
+        from targets.book import tasks as book
 
         book.select(cmd.name, list(pos_args))
         was_enabled = gc.isenabled()

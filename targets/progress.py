@@ -63,7 +63,7 @@ class RunSummary:
         """The end-of-run line of a book run (None when the run built no book task)."""
         if not self.book_run:
             return None
-        from targets.book import _reach, _target, fast, reached_from
+        from targets.book.tasks import _reach, _target, fast, reached_from
 
         ws, name, _ = _target()
         draft = ws.book_dir(name) / "draft"

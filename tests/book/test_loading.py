@@ -92,7 +92,7 @@ def test_the_loader_keeps_the_collector_off_while_tasks_are_built(monkeypatch):
     made, and the collector is on again afterwards (with the tasks frozen out of it)."""
     import gc
 
-    from targets import book
+    from targets.book import tasks as book
     from targets.loader import SceneLoader
 
     monkeypatch.setattr(book, "_selection", book._Selection())
@@ -234,7 +234,7 @@ def test_the_fast_no_op_imports_no_model_stack(built):
                           text=True, timeout=120)
     assert "nothing changed since the last complete build" in proc.stdout, proc.stdout
     modules = set(proc.stdout.rpartition("MODULES ")[2].split())
-    assert "targets.book" in modules  # the probe saw the run
+    assert "targets.book.tasks" in modules  # the probe saw the run
     heavy = {m for m in modules if m.partition(".")[0] in
              ("pydantic", "jsonschema", "jinja2", "httpx", "rich")
              or m.startswith(("pipeline.llm", "pipeline.book.models"))}
@@ -251,7 +251,7 @@ def test_only_how_tasks_run_or_report_keeps_a_run_plain(args, plain):
     """A plain run may use the stamp: options of how tasks run (``-n 4 -P thread``, as the
     README suggests) do not change what is up to date; ``-a``, a task name, a command or
     another dodo file do."""
-    from targets.book import _plain_run
+    from targets.book.tasks import _plain_run
 
     assert _plain_run(args) is plain
 
@@ -266,7 +266,7 @@ def test_an_outline_edited_during_a_run_is_not_stamped_as_built(built):
     _brief(built, 1, 2, "Fog rolls over the pier.")  # a change for this run to build
     probe = (
         "import json, os, runpy, sys, doit\n"
-        "import targets.book as book\n"
+        "import targets.book.tasks as book\n"
         "real = book._write_stamp\n"
         "def late_edit():\n"
         f"    path = {OUTLINE!r}\n"

@@ -1,4 +1,4 @@
-"""The full path's no-op without doit (targets/records_check.py): with no stamp to go by,
+"""The full path's no-op without doit (targets/book/records_check.py): with no stamp to go by,
 a plain ``doit`` checks the book's tasks against their records before loading any, and
 answers "up to date" only where doit itself would (issue #14: the full-path no-op)."""
 
@@ -12,8 +12,8 @@ import pytest
 from support.project import PHASES, Project, built_files, executed, loaded, scenes_of
 
 from pipeline.core.hashing import hash_file
-from targets.records_check import RecordsCheck
-from targets.uptodate import InputsUnchanged
+from targets.book.records_check import RecordsCheck
+from targets.book.uptodate import InputsUnchanged
 
 STAMP = "workspace/.scenemake/books/example.stamp.json"
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",

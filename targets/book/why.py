@@ -15,8 +15,8 @@ from doit.cmd_base import DoitCmdBase
 from doit.exceptions import InvalidCommand
 
 from pipeline.core.builddb import SceneDB
-from targets.project import scene_db
-from targets.uptodate import InputsUnchanged
+from targets.book.uptodate import InputsUnchanged
+from targets.command import scene_db
 
 _PRE_STATES = ("post_state.json", "state.json")
 SHOWN = 12  # causes printed per task; a group of a big book has one per stale scene
@@ -211,7 +211,7 @@ class Why(DoitCmdBase):
             db = scene_db(self.name, self.dep_manager)
             if not pos_args:
                 raise InvalidCommand("doit why needs a task, e.g. doit why write:ch001_sc001")
-            from targets.book import context
+            from targets.book.tasks import context
 
             book, _ = context()
             explainer = Explainer(self.task_list, self.dep_manager, db,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from doit.cmd_base import DoitCmdBase
 
 from pipeline.core.errors import UserError
-from targets.project import command_db
+from targets.command import command_db
 
 HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
 
@@ -15,7 +15,7 @@ def _task(arg: str):
     """(book, task id, the phase's files name -> path) for ``PHASE:SCENE``."""
     from pipeline.book import phases
     from pipeline.book.workspace import PHASES, check_scene_id
-    from targets.book import context
+    from targets.book.tasks import context
 
     phase, _, sid = arg.partition(":")
     if phase not in PHASES or not sid:
@@ -197,7 +197,7 @@ class Gc(_VersionCommand):
     doc_description = None
 
     def run(self, db, args, **opts) -> int:
-        from targets.book import context
+        from targets.book.tasks import context
 
         if args:
             raise UserError("gc takes no arguments")

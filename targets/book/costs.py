@@ -32,7 +32,7 @@ class Cost(DoitCmdBase):
         from doit.exceptions import InvalidCommand
         from rich.table import Table
 
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
 
@@ -40,7 +40,7 @@ class Cost(DoitCmdBase):
         from pipeline.core.errors import UserError
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
-        from targets.book import context
+        from targets.book.tasks import context
 
         book, _ = context()
         self.dep_manager.close()
@@ -129,7 +129,7 @@ class Estimate(DoitCmdBase):
     def _execute(self, pos_args=None):
         from rich.table import Table
 
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         db = require_scenemake(self.name, self.dep_manager)  # elsewhere: one line
 
@@ -137,8 +137,8 @@ class Estimate(DoitCmdBase):
         from pipeline.book.workspace import LLM_PHASES, PHASES
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable
-        from targets.book import context
-        from targets.commands import downstream
+        from targets.book.commands import downstream
+        from targets.book.tasks import context
 
         book, _ = context()
         tasks = {t.name: t for t in self.task_list}
@@ -205,7 +205,7 @@ class Estimate(DoitCmdBase):
 
 def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 12) -> list[str]:
     """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
-    from targets.why import Explainer
+    from targets.book.why import Explainer
 
     explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()))
     lines = []

@@ -33,8 +33,8 @@ from pipeline.core import builddb
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_file
 from targets.backend import BuildDBError  # noqa: F401  (the backend plugin, loaded by doit)
+from targets.book.uptodate import ExplainedOnInfo, InputsUnchanged
 from targets.checker import Blake3Checker
-from targets.uptodate import ExplainedOnInfo, InputsUnchanged
 
 if TYPE_CHECKING:
     from pipeline.book import phases
@@ -274,12 +274,12 @@ def _reach():
 
 def _records_reach():
     """No stamp to go by: the book's tasks checked against their records, scene by scene
-    (targets/records_check.py), before doit loads any. All up to date: stamped, and the
+    (targets/book/records_check.py), before doit loads any. All up to date: stamped, and the
     fast path. Else the scenes before the first one that is not need not load (they read
     nothing a later scene writes). None: from the first scene, doit checks everything."""
     from pipeline.book import stamp
     from pipeline.core.jsonio import display_path
-    from targets.records_check import RecordsCheck
+    from targets.book.records_check import RecordsCheck
 
     ws, name, _ = _target()
     check = RecordsCheck.open(ws.db_path(name), display_path(PACKAGE_DIR))

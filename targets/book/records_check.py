@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pipeline.core import builddb
 from pipeline.core.hashing import hash_file
+from targets.book.uptodate import InputsUnchanged
 from targets.checker import Blake3Checker
-from targets.uptodate import InputsUnchanged
 
 _CHECKER = Blake3Checker.__name__
 

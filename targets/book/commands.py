@@ -75,7 +75,7 @@ class RerunFrom(Run):
                  reporter="console", num_process=0, par_type="process", single=False,
                  auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
                  pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
         from pipeline.book.workspace import LLM_PHASES, PHASES, check_scene_id
@@ -125,7 +125,7 @@ class RerunFrom(Run):
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")
-        from targets.book import doit_config
+        from targets.book.tasks import doit_config
 
         self.sel_tasks = doit_config()["default_tasks"]  # then build, as a plain `doit` would
         self.control = None
@@ -151,10 +151,10 @@ class Ledger(DoitCmdBase):
     def _execute(self, pos_args=None, as_json=False):
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
-        from targets.project import command_db
+        from targets.command import command_db
 
         with command_db(self.name, self.dep_manager) as db:
-            from targets.book import context
+            from targets.book.tasks import context
 
             if not pos_args or len(pos_args) != 1:
                 raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
@@ -181,10 +181,10 @@ class Reset(DoitCmdBase):
 
     def _execute(self, pos_args=None):
         from pipeline.book.workspace import PHASES
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-        from targets.book import context
+        from targets.book.tasks import context
 
         book, _ = context()
         db = _scene_db(self.dep_manager)
@@ -234,7 +234,7 @@ class Verify(DoitCmdBase):
 
         from pipeline.book import stamp
         from pipeline.core.hashing import hash_file
-        from targets.book import _stamp_path, context
+        from targets.book.tasks import _stamp_path, context
 
         if pos_args:
             raise InvalidCommand("verify takes no arguments")
