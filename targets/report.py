@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from doit.cmd_base import DoitCmdBase
-
 from pipeline.core.errors import UserError
-from targets.command import command_db
+from targets.command import BookCommand
 
 LAST_DIFFS = 8  # the most recent changes shown with their diff
 
@@ -141,7 +139,7 @@ def _unit_report(args: list[str]) -> Path:
     return target
 
 
-class Report(DoitCmdBase):
+class Report(BookCommand):
     """``doit report``: one self-contained HTML page for the book."""
 
     name = "report"
@@ -157,20 +155,15 @@ class Report(DoitCmdBase):
                        "continuity findings. For a scenario pack run (pack:RUN_DIR, written "
                        "beside it as RUN_DIR.report.html): the acceptance gate and each "
                        "step's truth, business and judge reviews side by side.")
-    cmd_options = ()
-
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         from pipeline.book.report import render
         from pipeline.core.store import atomic_write_text
+        from targets.book.tasks import context
         from targets.book.why import Explainer
 
-        with command_db(self.name, self.dep_manager) as db:
-            if pos_args:
-                target = _unit_report(pos_args)
-                self.outstream.write(f"report: {target.as_posix()}\n")
-                return 0
-            from targets.book.tasks import context
-
+        if args:
+            target = _unit_report(args)
+        else:
             book, _ = context()
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))
