@@ -13,7 +13,8 @@ LAST_DIFFS = 8  # the most recent changes shown with their diff
 
 
 def _calls(book) -> tuple[dict, dict, dict]:
-    """Per phase, per scene and total: calls, hits, tokens paid, cost, cost avoided."""
+    """Per phase, per scene and total: calls, hits, tokens paid, the model's seconds for
+    them, cost, cost avoided."""
     from pipeline.book.workspace import LLM_PHASES
     from pipeline.llm import read_calls
 
@@ -25,6 +26,7 @@ def _calls(book) -> tuple[dict, dict, dict]:
             continue
         hit = c.get("cache") == "hit"
         tokens = 0 if hit else (c.get("tokens_in", 0) + c.get("tokens_out", 0))
+        seconds = 0 if hit else (c.get("latency_ms") or 0) / 1000  # the model's time
         rows = [total, per_phase.setdefault(c.get("phase") or "?", defaultdict(float))]
         if c.get("scene") in per_scene:
             rows.append(per_scene[c["scene"]])
@@ -32,6 +34,7 @@ def _calls(book) -> tuple[dict, dict, dict]:
             row["calls"] += 1
             row["hits"] += hit
             row["tokens"] += tokens
+            row["seconds"] += seconds
             row["cost"] += c.get("cost_usd") or 0.0
             row["avoided"] += c.get("cost_avoided_usd") or 0.0
     return per_phase, per_scene, total

@@ -33,6 +33,7 @@ class Cost(BookCommand):
         from rich.table import Table
 
         from pipeline.book.workspace import LLM_PHASES
+        from pipeline.core.jsonio import display_path
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
         from targets.book.tasks import context
@@ -52,6 +53,14 @@ class Cost(BookCommand):
             calls = [c for c in read_calls(book.workspace.call_log)
                      if c.get("book") == book.name]
         rows = _tally(calls, lambda c: c.get("phase") or "?", "total")
+        if not calls:  # say so, rather than print tables with no rows
+            where = ("the shared call log (every machine)" if all_machines else
+                     "the shared call log (this machine)" if shared is not None else
+                     display_path(book.workspace.call_log))
+            self.outstream.write(f"cost: no LLM calls of book '{book.name}' yet in {where}; "
+                                 "a build (doit) makes them\n")
+            if all_machines:
+                return 0
         table = Table(title=f"LLM cost of book '{book.name}'")
         for col in ("phase", "calls", "cache hits", "tokens in", "tokens out", "spent $",
                     "avoided by cache $"):
@@ -64,7 +73,8 @@ class Cost(BookCommand):
                           f"{int(r['tokens_in'])}", f"{int(r['tokens_out'])}",
                           f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
                           style="bold" if key == "total" else None)
-        _console(self.outstream).print(table)
+        if calls:
+            _console(self.outstream).print(table)
         if all_machines:
             _console(self.outstream).print(_per_machine(calls, book.name))
         # the book's totals beside its phase ledgers, for tools that read files

@@ -172,7 +172,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
                                origin, shared, key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}",
                                pure=False)
         futures[future] = unit
-        print(f"fleet: {unit.name}: queued", file=out, flush=True)
+        print(f"fleet: {unit.name}: queued ({unit.means})", file=out, flush=True)
     totals = {"done": 0, "failed": 0, "calls": 0, "paid": 0, "cost_usd": 0.0}
     skew = ""
     for future in as_completed(futures):
@@ -209,7 +209,8 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
               f"{result['paid']} paid, ${result['cost_usd']:.4f}, {_size(back)} back",
               file=out, flush=True)
     took = time.monotonic() - started
-    print(f"fleet: {len(units)} units: {totals['done']} done, {totals['failed']} failed; "
+    count = f"{len(units)} unit{'' if len(units) == 1 else 's'}"
+    print(f"fleet: {count}: {totals['done']} done, {totals['failed']} failed; "
           f"{totals['calls']} calls, {totals['paid']} paid, ${totals['cost_usd']:.4f}; "
           f"{took:.1f} s", file=out, flush=True)
     if skew:

@@ -145,3 +145,9 @@ def test_estimate_says_why_the_stale_tasks_run(built):
     out = " ".join(built.build("estimate").stdout.split())
     assert "why they run" in out
     assert "plan:ch001_sc001: outline.json: scene ch001_sc001 `brief` changed" in out
+
+
+def test_cost_before_any_call_says_there_were_none(project):
+    proc = project.build("cost")
+    assert proc.stdout == ("cost: no LLM calls of book 'example' yet in "
+                           "workspace/.scenemake/llm_calls.jsonl; a build (doit) makes them\n")

@@ -88,3 +88,22 @@ def test_word_and_json_diffs():
     assert json_diff({"a": 1, "b": [1, 2]}, {"a": 2, "b": [1], "c": "x"}) == [
         "~ a: 1 -> 2", "- b[1]: 2", '+ c: "x"']
     assert json.dumps(json_diff({}, {})) == "[]"
+
+
+def test_a_rewritten_prose_is_shown_side_by_side_not_interleaved():
+    from pipeline.book.versions import COLUMN, diff_files
+
+    old = ("The ferry left the harbour at dawn. Mara watched the gulls.\n\n"
+           "She counted the crates twice, because the manifest was wrong.")
+    new = ("Night fell over the quiet station while the engineer slept.\n\n"
+           "Nobody came; the radio hissed with static until morning.")
+    lines = diff_files("prose", old.encode(), new.encode())
+    assert lines[0] == "prose:" and lines[1].startswith("(rewritten: most words changed")
+    assert not any("[-" in line or "{+" in line for line in lines)  # no word-by-word marks
+    body = lines[4:]
+    assert body[0].startswith("The ferry left") and "| Night fell over" in body[0]
+    assert all(line[COLUMN:COLUMN + 2] == " |" for line in body)
+    assert any(line.startswith("She counted") and "| Nobody came" in line for line in body)
+    # a small edit stays a word diff
+    small = diff_files("prose", old.encode(), old.replace("dawn", "noon").encode())
+    assert small == ["prose:", old.replace("dawn.", "[-dawn.-]{+noon.+}")]
