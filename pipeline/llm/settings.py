@@ -62,16 +62,16 @@ def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
         # Whatever is wrong with it is the environment variable's fault, not the config's.
         provider, sep, name = spec.partition(":")
         plugin = providers.plugin(provider)
-        if plugin is None:
-            raise UserError(f"SCENEMAKE_MODEL={spec}: unknown provider '{provider}'",
-                            fix=f"known: {', '.join(providers.names())}; or unset "
-                                f"SCENEMAKE_MODEL to use the model of {cfg_path}")
         if not sep:  # a bare name: that provider's default model (local: the shipped one)
             name = getattr(plugin, "default_model", None) or ""
         if not name:
             raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
                             fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini, or "
                                 "SCENEMAKE_MODEL=local")
+        if plugin is None:
+            raise UserError(f"SCENEMAKE_MODEL={spec}: unknown provider '{provider}'",
+                            fix=f"known: {', '.join(providers.names())}; or unset "
+                                f"SCENEMAKE_MODEL to use the model of {cfg_path}")
         model.provider, model.model = provider, name
     if os.environ.get("SCENEMAKE_BASE_URL"):
         endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]

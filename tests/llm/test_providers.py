@@ -126,7 +126,7 @@ def test_the_registry_imports_no_provider_until_one_is_used():
 
 @pytest.mark.parametrize("spec, says", [
     ("nonsense:thing", "SCENEMAKE_MODEL=nonsense:thing: unknown provider 'nonsense'"),
-    ("nonsense", "SCENEMAKE_MODEL=nonsense: unknown provider 'nonsense'"),
+    ("nonsense", "SCENEMAKE_MODEL=nonsense is not PROVIDER:MODEL"),
     ("local:/no/such/model.gguf", "SCENEMAKE_MODEL=local:/no/such/model.gguf: model file "),
 ])
 def test_a_bad_scenemake_model_blames_the_variable_not_the_book(project, spec, says):
