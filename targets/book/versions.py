@@ -170,9 +170,11 @@ class Gc(BookCommand):
     """``doit gc``: delete kept files no version refers to any more."""
 
     name = "gc"
-    doc_purpose = "delete kept artifact versions beyond the limit (the first and last 19 stay)"
+    doc_purpose = "delete kept files that no version refers to any more"
     doc_usage = ""
-    doc_description = None
+    doc_description = ("Each phase of a scene keeps its first version and its last 19: adding a "
+                       "version drops the entries beyond that limit from the index, and their "
+                       "files stay until gc deletes them. Nothing else deletes kept files.")
 
     def run(self, db, args) -> int:
         from targets.book.tasks import context
