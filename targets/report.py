@@ -161,13 +161,13 @@ class Report(BookCommand):
     def run(self, db, args) -> int:
         from pipeline.book.report import render
         from pipeline.core.store import atomic_write_text
-        from targets.book.tasks import context
+        from targets.book.run import of_command
         from targets.book.why import Explainer
 
         if args:
             target = _unit_report(args)
         else:
-            book, _ = context()
+            book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))
             page = render(gather(book, db, explainer))

@@ -18,14 +18,13 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
 from pipeline.core.migrations import Migrations
 
-_listeners: list[Callable[[str, str], None]] = []
-_openers: list[Callable[[SceneDB], None]] = []
 # A task's ``result:`` that is all inside its ``_values_:``: stored as its keys.
 _IN_VALUES = "$keys_in_values"
 # Tasks whose records say nothing about the book's state: they do not move the generation.
@@ -73,22 +72,6 @@ class BuildDBError(UserError):
     """The build DB cannot be used (unreadable, locked by another run, disk full)."""
 
 
-def subscribe(listener: Callable[[str, str], None]) -> None:
-    """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed.
-
-    Listeners run in order on one background thread (see ``SceneDB.flush_views``), so
-    the doit thread that saves results never waits on a ledger being written.
-    """
-    if listener not in _listeners:
-        _listeners.append(listener)
-
-
-def on_open(hook: Callable[[SceneDB], None]) -> None:
-    """Call ``hook(db)`` each time doit opens a build DB, before any task is checked."""
-    if hook not in _openers:
-        _openers.append(hook)
-
-
 def current() -> SceneDB:
     """The backend doit opened for this run (actions and checks reach it here)."""
     if _current is None:
@@ -98,6 +81,20 @@ def current() -> SceneDB:
 
 def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a subprocess test
     raise KeyboardInterrupt("SIGTERM")
+
+
+@dataclass(frozen=True)
+class Records:
+    """A build DB's records as one transaction saw them, for deciding without doit: every
+    task's stored record (undecoded JSON), each recorded artifact's row, the generation,
+    and the tasks that failed, wait for their views, or were asked afresh (attempts)."""
+
+    tasks: dict[str, str]
+    outputs: dict[str, tuple[str, str, str | None]]  # path -> (task_id, known, state)
+    generation: int
+    failed: frozenset[str]
+    dirty: frozenset[str]
+    attempts: dict[str, int]
 
 
 class SceneDB:
@@ -136,14 +133,13 @@ class SceneDB:
         self._dirty: set[str] = set()
         self._views: queue.SimpleQueue | None = None
         self._views_thread: threading.Thread | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
         _current = self
         if threading.current_thread() is threading.main_thread():
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
             RECORDS.migrate(self._conn, self)
-            for hook in list(_openers):
-                hook(self)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise BuildDBError(f"{name}: could not update the build DB ({exc})") from exc
@@ -350,6 +346,27 @@ class SceneDB:
                     self._bump()
         return len(changed)
 
+    def snapshot(self) -> Records:
+        """Every record as stored now, read in one read transaction (a writer committing
+        meanwhile is not half-seen)."""
+        with self._lock:
+            self._conn.execute("begin")
+            try:
+                tasks = dict(self._conn.execute("select task_id, task_data from doit"))
+                outputs = {path: (task_id, known, state) for path, task_id, known, state in
+                           self._conn.execute("select path, task_id, known, state "
+                                              "from sm_outputs")}
+                row = self._conn.execute(
+                    "select n from sm_meta where key='generation'").fetchone()
+                failed = frozenset(r[0] for r in self._conn.execute(
+                    "select task_id from sm_failures"))
+                dirty = frozenset(r[0] for r in self._conn.execute(
+                    "select task_id from sm_dirty"))
+                attempts = dict(self._conn.execute("select task_id, n from sm_attempts"))
+            finally:
+                self._conn.execute("commit")
+        return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts)
+
     def stale_views(self) -> list[str]:
         """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""
         with self._lock:
@@ -364,8 +381,17 @@ class SceneDB:
             self._conn.executemany("delete from sm_dirty where task_id=?",
                                    [(t,) for t in task_ids])
 
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed.
+
+        Listeners run in order on one background thread (see ``flush_views``), so the doit
+        thread that saves results never waits on a ledger being written.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
     def _notify(self, task_id: str, what: str) -> None:
-        if not _listeners:
+        if not self._listeners:
             return
         # doit saves every result on its one dispatching thread: a ledger written there
         # (JSON, fsync) would hold back every task waiting to start. The views are
@@ -380,7 +406,7 @@ class SceneDB:
 
     def _write_views(self, views: queue.SimpleQueue) -> None:
         while (item := views.get()) is not None:
-            for listener in list(_listeners):
+            for listener in list(self._listeners):
                 try:
                     listener(*item)
                 except Exception as exc:  # the record stays marked stale: the next run retries

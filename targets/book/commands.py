@@ -85,9 +85,9 @@ class RerunFrom(CommandBase, Run):
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")
-        from targets.book.tasks import doit_config
+        from targets.book.tasks import DEFAULT_TASKS
 
-        self.sel_tasks = doit_config()["default_tasks"]  # then build, as a plain `doit` would
+        self.sel_tasks = list(DEFAULT_TASKS)  # then build, as a plain `doit` would
         self.control = None
         return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
                                 par_type, single, auto_delayed_regex, force_verbosity,
@@ -149,12 +149,12 @@ class Ledger(BookCommand):
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
         from pipeline.core.store import dump_json
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
         if len(args) != 1:
             raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
         sid = check_scene_id(args[0])
-        book, _ = context()
+        book = of_command(self).book
         book.scene(sid)
         data = ledger.export(db, book, sid)
         # --json: the same text as the ledger file
@@ -173,11 +173,11 @@ class Reset(BookCommand):
 
     def run(self, db, args) -> int:
         from pipeline.book.workspace import PHASES
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
         if args:
             raise UserError("reset takes no arguments", fix="doit reset")
-        book, _ = context()
+        book = of_command(self).book
         archived = None
         if book.phase_history.exists() and any(book.phase_history.iterdir()):
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -219,11 +219,11 @@ class Verify(BookCommand):
 
         from pipeline.book import stamp
         from pipeline.core.hashing import hash_file
-        from targets.book.tasks import _stamp_path, context
+        from targets.book.run import of_command
 
         if args:
             raise UserError("verify takes no arguments", fix="doit verify")
-        book, _ = context()
+        of_command(self).book  # noqa: B018  (a bad book is one line before anything is read)
         hidden: dict[str, str] = {}  # path -> the task that recorded it
 
         def hidden_edit(path: str, state) -> bool:
@@ -251,7 +251,7 @@ class Verify(BookCommand):
                     hidden.setdefault(path, task_id)
         # The next plain doit takes the full path, which reads the book's own inputs
         # (book.json, outline.json, state.json) by content, whatever their mtime.
-        stamp.drop(_stamp_path(book.workspace, book.name))
+        stamp.drop(of_command(self).stamp_path)
         for path, task_id in sorted(hidden.items()):
             self.outstream.write(f"changed behind its mtime: {path} (recorded by {task_id})\n")
         if hidden:

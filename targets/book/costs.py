@@ -36,12 +36,12 @@ class Cost(BookCommand):
         from pipeline.core.jsonio import display_path
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
         if args:
             raise UserError("cost takes no arguments", fix="doit cost, or doit cost "
                             "--all-machines")
-        book, _ = context()
+        book = of_command(self).book
         shared = read_shared_calls(book.workspace.root, book.name, all_machines)
         if shared is None and all_machines:
             raise UserError("cost --all-machines reads the shared call log",
@@ -137,11 +137,11 @@ class Estimate(BookCommand):
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable
         from targets.book.commands import downstream
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
         if args:
             raise UserError("estimate takes no arguments", fix="doit estimate")
-        book, _ = context()
+        book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
         stale = [n for n in phase_tasks

@@ -4,23 +4,22 @@
 from __future__ import annotations
 
 from pipeline.core.errors import UserError
+from targets.book.run import of_command
 from targets.command import BookCommand
 
 HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
 
 
-def _task(arg: str):
+def _task(book, arg: str):
     """(book, task id, the phase's files name -> path) for ``PHASE:SCENE``."""
     from pipeline.book import phases
     from pipeline.book.workspace import PHASES, check_scene_id
-    from targets.book.tasks import context
 
     phase, _, sid = arg.partition(":")
     if phase not in PHASES or not sid:
         raise UserError(f"'{arg}' is not PHASE:SCENE", fix=f"e.g. write:ch001_sc001 (phases: "
                         f"{', '.join(PHASES)})")
     check_scene_id(sid)
-    book, _ = context()
     book.scene(sid)
     return book, arg, phases.layout(book, sid)[phase].outputs
 
@@ -53,7 +52,7 @@ class History(BookCommand):
         if len(args) != 1:
             raise UserError("history needs one PHASE:SCENE",
                             fix="e.g. doit history write:ch001_sc001")
-        book, task_id, files = _task(args[0])
+        book, task_id, files = _task(of_command(self).book, args[0])
         versions = _store(book).history(task_id)
         if not versions:
             self.outstream.write(f"{task_id}: no kept versions yet (build it first)\n")
@@ -91,7 +90,7 @@ class Diff(BookCommand):
         if len(args) not in (1, 3):
             raise UserError("diff needs PHASE:SCENE, optionally two versions",
                             fix="e.g. doit diff write:ch001_sc001 1 2")
-        book, task_id, _files = _task(args[0])
+        book, task_id, _files = _task(of_command(self).book, args[0])
         store = _store(book)
         versions = store.history(task_id)
         if len(args) == 3:
@@ -139,7 +138,7 @@ class Restore(BookCommand):
         if len(args) != 2:
             raise UserError("restore needs PHASE:SCENE and a version",
                             fix="e.g. doit restore write:ch001_sc001 1 (doit history lists them)")
-        book, task_id, files = _task(args[0])
+        book, task_id, files = _task(of_command(self).book, args[0])
         store = _store(book)
         entry = store.version(task_id, _number(args[1]))
         if not db.values(task_id):
@@ -177,11 +176,11 @@ class Gc(BookCommand):
                        "files stay until gc deletes them. Nothing else deletes kept files.")
 
     def run(self, db, args) -> int:
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
         if args:
             raise UserError("gc takes no arguments")
-        book, _ = context()
+        book = of_command(self).book
         count, size = _store(book).gc()
         self.outstream.write(f"gc: deleted {count} kept file(s) ({size} bytes) that no "
                              "version refers to\n")
