@@ -63,7 +63,9 @@ def _book(text: str, name: str, root: Path) -> Unit:
     state = f"workspace/.scenemake/books/{name}"
     return Unit(text, means=f"book {name} in {folder}", inputs=("dodo.py", folder),
                 outputs=(f"{folder}/draft",),
-                optional=("workspace/scenemake.json", f"{state}.sqlite", f"{state}.sqlite-wal",
+                # doit.cfg names scenemake's task loader, which the book's dodo.py needs
+                optional=("doit.cfg", "workspace/scenemake.json", f"{state}.sqlite",
+                          f"{state}.sqlite-wal",
                           f"{state}.stamp.json"),
                 command=("{python}", "-m", "doit", f"book={name}", "-n", "2", "-P", "thread"))
 
