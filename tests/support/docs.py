@@ -13,7 +13,7 @@ lines (a short, visible mark; each names the start of the line it is about):
 ``skip``: the line cannot run in a test (the reason is required, and the list stays short);
 ``exit N``: the exit code the docs give for it (else 0); ``installed``: a set-up step the
 test's environment has already done (``A && B`` then runs B); ``covered``: a long run that
-the named test runs, which must exist and contain the line's command exactly; ``fleet``:
+the named test runs: it must exist, and its file must name the line's command exactly; ``fleet``:
 the page needs the shared cache, ``SCENEMAKE_CACHE_URL`` is the test's PostgreSQL.
 Variables set on a line of their own (``M=...``, ``export X=...``) hold for the page's later
 lines; a line ending in ``&`` runs in the background (until its first line of output) and
@@ -183,20 +183,20 @@ def _strip_comment(text: str) -> str:
 
 
 def covered(command: Command) -> str:
-    """'' when the test named by a ``covered`` mark exists and runs the command as written;
-    else what is wrong."""
+    """'' when the test named by a ``covered`` mark exists and its file runs the command as
+    written (the command appears there exactly, e.g. in the docstring of the helper or
+    module that runs it); else what is wrong."""
     file, _, name = command.covered_by.partition("::")
     path = REPO / file
     if not path.is_file():
         return f"{command.covered_by}: no such test file"
     source = path.read_text(encoding="utf-8")
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            body = ast.get_source_segment(source, node) or ""
-            want = _strip_comment(command.text)
-            return "" if want in body else (f"{command.covered_by} does not contain the "
-                                            f"command {want!r}")
-    return f"{command.covered_by}: no test named {name}"
+    names = {node.name for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.FunctionDef)}
+    if name not in names:
+        return f"{command.covered_by}: no test named {name}"
+    want = _strip_comment(command.text)
+    return "" if want in source else f"{file} does not say it runs {want!r}"
 
 
 # -- running a page ------------------------------------------------------------------------
