@@ -83,6 +83,22 @@ def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a s
     raise KeyboardInterrupt("SIGTERM")
 
 
+def move_paths(conn: sqlite3.Connection, old: str, new: str) -> list[str]:
+    """The one relocation of a build DB's records (a book's after scenemake moved, a fleet
+    unit's built in another folder): every path recorded under folder ``old`` - a file
+    state's key, the ``deps:`` list, any path among the values - now starts with ``new``.
+    Returns the tasks whose record changed (the caller commits)."""
+    # a path begins a JSON string: '"' + the folder as JSON escapes it
+    old_json = '"' + json.dumps(old.rstrip("/") + "/")[1:-1]
+    new_json = '"' + json.dumps(new.rstrip("/") + "/")[1:-1]
+    rows = conn.execute("select task_id, task_data from doit where instr(task_data, ?)",
+                        (old_json,)).fetchall()
+    for task_id, data in rows:
+        conn.execute("update doit set task_data = ? where task_id = ?",
+                     (data.replace(old_json, new_json), task_id))
+    return [task_id for task_id, _ in rows]
+
+
 @dataclass(frozen=True)
 class Records:
     """A build DB's records as one transaction saw them, for deciding without doit: every
@@ -299,51 +315,27 @@ class SceneDB:
 
     def relocate(self, old: str, new: str) -> int:
         """Files recorded under folder ``old`` are now under ``new``: rename them in every
-        task's record (its file states, its ``deps:`` list and the template paths among its
-        values). The recorded content hashes stay, so a file that also changed still shows
-        as changed. Returns how many records moved.
-        """
-        old_pre, new_pre = old.rstrip("/") + "/", new.rstrip("/") + "/"
-
-        def moved(path: Any) -> Any:
-            if isinstance(path, str) and path.startswith(old_pre):
-                return new_pre + path[len(old_pre):]
-            return path
-
-        as_stored = json.dumps(old_pre)[1:-1]  # how the folder appears inside a stored row
-        changed: list[str] = []
+        task's record (``move_paths``; each moved task's ledger is rewritten). The recorded
+        content hashes stay, so a file that also changed still shows as changed. Returns how
+        many records moved."""
         with self._lock:
-            for task_id in self.task_ids():
-                raw = self._raw.get(task_id)
-                if task_id not in self._cache and raw is not None and as_stored not in raw:
-                    continue  # most rows: no need to decode them
-                data = self._data(task_id)
-                if data is None:
-                    continue
-                fixed = {moved(key): value for key, value in data.items()}
-                if isinstance(fixed.get("deps:"), list):
-                    fixed["deps:"] = [moved(p) for p in fixed["deps:"]]
-                values = fixed.get("_values_:")
-                if isinstance(values, dict) and isinstance(values.get("template_set"), dict):
-                    fixed["_values_:"] = {**values, "template_set": {
-                        role: {**e, "path": moved(e.get("path"))} if isinstance(e, dict) else e
-                        for role, e in values["template_set"].items()}}
-                if fixed == data:
-                    continue
-                self._cache[task_id] = fixed
-                changed.append(task_id)
-            if changed:
-                with self._conn:
-                    self._conn.execute("begin")
-                    for task_id in changed:
-                        raw = json.dumps(self._cache[task_id])
-                        self._conn.execute("insert or replace into doit values (?, ?)",
-                                           (task_id, raw))
-                        if task_id not in NO_GENERATION:  # its ledger shows the old paths
-                            self._conn.execute("insert or ignore into sm_dirty values (?)",
-                                               (task_id,))
-                        self._raw[task_id] = raw
+            for task_id in list(self._dirty):  # what doit saved so far is moved too
+                self._write(task_id)
+            with self._conn:
+                self._conn.execute("begin")
+                changed = move_paths(self._conn, old, new)
+                for task_id in changed:
+                    if task_id not in NO_GENERATION:  # its ledger shows the old paths
+                        self._conn.execute("insert or ignore into sm_dirty values (?)",
+                                           (task_id,))
+                if changed:
                     self._bump()
+            for task_id in changed:
+                self._cache.pop(task_id, None)
+            if changed and self._raw_rows is not None:
+                self._raw_rows.update(self._conn.execute(
+                    f"select task_id, task_data from doit where task_id in "
+                    f"({','.join('?' * len(changed))})", changed).fetchall())
         return len(changed)
 
     def snapshot(self) -> Records:

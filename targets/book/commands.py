@@ -127,8 +127,10 @@ class RerunFrom(CommandBase, Run):
                     start.append(arg)
                 else:
                     start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
+        # the manuscript is rebuilt when a prose it reads changes (doit's own check); it is
+        # forgotten only when named, so its record still tells its hand edits from its own
         return [n for n in downstream(self.task_list, start)
-                if n in by_name and (":" in n or n == "manuscript")]
+                if n in by_name and (":" in n or (n == "manuscript" and n in start))]
 
 
 opt_json = {"name": "as_json", "long": "json", "type": bool, "default": False,

@@ -292,15 +292,15 @@ def _guard(run: BookRun) -> TaskFailed | None:
     return None
 
 
-def _guarded_outputs(run: BookRun) -> list[str] | None:
-    """The artifacts the guard checks for hand edits: the whole book's (None), or when only
-    a chain of scenes loads, theirs and those of tasks the book no longer has (a removed
-    scene's files are refused on every path)."""
-    if not run.partial() and not run.reached_from():
-        return None
+def _guarded_outputs(run: BookRun) -> list[str]:
+    """The artifacts the guard checks for hand edits: the loaded scenes' and those of tasks
+    the book no longer has (a removed scene's files are refused on every path). Never the
+    manuscript's: an edited manuscript is kept beside the next one, not refused."""
     book_tasks = {f"{p}:{s.id}" for s in run.book.scenes for p in PHASES} | {"manuscript"}
-    orphans = [path for path, task_id, _k, _s in run.db.output_rows()
-               if task_id not in book_tasks]
+    rows = run.db.output_rows()
+    if not run.partial() and not run.reached_from():
+        return [path for path, task_id, _k, _s in rows if task_id != "manuscript"]
+    orphans = [path for path, task_id, _k, _s in rows if task_id not in book_tasks]
     return [path for scene in run.loaded_scenes() for pf in run.layout(scene.id).values()
             for path in pf.outputs.values()] + orphans
 

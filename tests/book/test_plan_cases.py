@@ -159,3 +159,25 @@ def test_a_replaced_local_model_file_is_seen_by_every_path(project, tmp_path):
     write_tiny_gguf(model, seed=1)  # another model at the same path
     _, outcome, plain, _ = twin_runs(project, tmp_path / "twins", env=env)
     assert "plan:ch001_sc001" in outcome.ran and outcome.paid, plain.stdout + plain.stderr
+
+
+def test_rerun_from_does_not_call_the_manuscript_edited_by_hand(built):
+    """issue #22 item 2: a hand-edit warning means a hand edit."""
+    proc = built.doit("rerun-from", "write:ch001_sc002")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "edited by hand" not in proc.stdout + proc.stderr
+    assert not list(built.draft.glob("manuscript.edited-*"))
+    assert "manuscript" in executed(proc)  # rebuilt from the new prose all the same
+    md = built.draft / "manuscript.md"
+    md.write_text(md.read_text() + "A note by hand.\n")  # a real one is still kept
+    proc = built.doit("rerun-from", "write:ch001_sc003")
+    assert "manuscript.md was edited by hand" in proc.stdout, proc.stdout
+    assert len(list(built.draft.glob("manuscript.edited-*.md"))) == 1
+
+
+def test_a_hand_edited_manuscript_is_kept_on_every_path(built, tmp_path):
+    md = built.draft / "manuscript.md"
+    md.write_text(md.read_text() + "A note by hand.\n")
+    plain, outcome, _, _ = twin_runs(built, tmp_path)
+    assert outcome.code == 0 and not outcome.edits
+    assert (plain.draft / "manuscript.md").read_text().endswith("A note by hand.\n")

@@ -107,7 +107,8 @@ class Steps:
         return "add a scene to chapter 1"
 
     def hand_edit(self, project: Project) -> str:
-        proses = [p for p in self._built(project) if p.suffix == ".md"]
+        proses = [p for p in self._built(project) if p.suffix == ".md"] + [
+            p for p in [project.draft / "manuscript.md"] if p.exists()]
         if not proses:
             return "hand edit (nothing built)"
         path = self.rng.choice(proses)
