@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from doit.cmd_base import DoitCmdBase
-
 from pipeline.core.errors import UserError
-from targets.command import command_db
+from targets.command import BookCommand
 
 LAST_DIFFS = 8  # the most recent changes shown with their diff
 
 
 def _calls(book) -> tuple[dict, dict, dict]:
-    """Per phase, per scene and total: calls, hits, tokens paid, cost, cost avoided."""
+    """Per phase, per scene and total: calls, hits, tokens paid, the model's seconds for
+    them, cost, cost avoided."""
     from pipeline.book.workspace import LLM_PHASES
     from pipeline.llm import read_calls
 
@@ -27,6 +26,7 @@ def _calls(book) -> tuple[dict, dict, dict]:
             continue
         hit = c.get("cache") == "hit"
         tokens = 0 if hit else (c.get("tokens_in", 0) + c.get("tokens_out", 0))
+        seconds = 0 if hit else (c.get("latency_ms") or 0) / 1000  # the model's time
         rows = [total, per_phase.setdefault(c.get("phase") or "?", defaultdict(float))]
         if c.get("scene") in per_scene:
             rows.append(per_scene[c["scene"]])
@@ -34,6 +34,7 @@ def _calls(book) -> tuple[dict, dict, dict]:
             row["calls"] += 1
             row["hits"] += hit
             row["tokens"] += tokens
+            row["seconds"] += seconds
             row["cost"] += c.get("cost_usd") or 0.0
             row["avoided"] += c.get("cost_avoided_usd") or 0.0
     return per_phase, per_scene, total
@@ -141,7 +142,7 @@ def _unit_report(args: list[str]) -> Path:
     return target
 
 
-class Report(DoitCmdBase):
+class Report(BookCommand):
     """``doit report``: one self-contained HTML page for the book."""
 
     name = "report"
@@ -157,20 +158,15 @@ class Report(DoitCmdBase):
                        "continuity findings. For a scenario pack run (pack:RUN_DIR, written "
                        "beside it as RUN_DIR.report.html): the acceptance gate and each "
                        "step's truth, business and judge reviews side by side.")
-    cmd_options = ()
-
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         from pipeline.book.report import render
         from pipeline.core.store import atomic_write_text
+        from targets.book.run import of_command
         from targets.book.why import Explainer
 
-        with command_db(self.name, self.dep_manager) as db:
-            if pos_args:
-                target = _unit_report(pos_args)
-                self.outstream.write(f"report: {target.as_posix()}\n")
-                return 0
-            from targets.book.run import of_command
-
+        if args:
+            target = _unit_report(args)
+        else:
             book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from doit.cmd_base import DoitCmdBase
+from pipeline.core.errors import UserError
+from targets.command import BookCommand
 
 
 def _console(outstream):
@@ -15,7 +16,7 @@ def _console(outstream):
     return Console(file=outstream, width=120)
 
 
-class Cost(DoitCmdBase):
+class Cost(BookCommand):
     """Calls, cache hits, tokens, dollars spent and dollars the cache saved, per phase."""
 
     name = "cost"
@@ -28,35 +29,38 @@ class Cost(DoitCmdBase):
                     "default": False,
                     "help": "spend and savings of every machine on the shared cache"},)
 
-    def _execute(self, all_machines=False, pos_args=None):
-        from doit.exceptions import InvalidCommand
+    def run(self, db, args, all_machines=False) -> int:
         from rich.table import Table
 
-        from targets.command import require_scenemake
-
-        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-
         from pipeline.book.workspace import LLM_PHASES
-        from pipeline.core.errors import UserError
+        from pipeline.core.jsonio import display_path
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
         from targets.book.run import of_command
 
+        if args:
+            raise UserError("cost takes no arguments", fix="doit cost, or doit cost "
+                            "--all-machines")
         book = of_command(self).book
-        self.dep_manager.close()
-        try:
-            shared = read_shared_calls(book.workspace.root, book.name, all_machines)
-        except UserError as exc:
-            raise InvalidCommand(str(exc)) from None
+        shared = read_shared_calls(book.workspace.root, book.name, all_machines)
         if shared is None and all_machines:
-            raise InvalidCommand("cost --all-machines reads the shared call log: set "
-                                 "SCENEMAKE_CACHE_URL (or cache_url in workspace/scenemake.json)")
+            raise UserError("cost --all-machines reads the shared call log",
+                            fix="set SCENEMAKE_CACHE_URL, or cache_url in "
+                                "workspace/scenemake.json")
         if shared is not None:
             calls = shared
         else:
             calls = [c for c in read_calls(book.workspace.call_log)
                      if c.get("book") == book.name]
         rows = _tally(calls, lambda c: c.get("phase") or "?", "total")
+        if not calls:  # say so, rather than print tables with no rows
+            where = ("the shared call log (every machine)" if all_machines else
+                     "the shared call log (this machine)" if shared is not None else
+                     display_path(book.workspace.call_log))
+            self.outstream.write(f"cost: no LLM calls of book '{book.name}' yet in {where}; "
+                                 "a build (doit) makes them\n")
+            if all_machines:
+                return 0
         table = Table(title=f"LLM cost of book '{book.name}'")
         for col in ("phase", "calls", "cache hits", "tokens in", "tokens out", "spent $",
                     "avoided by cache $"):
@@ -69,7 +73,8 @@ class Cost(DoitCmdBase):
                           f"{int(r['tokens_in'])}", f"{int(r['tokens_out'])}",
                           f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
                           style="bold" if key == "total" else None)
-        _console(self.outstream).print(table)
+        if calls:
+            _console(self.outstream).print(table)
         if all_machines:
             _console(self.outstream).print(_per_machine(calls, book.name))
         # the book's totals beside its phase ledgers, for tools that read files
@@ -116,7 +121,7 @@ def _per_machine(calls: list[dict], book: str):
     return table
 
 
-class Estimate(DoitCmdBase):
+class Estimate(BookCommand):
     """Before a run: the stale tasks, the LLM calls they need and their estimated cost."""
 
     name = "estimate"
@@ -124,14 +129,8 @@ class Estimate(DoitCmdBase):
     doc_usage = ""
     doc_description = ("Tokens per call come from this book's earlier calls of the same phase "
                        "and model; calls served from the response cache would cost nothing.")
-    cmd_options = ()
-
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         from rich.table import Table
-
-        from targets.command import require_scenemake
-
-        db = require_scenemake(self.name, self.dep_manager)  # elsewhere: one line
 
         from pipeline.book.estimate import request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES
@@ -140,15 +139,14 @@ class Estimate(DoitCmdBase):
         from targets.book.commands import downstream
         from targets.book.run import of_command
 
+        if args:
+            raise UserError("estimate takes no arguments", fix="doit estimate")
         book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
-        try:
-            stale = [n for n in phase_tasks
-                     if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
-            why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
-        finally:
-            self.dep_manager.close()
+        stale = [n for n in phase_tasks
+                 if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
+        why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
         affected = set(downstream(self.task_list, stale)) & set(phase_tasks)
         model = book.config.model
         history: dict[str, list[tuple[int, int]]] = defaultdict(list)

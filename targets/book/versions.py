@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from doit.cmd_base import DoitCmdBase
-
 from pipeline.core.errors import UserError
 from targets.book.run import of_command
-from targets.command import command_db
+from targets.command import BookCommand
 
 HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
 
@@ -40,24 +38,7 @@ def _number(text: str) -> int:
                         fix="doit history PHASE:SCENE lists them (1, 2, ...)") from None
 
 
-class _VersionCommand(DoitCmdBase):
-    """Shared frame: the scenemake check, one-line errors, the DB closed at the end."""
-
-    cmd_options = ()
-    usage_hint = ""
-
-    def _execute(self, pos_args=None):
-        return self._guarded(pos_args)
-
-    def _guarded(self, pos_args, **opts) -> int:
-        with command_db(self.name, self.dep_manager) as db:
-            return self.run(db, list(pos_args or []), **opts)
-
-    def run(self, db, args: list[str], **opts) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class History(_VersionCommand):
+class History(BookCommand):
     """``doit history PHASE:SCENE``: the kept versions of a phase's artifacts."""
 
     name = "history"
@@ -65,7 +46,7 @@ class History(_VersionCommand):
     doc_usage = "PHASE:SCENE"
     doc_description = "* marks the version whose files are on disk now."
 
-    def run(self, db, args, **opts) -> int:
+    def run(self, db, args) -> int:
         from pipeline.book.versions import current_matches
 
         if len(args) != 1:
@@ -92,7 +73,7 @@ opt_all = {"name": "show_all", "long": "all", "type": bool, "default": False,
            "help": "also diff the rendered prompt and the raw response"}
 
 
-class Diff(_VersionCommand):
+class Diff(BookCommand):
     """``doit diff PHASE:SCENE [A B]``: what changed between two versions."""
 
     name = "diff"
@@ -103,10 +84,7 @@ class Diff(_VersionCommand):
                        "- removed).")
     cmd_options = (opt_all,)
 
-    def _execute(self, pos_args=None, show_all=False):
-        return self._guarded(pos_args, show_all=show_all)
-
-    def run(self, db, args, show_all=False, **opts) -> int:
+    def run(self, db, args, show_all=False) -> int:
         from pipeline.book.versions import diff_files
 
         if len(args) not in (1, 3):
@@ -142,7 +120,7 @@ class Diff(_VersionCommand):
         return 0
 
 
-class Restore(_VersionCommand):
+class Restore(BookCommand):
     """``doit restore PHASE:SCENE VERSION``: put a kept version back, with no LLM call."""
 
     name = "restore"
@@ -151,7 +129,7 @@ class Restore(_VersionCommand):
     doc_description = ("Records it in the build DB as the phase's output, so no hand edit is "
                        "seen; what depends on it rebuilds on it at the next doit.")
 
-    def run(self, db, args, **opts) -> int:
+    def run(self, db, args) -> int:
         from pipeline.book import ledger
         from pipeline.book.versions import file_state
         from pipeline.core.builddb import now_iso
@@ -187,15 +165,19 @@ class Restore(_VersionCommand):
         return 0
 
 
-class Gc(_VersionCommand):
+class Gc(BookCommand):
     """``doit gc``: delete kept files no version refers to any more."""
 
     name = "gc"
-    doc_purpose = "delete kept artifact versions beyond the limit (the first and last 19 stay)"
+    doc_purpose = "delete kept files that no version refers to any more"
     doc_usage = ""
-    doc_description = None
+    doc_description = ("Each phase of a scene keeps its first version and its last 19: adding a "
+                       "version drops the entries beyond that limit from the index, and their "
+                       "files stay until gc deletes them. Nothing else deletes kept files.")
 
-    def run(self, db, args, **opts) -> int:
+    def run(self, db, args) -> int:
+        from targets.book.run import of_command
+
         if args:
             raise UserError("gc takes no arguments")
         book = of_command(self).book

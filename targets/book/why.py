@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from doit.cmd_base import DoitCmdBase
-from doit.exceptions import InvalidCommand
-
 from pipeline.core.builddb import SceneDB
+from pipeline.core.errors import UserError
 from targets.book.uptodate import InputsUnchanged
-from targets.command import scene_db
+from targets.command import BookCommand, close_matches
 
 _PRE_STATES = ("post_state.json", "state.json")
 SHOWN = 12  # causes printed per task; a group of a big book has one per stale scene
@@ -231,7 +229,7 @@ def report(verdict: Verdict) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Why(DoitCmdBase):
+class Why(BookCommand):
     """``doit why TASK``: why a task would run, in the user's terms."""
 
     name = "why"
@@ -241,23 +239,20 @@ class Why(DoitCmdBase):
                        "new hash), a hand edit, a pre-state an upstream task will rewrite, a "
                        "task never built or forgotten by rerun-from. Exit 0 (up to date or "
                        "not), 3 for an unknown task.")
-    cmd_options = ()
 
-    def _execute(self, pos_args=None):
-        try:
-            db = scene_db(self.name, self.dep_manager)
-            if not pos_args:
-                raise InvalidCommand("doit why needs a task, e.g. doit why write:ch001_sc001")
-            from targets.book.run import of_command
+    def run(self, db, args) -> int:
+        from targets.book.run import of_command
 
-            book = of_command(self).book
-            explainer = Explainer(self.task_list, self.dep_manager, db,
-                                  set(book.templates.values()))
-            for name in pos_args:
-                if name not in explainer.tasks:
-                    raise InvalidCommand(f"doit why: no task '{name}' (doit list shows them)")
-            for name in pos_args:
-                self.outstream.write(report(explainer.verdict(name)))
-        finally:
-            self.dep_manager.close()
+        if not args:
+            raise UserError("doit why needs a task", fix="e.g. doit why write:ch001_sc001")
+        book = of_command(self).book
+        explainer = Explainer(self.task_list, self.dep_manager, db,
+                              set(book.templates.values()))
+        for name in args:
+            if name not in explainer.tasks:
+                raise UserError(f"doit why: no task '{name}'"
+                                + close_matches(name, sorted(explainer.tasks)),
+                                fix="doit list shows the tasks")
+        for name in args:
+            self.outstream.write(report(explainer.verdict(name)))
         return 0
