@@ -175,5 +175,6 @@ for _name in ("set", "remove", "remove_all"):
     setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), BuildDBError))
 # Called from inside a task's action: a UserError fails that task in one line.
 for _name in ("announce_outputs", "settle_outputs", "set_failure", "add_event", "bump_attempt",
-              "forget", "views_written", "set_setting", "relocate"):
+              "forget", "views_written", "set_setting", "drop_setting",
+              "relocate", "adopt"):
     setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), builddb.BuildDBError))

@@ -72,7 +72,7 @@ class RunSummary:
         run = self.run
         if run is None:
             return None
-        draft = run.dir / "draft"
+        draft = run.draft
         checked = (found := run.planner.reach()) is not None and found.checked
         if run.fast():
             what = (f"nothing changed: all {checked} task(s) match their build records "
@@ -93,6 +93,9 @@ class RunSummary:
                     f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")
             if stand_in:
                 what += " (text from the offline stand-in model: placeholder prose)"
+        if run.side is not None:  # a try: what it is, and how to see it against the book
+            return (f"scenemake: try {run.side.name}: {what}; its files: {draft.as_posix()}/, "
+                    f"compare: doit compare {run.side.name}")
         where = [f"{label}: {path.as_posix()}" for label, path in
                  (("manuscript", draft / "manuscript.md"), ("report", draft / "report.html"))
                  if path.exists()]

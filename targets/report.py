@@ -50,7 +50,7 @@ def gather(book, db, explainer) -> object:
 
     scenes, changes, prose = [], [], {}
     stand_in = False
-    versions = Versions(book.workspace.state_dir, book.name)
+    versions = Versions(book.workspace.state_dir, book.versions_name)
     recent = []
     for scene in book.scenes:
         entries = ledger.build(db, book, scene.id)["phases"]

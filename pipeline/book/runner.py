@@ -19,6 +19,7 @@ from pipeline.book.rules import (
     changed_templates,
     current_templates,
     edit_report,
+    prompt_update_reason,
     require_prompt_change_allowed,
     stale_state_acceptable,
 )
@@ -200,7 +201,7 @@ def _run_llm(run: PhaseRun) -> dict[str, bytes]:
         require_prompt_change_allowed(changes, rv)
         values["prompt_update"] = {
             "prompt_hash_prev": run.prev.get("prompt_hash"), "prompt_hash_new": prompt_hash,
-            "prompt_update_reason": rv.reason, "timestamp": now_iso(),
+            "prompt_update_reason": prompt_update_reason(changes, rv), "timestamp": now_iso(),
             "templates": [{"path": c.path, "hash_prev": c.old_hash, "hash_new": c.new_hash}
                           for c in changes]}
     elif run.prev.get("prompt_update"):
@@ -214,7 +215,8 @@ def _run_llm(run: PhaseRun) -> dict[str, bytes]:
     request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
                          params=params, output_schema=schema, attempt=attempt)
     response = llm_client(book, rv).complete(
-        request, CallContext(run=book.name, task=task_id, unit=scene.id, step=phase),
+        request, CallContext(run=book.name, task=call_task(book, task_id), unit=scene.id,
+                             step=phase),
         validate=phases.output_validator(phase, inp))
     values.update(
         prompt_hash=prompt_hash, attempt=attempt,
@@ -230,6 +232,12 @@ def _run_llm(run: PhaseRun) -> dict[str, bytes]:
     data["response"] = phases.response_artifact(response.request_hash, response.provider,
                                                 response.model, response.text)
     return data
+
+
+def call_task(book: Book, task_id: str) -> str:
+    """A phase's task as the call log names it: a try's calls are ``try:NAME/PHASE:SCENE``
+    (its answers serve the book as well: the request is the same)."""
+    return f"try:{book.side}/{task_id}" if book.side else task_id
 
 
 # The table's ``run`` -> its step (tests/book/test_phase_table.py checks every one exists).

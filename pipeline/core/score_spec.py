@@ -45,3 +45,16 @@ class ScoreSpec(StrictModel):
         """The weight-averaged score of ``scores`` (criterion id -> score, every id present)."""
         total = sum(c.weight for c in self.criteria)
         return sum(c.weight * scores[c.id] for c in self.criteria) / total
+
+
+def judgement_schema(ids: list[str], scores: list[int], reason_chars: int = 300) -> dict:
+    """JSON Schema of a judge's answer: per criterion id a score among ``scores`` and a
+    one-sentence reason. The scores are an enum, not minimum/maximum: llama.cpp's grammars
+    enforce enums only."""
+    one = {"type": "object",
+           "properties": {"score": {"type": "integer", "enum": list(scores)},
+                          "reason": {"type": "string", "minLength": 1,
+                                     "maxLength": reason_chars}},
+           "required": ["score", "reason"], "additionalProperties": False}
+    return {"type": "object", "properties": {i: one for i in ids},
+            "required": list(ids), "additionalProperties": False}

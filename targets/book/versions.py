@@ -27,7 +27,7 @@ def _task(book, arg: str):
 def _store(book):
     from pipeline.book.versions import Versions
 
-    return Versions(book.workspace.state_dir, book.name)
+    return Versions(book.workspace.state_dir, book.versions_name)
 
 
 def _number(text: str) -> int:
