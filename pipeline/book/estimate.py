@@ -58,3 +58,19 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     text = system + template + known + json.dumps(spec.answer_model.model_json_schema())
     return RequestEstimate(estimate_tokens(text) + unknown, max_out, False)
 
+
+
+def cached_request(book: Book, sid: str, phase: str, attempt: int, cache) -> bool:
+    """Whether the request LLM phase ``phase`` of scene ``sid`` would send now (its inputs as
+    on disk, at ``attempt``) has an answer in ``cache`` (a ``ResponseCache``): then it costs
+    nothing. False when an input is missing or unreadable."""
+    from pipeline.book.runner import phase_request
+
+    files = phases.layout(book, sid)[phase]
+    try:
+        inputs = {i.name: phases.load_input(files.inputs[i.name], phases.INPUT_MODELS[i.name])
+                  for i in PHASE[phase].inputs}
+        request = phase_request(book, book.scene(sid), phase, inputs, files.templates, attempt)
+        return cache.get(request.request_hash()) is not None
+    except (UserError, OSError, ValueError):
+        return False

@@ -47,6 +47,7 @@ class ReportData:
     manuscript_html: str = ""
     stand_in: bool = False
     generated: str = ""
+    tries: list[dict] = field(default_factory=list)  # name, scenes, templates, status, page
 
 
 def _e(value) -> str:
@@ -194,6 +195,24 @@ def _diffs(data: ReportData) -> str:
     return "".join(parts)
 
 
+def _tries(data: ReportData) -> str:
+    if not data.tries:
+        return ("<p>No try so far (<code>doit try NAME SCENE...</code> builds scenes with "
+                "other templates beside the book).</p>")
+    rows = []
+    for t in data.tries:
+        page = (f'<a href="{_e(t["page"])}">its page</a>' if t.get("page") else
+                f"<code>doit report try:{_e(t['name'])}</code>")
+        rows.append(f'<tr class="try-row" id="try-{_e(t["name"])}"><td>{_e(t["name"])}</td>'
+                    f"<td>{_e(t.get('reason', ''))}</td><td>{_e(', '.join(t.get('scenes', [])))}"
+                    f"</td><td>{'<br>'.join(_e(x) for x in t.get('templates', []))}</td>"
+                    f"<td>{int(t.get('calls_paid', 0))}, ${float(t.get('cost', 0.0)):.4f}</td>"
+                    f"<td>{_e(t.get('status', ''))}</td><td>{page}</td></tr>")
+    return ('<table id="tries"><tr><th>try</th><th>reason</th><th>scenes</th><th>templates '
+            "changed</th><th>calls paid</th><th>status</th><th>against the book</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def render(data: ReportData) -> str:
     """The report page."""
     stand_in = ('<p class="stand-in"><strong>Text from the offline stand-in model: placeholder '
@@ -212,6 +231,7 @@ def render(data: ReportData) -> str:
         f"cache; spent ${t.get('cost', 0):.4f}; the cache avoided ${t.get('avoided', 0):.4f}.</p>"
         + _costs(data) + _charts(data)
         + "<h2>Prompt changes</h2>" + _prompt_changes(data)
+        + "<h2>Tries</h2>" + _tries(data)
         + "<h2>Last changes</h2>" + _diffs(data)
         + '<div class="manuscript" id="manuscript">' + data.manuscript_html + "</div>"
         + "\n</body></html>\n")

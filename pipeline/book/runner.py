@@ -185,14 +185,29 @@ def _run_commit(run: PhaseRun) -> dict[str, bytes]:
     return phases.commit(run.inp["state"], run.inp["state_patch"], run.scene.id)
 
 
-def _run_llm(run: PhaseRun) -> dict[str, bytes]:
-    """Every LLM phase: render its templates, ask the model for its answer model, split."""
+def phase_request(book: Book, scene: OutlineScene, phase: str, inp: dict,
+                  templates: dict[str, str], attempt: int) -> LLMRequest:
+    """The request an LLM phase sends for its loaded inputs ``inp``: its templates rendered
+    (``templates``: role -> file), the book's model settings, its answer's schema."""
     from pipeline.core.rendering import render_messages
 
+    ctx = phases.prompt_context(book, scene, phase, inp)
+    messages = render_messages(templates["system"], templates["phase"], ctx)
+    model = book.config.model
+    params = {"temperature": model.temperature, "max_tokens": model.max_tokens,
+              "seed": model.seed}
+    schema = phases.schema_for(phase, scene, inp, model.max_tokens)
+    return LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
+                      params=params, output_schema=schema, attempt=attempt)
+
+
+def _run_llm(run: PhaseRun) -> dict[str, bytes]:
+    """Every LLM phase: render its templates, ask the model for its answer model, split."""
     book, scene, phase, task_id = run.book, run.scene, run.phase, run.task_id
     inp, files, values, rv = run.inp, run.files, run.values, run.rv
-    ctx = phases.prompt_context(book, scene, phase, inp)
-    messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
+    attempt = run.db.attempt(task_id)
+    request = phase_request(book, scene, phase, inp, files.templates, attempt)
+    messages, params, schema = list(request.messages), request.params, request.output_schema
     prompt_hash = hash_json(messages)
     changes = changed_templates(run.prev.get("template_set"), run.templates_now)
     if changes:
@@ -207,13 +222,6 @@ def _run_llm(run: PhaseRun) -> dict[str, bytes]:
     elif run.prev.get("prompt_update"):
         values["prompt_update"] = run.prev["prompt_update"]
 
-    model = book.config.model
-    params = {"temperature": model.temperature, "max_tokens": model.max_tokens,
-              "seed": model.seed}
-    schema = phases.schema_for(phase, scene, inp, model.max_tokens)
-    attempt = run.db.attempt(task_id)
-    request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
-                         params=params, output_schema=schema, attempt=attempt)
     response = llm_client(book, rv).complete(
         request, CallContext(run=book.name, task=call_task(book, task_id), unit=scene.id,
                              step=phase),

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from pipeline.core.errors import UserError
+from targets.book.tries import opt_templates
 from targets.command import BookCommand
 
 
@@ -126,21 +127,66 @@ class Estimate(BookCommand):
 
     name = "estimate"
     doc_purpose = "estimate the next run: stale tasks, LLM calls and cost, before running"
-    doc_usage = ""
+    doc_usage = "[try:NAME [SCENE ...] [--templates DIR]]"
     doc_description = ("Tokens per call come from this book's earlier calls of the same phase "
-                       "and model; calls served from the response cache would cost nothing.")
-    def run(self, db, args) -> int:
+                       "and model; a request already in the response cache costs nothing. "
+                       "try:NAME: the next run of that try (doit try NAME ...), or of a try "
+                       "not made yet with the SCENEs and --templates DIR it would be made "
+                       "with; nothing is written.")
+    cmd_options = (opt_templates,)
+
+    def execute(self, params, args):
+        self.area = None
+        if args and args[0].startswith("try:"):
+            from targets.book.tries import accepted_run, area_of
+
+            try:
+                self.area = area_of(accepted_run(), args[0][4:])
+            except UserError as exc:
+                from doit.exceptions import InvalidCommand
+
+                raise InvalidCommand(str(exc)) from None
+            if self.area.exists():  # its own records; else the book's (read only)
+                params["dep_file"] = str(self.area.db_path)
+        return super().execute(params, args)
+
+    def book_run(self, pos_args, options, db):
+        """The run whose next build is estimated: the book's, or a try's (targets/loader.py)."""
+        from pipeline.book import tries
+        from targets.book.run import BookRun, Selection
+        from targets.book.tries import accepted_run, try_run
+
+        if self.area is None:
+            return BookRun.from_doit(self.name, pos_args, options)
+        run = accepted_run()
+        book = run.book
+        templates = self.options.get("try_templates") or None
+        if self.area.exists():
+            meta, _variants = tries.plan(book, self.area, pos_args[1:], templates,
+                                         run.vars.reason)
+            return try_run(run, self.area, meta)
+        scenes = [book.scene(s).id for s in pos_args[1:]] or [s.id for s in book.scenes]
+        return BookRun(run.workspace, run.name, run.vars,
+                       Selection("run", tuple(tries.try_tasks(book, scenes))),
+                       side=tries.planned_side(self.area, book, templates))
+
+    def run(self, db, args, try_templates="") -> int:
         from rich.table import Table
 
-        from pipeline.book.estimate import request_estimate
+        from pipeline.book.estimate import cached_request, request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES
-        from pipeline.llm import read_calls
+        from pipeline.llm import ResponseCache, read_calls
         from pipeline.llm.pricing import PriceTable
         from targets.book.commands import downstream
         from targets.book.run import of_command
 
-        if args:
-            raise UserError("estimate takes no arguments", fix="doit estimate")
+        if args and self.area is None:
+            raise UserError("estimate takes no arguments but try:NAME",
+                            fix="doit estimate, or doit estimate try:NAME [SCENE ...] "
+                                "[--templates DIR]")
+        if try_templates and self.area is None:
+            raise UserError("--templates goes with try:NAME",
+                            fix="doit estimate try:NAME SCENE... --templates DIR")
         book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
@@ -148,6 +194,17 @@ class Estimate(BookCommand):
                  if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
         why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
         affected = set(downstream(self.task_list, stale)) & set(phase_tasks)
+        # a stale task whose inputs no other task rewrites sends the request it would send
+        # now: if the response cache has it, it is served, not paid
+        producer = {target: t.name for t in self.task_list for target in t.targets}
+        cache = ResponseCache(book.workspace.cache_dir)
+        served: set[str] = set()
+        for name in sorted(affected):
+            phase, _, sid = name.partition(":")
+            upstream = {producer.get(d) for d in tasks[name].file_dep} - {None, name}
+            if (phase in LLM_PHASES and not upstream & affected
+                    and cached_request(book, sid, phase, db.attempt(name), cache)):
+                served.add(name)
         model = book.config.model
         history: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for c in read_calls(book.workspace.call_log):
@@ -156,15 +213,20 @@ class Estimate(BookCommand):
                 history[c["phase"]].append((c["tokens_in"], c["tokens_out"]))
         every = [t for runs in history.values() for t in runs]
         prices = PriceTable({m: p.model_dump() for m, p in book.config.prices.items()})
-        table = Table(title=f"Next run of book '{book.name}' ({model.provider}:{model.model})")
-        for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
-                    "est. cost $"):
+        what = (f"Next run of try '{book.side}' of book '{book.name}'" if book.side else
+                f"Next run of book '{book.name}'")
+        table = Table(title=f"{what} ({model.provider}:{model.model})")
+        for col in ("phase", "stale now", "may rerun", "from the cache", "LLM calls (at most)",
+                    "est. tokens", "est. cost $"):
             table.add_column(col, justify="left" if col == "phase" else "right")
         total_calls, total_tokens, total_cost, bound = 0, 0, 0.0, False
+        total_served = 0
         for phase in PHASES:
             now = sum(1 for n in stale if n.startswith(phase + ":"))
             may = sorted(n for n in affected if n.startswith(phase + ":"))
-            calls = len(may) if phase in LLM_PHASES else 0
+            hits = sum(1 for n in may if n in served)
+            paid = [n for n in may if n not in served]
+            calls = len(paid) if phase in LLM_PHASES else 0
             tokens, cost = "-", "-"
             if calls:
                 runs = history.get(phase) or every
@@ -173,7 +235,7 @@ class Estimate(BookCommand):
                     t_out = sum(r[1] for r in runs) / len(runs) * calls
                 else:  # this model was never called: count the prompts as they would render
                     t_in = t_out = 0
-                    for name in may:
+                    for name in paid:
                         guess = request_estimate(book, name.partition(":")[2], phase)
                         t_in += guess.tokens_in
                         t_out += guess.tokens_out
@@ -184,9 +246,11 @@ class Estimate(BookCommand):
                 total_tokens += int(t_in + t_out)
                 total_cost += c
             total_calls += calls
-            table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost)
-        table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
-                      str(total_tokens), f"{total_cost:.4f}", style="bold")
+            total_served += hits
+            table.add_row(phase, str(now), str(len(may)), str(hits) if phase in LLM_PHASES
+                          else "-", str(calls), tokens, cost)
+        table.add_row("total", str(len(stale)), str(len(affected)), str(total_served),
+                      str(total_calls), str(total_tokens), f"{total_cost:.4f}", style="bold")
         con = _console(self.outstream)
         con.print(table)
         if bound:
@@ -205,7 +269,7 @@ def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 
     """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
     from targets.book.why import Explainer
 
-    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()))
+    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()), book.side)
     lines = []
     for name in stale[:shown]:
         verdict = explainer.verdict(name)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.core.errors import UserError
 from targets.book.run import of_command
 from targets.command import BookCommand
@@ -28,6 +30,53 @@ def _store(book):
     from pipeline.book.versions import Versions
 
     return Versions(book.workspace.state_dir, book.versions_name)
+
+
+def _tried(book, task_id: str, arg: str) -> dict:
+    """``try:NAME``: that try's files of the phase as a version-like entry (its blobs with
+    it), one line when the try or its files are not there."""
+    from pipeline.book import phases, tries
+    from pipeline.core.hashing import hash_bytes
+
+    area = tries.Area(book.workspace, book.name, tries.check_name(arg[4:]))
+    meta = area.meta()
+    view = tries.side(area, meta).book(book)
+    phase, _, sid = task_id.partition(":")
+    blobs, files = {}, {}
+    for name, path in phases.layout(view, sid)[phase].outputs.items():
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        files[name] = hash_bytes(data)
+        blobs[files[name]] = data
+    if not files:
+        raise UserError(f"try {area.name} has not built {task_id}",
+                        fix=f"doit try {area.name} {sid}")
+    return {"version": arg, "files": files, "blobs": blobs,
+            "reason": f"try {area.name}: {meta.get('reason') or 'its templates'}"}
+
+
+def _on_disk(files: dict[str, str]) -> dict:
+    """The book's files of a phase as they are now, as a version-like entry."""
+    from pipeline.core.hashing import hash_bytes
+
+    blobs, hashes = {}, {}
+    for name, path in files.items():
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        hashes[name] = hash_bytes(data)
+        blobs[hashes[name]] = data
+    return {"version": "the book's files", "files": hashes, "blobs": blobs, "reason": "on disk now"}
+
+
+def _entry(store, book, task_id: str, arg: str) -> dict:
+    """A version number, or ``try:NAME`` (a try's files of the phase)."""
+    if arg.startswith("try:"):
+        return _tried(book, task_id, arg)
+    return store.version(task_id, _number(arg))
 
 
 def _number(text: str) -> int:
@@ -66,7 +115,22 @@ class History(BookCommand):
             prompt = f"prompt {entry['prompt_hash'][:8]}" if entry.get("prompt_hash") else ""
             self.outstream.write(f"{mark} v{entry['version']:<3} {when:19}  {attempt:10} "
                                  f"{prompt:15} {entry.get('reason', '')}\n")
+        self._tries(book, task_id)
         return 0
+
+    def _tries(self, book, task_id: str) -> None:
+        """The tries that built this phase too, each with how to see it against the book."""
+        from pipeline.book import tries
+
+        for name in tries.names(book.workspace, book.name):
+            try:
+                entry = _tried(book, task_id, f"try:{name}")
+            except UserError:
+                continue  # not built by that try
+            same = entry["files"] == _on_disk(_task(book, task_id)[2])["files"]
+            self.outstream.write(f"  try:{name:<10} {entry['reason']}: "
+                                 + ("the same files as the book's\n" if same else
+                                    f"doit diff {task_id} try:{name}\n"))
 
 
 opt_all = {"name": "show_all", "long": "all", "type": bool, "default": False,
@@ -78,8 +142,10 @@ class Diff(BookCommand):
 
     name = "diff"
     doc_purpose = "show what changed between two versions of a phase's artifacts"
-    doc_usage = "PHASE:SCENE [A B]"
-    doc_description = ("Without A B: the last two versions. Prose as a word diff "
+    doc_usage = "PHASE:SCENE [A B | try:NAME]"
+    doc_description = ("Without A B: the last two versions; A and B are version numbers or "
+                       "try:NAME (that try's files); try:NAME alone: the book's files now "
+                       "against the try's. Prose as a word diff "
                        "([-old-]{+new+}), cards and patches as a JSON diff (~ changed, + added, "
                        "- removed).")
     cmd_options = (opt_all,)
@@ -87,29 +153,42 @@ class Diff(BookCommand):
     def run(self, db, args, show_all=False) -> int:
         from pipeline.book.versions import diff_files
 
-        if len(args) not in (1, 3):
-            raise UserError("diff needs PHASE:SCENE, optionally two versions",
-                            fix="e.g. doit diff write:ch001_sc001 1 2")
-        book, task_id, _files = _task(of_command(self).book, args[0])
+        if len(args) not in (1, 2, 3) or (len(args) == 2 and not args[1].startswith("try:")):
+            raise UserError("diff needs PHASE:SCENE, optionally two versions (a number, or "
+                            "try:NAME for a try's files), or try:NAME alone",
+                            fix="e.g. doit diff write:ch001_sc001 1 2, or doit diff "
+                                "write:ch001_sc001 try:terse")
+        book, task_id, files = _task(of_command(self).book, args[0])
         store = _store(book)
         versions = store.history(task_id)
         if len(args) == 3:
-            old, new = store.version(task_id, _number(args[1])), store.version(
-                task_id, _number(args[2]))
+            old, new = (_entry(store, book, task_id, args[1]),
+                        _entry(store, book, task_id, args[2]))
+        elif len(args) == 2:  # the book's files now against a try's
+            old, new = _on_disk(files), _tried(book, task_id, args[1])
         elif len(versions) < 2:
             self.outstream.write(f"{task_id}: {len(versions)} version(s) kept, nothing to "
                                  "compare yet\n")
             return 0
         else:
             old, new = versions[-2], versions[-1]
-        self.outstream.write(f"{task_id}: version {old['version']} -> {new['version']} "
+        def label(entry: dict) -> str:
+            v = entry["version"]
+            return f"version {v}" if isinstance(v, int) else str(v)
+
+        self.outstream.write(f"{task_id}: {label(old)} -> {label(new)} "
                              f"({new.get('reason', '')})\n")
         names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
                  if show_all or n not in HIDDEN]
         shown = 0
+        def blob(entry: dict, digest: str | None) -> bytes | None:
+            if not digest:
+                return None
+            return entry.get("blobs", {}).get(digest) or store.blob(digest)
+
         for name in names:
             a, b = old["files"].get(name), new["files"].get(name)
-            lines = diff_files(name, store.blob(a) if a else None, store.blob(b) if b else None)
+            lines = diff_files(name, blob(old, a), blob(new, b))
             if lines:
                 shown += 1
                 self.outstream.write("\n".join(lines).rstrip("\n") + "\n")
@@ -139,6 +218,12 @@ class Restore(BookCommand):
             raise UserError("restore needs PHASE:SCENE and a version",
                             fix="e.g. doit restore write:ch001_sc001 1 (doit history lists them)")
         book, task_id, files = _task(of_command(self).book, args[0])
+        if args[1].startswith("try:"):
+            name = args[1][4:]
+            raise UserError(f"a try's files come into the book with its templates, not one by "
+                            f"one: doit accept {name} reason=\"...\" (the next doit records "
+                            "the prompt change and takes the try's answers)",
+                            fix=f"doit diff {task_id} {args[1]} shows what would change")
         store = _store(book)
         entry = store.version(task_id, _number(args[1]))
         if not db.values(task_id):

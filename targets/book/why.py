@@ -57,7 +57,9 @@ def _short(digest: str | None) -> str:
 class Explainer:
     """Causes of staleness for the tasks of one loaded project, memoised per task."""
 
-    def __init__(self, task_list, dep_manager, db: SceneDB, templates: set[str]):
+    def __init__(self, task_list, dep_manager, db: SceneDB, templates: set[str],
+                 side: str | None = None):
+        self.side = side  # a try's name: it builds with any template (doit try)
         self.tasks = {t.name: t for t in task_list}
         self.dep_manager = dep_manager
         self.db = db
@@ -109,7 +111,7 @@ class Explainer:
         for path in reasons.get("added_file_dep", []):
             if path in self.templates:
                 out.append(f"template {path} is used now (a new override or another path), "
-                           'needs allow_prompt_change=1 reason="..."')
+                           + self._needs(path))
             else:
                 out.append(f"it reads a new input: {path}")
         for path in reasons.get("removed_file_dep", []):
@@ -127,8 +129,8 @@ class Explainer:
                 new = hash_file(path)
             except OSError:
                 new = None
-            return (f"template {path} changed ({_short(old)} -> {_short(new)}), needs "
-                    'allow_prompt_change=1 reason="..."')
+            return (f"template {path} changed ({_short(old)} -> {_short(new)}), "
+                    + self._needs(path, new))
         edits = self._hand_edits(name, [path])
         if edits:
             return edits[0]
@@ -138,6 +140,29 @@ class Explainer:
         if maker:
             return f"{path} changed: {maker} wrote a new version"
         return f"{path} changed"
+
+    def _needs(self, path: str, digest: str | None = None) -> str:
+        """What a changed template needs: ``allow_prompt_change``, unless a try that
+        brought it in was accepted (``doit accept``)."""
+        import json
+
+        from pipeline.book.runvars import ACCEPTED_SETTING
+        from pipeline.core.hashing import hash_file
+
+        if self.side:
+            return f"try {self.side} builds with it"
+        raw = self.db.setting(ACCEPTED_SETTING)
+        if raw:
+            try:
+                if digest is None:
+                    digest = hash_file(path)
+                accepted = json.loads(raw)
+                if [path, digest] in accepted["templates"]:
+                    return (f"accepted with doit accept {accepted['try']} "
+                            f"({accepted['reason']}): the next doit rebuilds with it")
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return 'needs allow_prompt_change=1 reason="..."'
 
     def _hand_edits(self, name: str, paths: list[str]) -> list[str]:
         from pipeline.book.rules import find_edits
