@@ -42,7 +42,7 @@ class Criterion(score_spec.Criterion):
 class SceneSpec(score_spec.ScoreSpec):
     """The scene rubric and the model that applies it."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True)
     duplicate_id_message: ClassVar[str] = "criteria ids must be unique"
 
     comment: str | list[str] = Field("", alias="$comment")

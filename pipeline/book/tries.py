@@ -47,14 +47,14 @@ from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.store import atomic_write_bytes, atomic_write_json
 
 VERSION = 1
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def check_name(name: str) -> str:
-    """A try's name becomes a folder: letters, digits, ``_ . -``."""
-    if not NAME.match(name or "") or name in (".", ".."):
+    """A try's name becomes a folder: letters, digits, ``_`` and ``-``."""
+    if not NAME.match(name or ""):
         raise UserError(f"'{name}' is not a try name",
-                        fix="letters, digits, '_', '.' and '-', e.g. terse or write-v2")
+                        fix="letters, digits, '_' and '-', e.g. terse or write-v2")
     return name
 
 
@@ -468,7 +468,8 @@ def drop(area: Area) -> list[str]:
     if area.versions_dir.exists():
         shutil.rmtree(area.versions_dir)
         gone.append(display_path(area.versions_dir))
-    for folder in (area.db_path.parent, area.versions_dir.parent):
+    for folder in (area.folder.parent, area.db_path.parent, area.db_path.parent.parent,
+                   area.versions_dir.parent):
         try:
             folder.rmdir()  # the last try of the book: no empty folder left behind
         except OSError:

@@ -73,10 +73,18 @@ class Try(CommandBase, Run):
     cmd_options = Run.cmd_options + (opt_templates,)
 
     def execute(self, params, args):
-        if not args or any(a in ("--help", "-h") for a in args):
-            return super().execute(params, args)  # the base prints help / says what is wrong
+        from pipeline.book import tries
+
+        if not args:
+            raise InvalidCommand("doit try needs a name for the try (e.g. doit try terse "
+                                 "ch001_sc001 ch001_sc002 --templates variants/terse)")
+
         try:
-            self.area = area_of(accepted_run(), args[0])
+            run = accepted_run()
+            self.area = area_of(run, args[0])
+            # bad input is one line before anything is made (the plan is made again, under
+            # the try's lock, when the tasks load)
+            tries.plan(run.book, self.area, args[1:], self._templates(params), run.vars.reason)
         except UserError as exc:
             raise InvalidCommand(str(exc)) from None
         # the try's own build DB, under its own run lock (two runs of one try: one line)
@@ -84,16 +92,16 @@ class Try(CommandBase, Run):
         params["dep_file"] = str(self.area.db_path)
         return super().execute(params, args)
 
+    @staticmethod
+    def _templates(params) -> str | None:
+        return params.get("try_templates") or None
+
     def book_run(self, pos_args, options, db):
         """The loader's run (targets/loader.py): the try, made or continued under its DB's
         lock, its records started from the accepted book's."""
         from pipeline.book import tries
         from pipeline.core.clock import now_iso
 
-        if not pos_args:
-            raise UserError("doit try needs a name for the try",
-                            fix="e.g. doit try terse ch001_sc001 ch001_sc002 --templates "
-                                "variants/terse")
         run = accepted_run()
         book = run.book
         area = self.area

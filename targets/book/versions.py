@@ -176,8 +176,10 @@ class Diff(BookCommand):
             v = entry["version"]
             return f"version {v}" if isinstance(v, int) else str(v)
 
-        self.outstream.write(f"{task_id}: {label(old)} -> {label(new)} "
-                             f"({new.get('reason', '')})\n")
+        numbers = isinstance(old["version"], int) and isinstance(new["version"], int)
+        head = (f"version {old['version']} -> {new['version']}" if numbers else
+                f"{label(old)} -> {label(new)}")
+        self.outstream.write(f"{task_id}: {head} ({new.get('reason', '')})\n")
         names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
                  if show_all or n not in HIDDEN]
         shown = 0

@@ -226,8 +226,8 @@ class Explainer:
         verdict = self.verdict(name)
         if verdict.own:
             return f"{name}: {verdict.own[0]}"
-        for path in self.tasks[name].file_dep:
-            maker = self.producer.get(path)
+        for path in sorted(self.tasks[name].file_dep):  # doit's is a set: the same answer
+            maker = self.producer.get(path)          # every time, whatever the hash seed
             if maker and maker != name and self.verdict(maker).active:
                 return self.root_cause(maker)
         return f"{name} would run"
