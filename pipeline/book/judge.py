@@ -16,9 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-from pydantic import ConfigDict, Field
+from typing import Any
 
 from pipeline.core import score_spec
 from pipeline.core.errors import UserError
@@ -32,25 +30,11 @@ STAND_IN = ("the offline stand-in (not a language model: its scores are placehol
             "judgement)")
 
 
-class Criterion(score_spec.Criterion):
-    """A criterion the judge scores 1-5; it says what it asks for."""
+class SceneSpec(score_spec.Rubric):
+    """The scene rubric (criteria scored 1-5) and the model that applies it."""
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    description: str = Field(min_length=1)
-
-
-class SceneSpec(score_spec.ScoreSpec):
-    """The scene rubric and the model that applies it."""
-
-    model_config = ConfigDict(populate_by_name=True)
-    duplicate_id_message: ClassVar[str] = "criteria ids must be unique"
-
-    comment: str | list[str] = Field("", alias="$comment")
-    name: str = Field(min_length=1)
-    description: str = ""
     model: ModelSettings = ModelSettings(provider="local", temperature=0.0, max_tokens=500)
     endpoint: Endpoint = Endpoint()
-    criteria: list[Criterion] = Field(min_length=1)
 
 
 @dataclass

@@ -275,6 +275,10 @@ def plan(book: Book, area: Area, scenes: list[str], templates: str | None,
             raise UserError(f"the book's templates changed since try '{area.name}' was made: "
                             + "; ".join(moved),
                             fix=f"doit drop {area.name}, then try again on them")
+        gone = [sid for sid in meta["scenes"] if sid not in {sc.id for sc in book.scenes}]
+        if gone:
+            raise UserError(f"try '{area.name}' has scene(s) the outline no longer has: "
+                            f"{', '.join(gone)}", fix=f"doit drop {area.name}, then try again")
         recorded = {n: v["hash"] for n, v in meta["variants"].items()}
         if templates is not None:
             asked = {n: hash_file(str(p)) for n, p in

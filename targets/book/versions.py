@@ -36,29 +36,22 @@ def _tried(book, task_id: str, arg: str) -> dict:
     """``try:NAME``: that try's files of the phase as a version-like entry (its blobs with
     it), one line when the try or its files are not there."""
     from pipeline.book import phases, tries
-    from pipeline.core.hashing import hash_bytes
 
     area = tries.Area(book.workspace, book.name, tries.check_name(arg[4:]))
     meta = area.meta()
     view = tries.side(area, meta).book(book)
     phase, _, sid = task_id.partition(":")
-    blobs, files = {}, {}
-    for name, path in phases.layout(view, sid)[phase].outputs.items():
-        try:
-            data = Path(path).read_bytes()
-        except OSError:
-            continue
-        files[name] = hash_bytes(data)
-        blobs[files[name]] = data
-    if not files:
+    entry = _on_disk(phases.layout(view, sid)[phase].outputs, arg,
+                     f"try {area.name}: {meta.get('reason') or 'its templates'}")
+    if not entry["files"]:
         raise UserError(f"try {area.name} has not built {task_id}",
                         fix=f"doit try {area.name} {sid}")
-    return {"version": arg, "files": files, "blobs": blobs,
-            "reason": f"try {area.name}: {meta.get('reason') or 'its templates'}"}
+    return entry
 
 
-def _on_disk(files: dict[str, str]) -> dict:
-    """The book's files of a phase as they are now, as a version-like entry."""
+def _on_disk(files: dict[str, str], label: str = "the book's files",
+             reason: str = "on disk now") -> dict:
+    """A phase's files (name -> path) as they are now, as a version-like entry."""
     from pipeline.core.hashing import hash_bytes
 
     blobs, hashes = {}, {}
@@ -69,7 +62,7 @@ def _on_disk(files: dict[str, str]) -> dict:
             continue
         hashes[name] = hash_bytes(data)
         blobs[hashes[name]] = data
-    return {"version": "the book's files", "files": hashes, "blobs": blobs, "reason": "on disk now"}
+    return {"version": label, "files": hashes, "blobs": blobs, "reason": reason}
 
 
 def _entry(store, book, task_id: str, arg: str) -> dict:
