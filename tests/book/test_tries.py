@@ -395,3 +395,21 @@ def test_tries_lists_what_each_try_is(built: Project):
     meta = json.loads((built.draft / "tries" / "terse" / "try.json").read_text())
     assert meta["scenes"] == TRIED and meta["reason"] == "shorter scenes"
     assert set(meta["variants"]) == {"write"} and meta["runs"][-1]["exit"] == 0
+
+
+def test_a_try_keeps_to_its_budget_and_resumes_paying_nothing_twice(built: Project):
+    built.edit_json("workspace/books/example/book.json", lambda d: d.update(
+        prices={"offline-1": {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}))
+    assert "LLM: 0 call(s) paid" in built.build().stdout  # prices: no part of a request
+    variant = _variant(built, "terse", "write.j2", "Keep it under a hundred words.")
+    n = len(built.calls())
+    stopped = built.doit("try", "terse", *TRIED, "--templates", variant, "budget=3")
+    assert stopped.returncode == 1 and "of $3.0000 spent in this run" in stopped.out
+    assert "Traceback" not in stopped.out
+    spent = built.misses(n)
+    assert spent and sum(c["cost_usd"] for c in spent) <= 3
+    assert "last run exited 1" in built.doit("tries").stdout
+    done = built.build("try", "terse")
+    assert done.stdout.rstrip().splitlines()[-1].startswith("scenemake: try terse: ")
+    paid = [c["request_hash"] for c in built.misses(n)]
+    assert len(paid) == len(set(paid)) == 7
