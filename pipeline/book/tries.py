@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ from pipeline.book.workspace import (
 )
 from pipeline.core.clock import now_iso, now_iso_ms
 from pipeline.core.errors import UserError
-from pipeline.core.hashing import hash_file, same_content
+from pipeline.core.hashing import hash_bytes, hash_file, same_content
 from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.store import atomic_write_bytes, atomic_write_json
 
@@ -201,8 +202,6 @@ def changes(meta: dict, recorded: dict[str, dict]) -> list[str]:
 
 
 def _hash_text(text: str) -> str:
-    from pipeline.core.hashing import hash_bytes
-
     return hash_bytes(text.encode("utf-8"))
 
 
@@ -374,8 +373,6 @@ def seed(db, book: Book, area: Area, tasks: list[str]) -> list[str]:
     wanted = set(todo)
     old = f"{(book.dir / 'draft').as_posix()}/scenes/"
     new = f"{area.folder.as_posix()}/scenes/"
-    import json
-
     for path, (task_id, _known, state_raw) in records.outputs.items():
         if task_id not in wanted or not path.startswith(old):
             continue
@@ -411,22 +408,30 @@ def tried_templates(meta: dict) -> dict[str, dict]:
 def install(book: Book, area: Area, meta: dict) -> list[tuple[str, str | None, str]]:
     """Make the try's templates the book's: each variant written where the book reads that
     template from (its own file; the book's ``templates/`` override instead of a default of
-    scenemake's). Returns (path, old hash, new hash) of each file written."""
-    written = []
+    scenemake's). Every variant is checked before any is written. Returns (path, old hash,
+    new hash) of each file written."""
+    todo = []
     for name, variant in meta["variants"].items():
+        try:
+            data = Path(variant["path"]).read_bytes()
+        except OSError:
+            data = None
+        if data is None or hash_bytes(data) != variant["hash"]:
+            raise UserError(f"the try's {name}.j2 is not the one it was built with",
+                            path=variant["path"], fix=f"doit drop {area.name}, then try again")
         now = book.templates[name]
         target = (book.dir / "templates" / f"{name}.j2"
                   if Path(now).resolve().is_relative_to(DEFAULT_TEMPLATES.resolve())
                   else Path(now))
-        data = Path(variant["path"]).read_bytes()
         try:
             before = hash_file(str(target))
         except OSError:
             before = None
         if before != variant["hash"]:
-            atomic_write_bytes(target, data)
-            written.append((display_path(target), before, variant["hash"]))
-    return written
+            todo.append((target, data, before, variant["hash"]))
+    for target, data, _before, _new in todo:
+        atomic_write_bytes(target, data)
+    return [(display_path(t), before, new) for t, _d, before, new in todo]
 
 
 def acceptance(book_dir: Path, config, meta: dict, reason: str) -> dict:
@@ -445,8 +450,6 @@ def acceptance(book_dir: Path, config, meta: dict, reason: str) -> dict:
 
 def accepted_vars(raw: str | None) -> dict[str, Any]:
     """The RunVars fields of an accepted try (the ``ACCEPTED_SETTING``), or {}."""
-    import json
-
     if not raw:
         return {}
     try:
