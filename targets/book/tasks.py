@@ -232,24 +232,35 @@ def _rules(run: BookRun, phase: str, sid: str, files) -> list:
     return rules
 
 
+def inputs_digest(run: BookRun, phase: str, sid: str) -> str:
+    """What the inputs rule of ``PHASE:SCENE`` compares (hashed once per run for the phases
+    whose slice every scene shares)."""
+    return run.inputs_hash(phase, sid if phase in _PER_SCENE_INPUTS else None)
+
+
 def _inputs_rule(run: BookRun, phase: str, sid: str) -> InputsUnchanged:
     from pipeline.book import inputs
 
-    shared = phase not in _PER_SCENE_INPUTS
     return InputsUnchanged(
-        f"{phase}:{sid}",
-        lambda: run.inputs_hash(phase, None if shared else sid),
+        f"{phase}:{sid}", lambda: inputs_digest(run, phase, sid),
         lambda: inputs.fingerprint(run.book, run.book.scene(sid), phase))
+
+
+def scene_files(files) -> tuple[list[str], list[str]]:
+    """(file_dep, targets) of a phase task from its files (``phases.PhaseFiles``)."""
+    return (list(files.inputs.values()) + list(files.templates.values()),
+            list(files.outputs.values()))
 
 
 def scene_task(run: BookRun, phase: str, scene) -> dict:
     """The task ``PHASE:SCENE`` (``name`` the scene: doit's subtask of the group)."""
     files = run.layout(scene.id)[phase]
+    file_dep, targets = scene_files(files)
     return {
         "name": scene.id,
         "actions": [(_act, [run, phase, scene.id])],
-        "file_dep": list(files.inputs.values()) + list(files.templates.values()),
-        "targets": list(files.outputs.values()),
+        "file_dep": file_dep,
+        "targets": targets,
         "uptodate": _rules(run, phase, scene.id, files),
         "task_dep": ["guard"],
         "doc": f"{phase} of {scene.id}: {scene.title}",
