@@ -173,9 +173,10 @@ class SceneDB:
         return self._raw_rows
 
     def _row(self, task_id: str) -> str | None:
-        """One task's stored record: a query of its own for the first few (a no-op asks for
-        one or two), all rows at once after that (a run that checks tasks asks for all)."""
-        if self._raw_rows is None and self._single_reads < 32:
+        """One task's stored record: a query of its own for the first few hundred (a no-op
+        asks for one or two, a run of the scenes a small change reaches for a few dozen),
+        all rows at once after that (a run that checks every task asks for all)."""
+        if self._raw_rows is None and self._single_reads < 256:
             self._single_reads += 1
             row = self._conn.execute("select task_data from doit where task_id=?",
                                      (task_id,)).fetchone()

@@ -304,16 +304,20 @@ def _guard(run: BookRun) -> TaskFailed | None:
 
 
 def _guarded_outputs(run: BookRun) -> list[str]:
-    """The artifacts the guard checks for hand edits: the loaded scenes' and those of tasks
-    the book no longer has (a removed scene's files are refused on every path). Never the
-    manuscript's: an edited manuscript is kept beside the next one, not refused."""
-    book_tasks = {f"{p}:{s.id}" for s in run.book.scenes for p in PHASES} | {"manuscript"}
-    rows = run.db.output_rows()
+    """The artifacts the guard checks for hand edits: the loaded scenes', and those of tasks
+    the book no longer has (a removed scene's files are refused on every path; when the
+    plan loaded only the scenes a change reaches, it found them as recorded already). Never
+    the manuscript's: an edited manuscript is kept beside the next one, not refused."""
     if not run.partial() and not run.reached_from():
-        return [path for path, task_id, _k, _s in rows if task_id != "manuscript"]
-    orphans = [path for path, task_id, _k, _s in rows if task_id not in book_tasks]
-    return [path for scene in run.loaded_scenes() for pf in run.layout(scene.id).values()
-            for path in pf.outputs.values()] + orphans
+        return [path for path, task_id, _k, _s in run.db.output_rows()
+                if task_id != "manuscript"]
+    loaded = [path for scene in run.loaded_scenes() for pf in run.layout(scene.id).values()
+              for path in pf.outputs.values()]
+    if run.reached_from():
+        return loaded
+    book_tasks = {f"{p}:{s.id}" for s in run.book.scenes for p in PHASES} | {"manuscript"}
+    return loaded + [path for path, task_id, _k, _s in run.db.output_rows()
+                     if task_id not in book_tasks]
 
 
 def _nothing_changed() -> None:
