@@ -226,7 +226,8 @@ class Verify(DoitCmdBase):
         "recorded mtime so that the next doit applies its usual rules to them (a changed "
         "input rebuilds, an edited artifact is refused or accepted with force_resume=1); the "
         "next plain doit also takes the full path, which reads book.json, outline.json and "
-        "state.json by content. Exit 1 when it found any.")
+        "state.json by content. It also reads back every kept version (doit history) and "
+        "lists those whose content no longer matches its hash. Exit 1 when it found any.")
     cmd_options = ()
 
     def _execute(self, pos_args=None):
@@ -276,9 +277,25 @@ class Verify(DoitCmdBase):
         if hidden:
             self.outstream.write(f"{len(hidden)} file(s); the next doit applies its rules "
                                  "to them\n")
+        damaged = _verify_versions(book, self.outstream)
+        if hidden or damaged:
             return 1
         self.outstream.write("every recorded file matches its record\n")
         return 0
+
+
+def _verify_versions(book, out) -> int:
+    """``doit verify``'s check of the kept versions: every kept file read back and checked
+    against its hash; prints one line per damaged one, returns how many."""
+    from targets.book.versions import damaged_versions
+
+    damaged = damaged_versions(book)
+    for line in damaged:
+        out.write(f"damaged kept version: {line}\n")
+    if damaged:
+        out.write(f"{len(damaged)} kept file(s) damaged: doit diff and restore refuse them "
+                  "(the files in the book are not affected)\n")
+    return len(damaged)
 
 
 # -- a closed pipe ends a command quietly --------------------------------------------------
