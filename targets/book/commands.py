@@ -241,6 +241,11 @@ class Verify(DoitCmdBase):
             raise InvalidCommand("verify takes no arguments")
         book, _ = context()
         db = _scene_db(self.dep_manager)
+        try:
+            _verify_build_db(db)
+        except BaseException:
+            self.dep_manager.close()
+            raise
         hidden: dict[str, str] = {}  # path -> the task that recorded it
 
         def hidden_edit(path: str, state) -> bool:
@@ -282,6 +287,16 @@ class Verify(DoitCmdBase):
             return 1
         self.outstream.write("every recorded file matches its record\n")
         return 0
+
+
+def _verify_build_db(db) -> None:
+    """``doit verify``'s check of the build DB itself: sqlite's ``quick_check`` whatever
+    the file's size (an open checks only small ones); a damaged page is one line."""
+    from pipeline.core import builddb, sqlitefile
+
+    problem = sqlitefile.damage(db.name)
+    if problem is not None:
+        raise builddb.db_failure(db.name, sqlitefile.corrupt(problem), error=db.Error)
 
 
 def _verify_versions(book, out) -> int:

@@ -161,6 +161,8 @@ def relocate_db(db: Path, old: str, new: str) -> int:
 
     old_json, new_json = json.dumps(old.rstrip("/") + "/")[1:-1], json.dumps(
         new.rstrip("/") + "/")[1:-1]
+    from pipeline.core import builddb, sqlitefile
+
     conn = sqlite3.connect(db)
     try:
         with conn:
@@ -170,8 +172,10 @@ def relocate_db(db: Path, old: str, new: str) -> int:
                 conn.execute("UPDATE doit SET task_data = ? WHERE task_id = ?",
                              (data.replace(old_json, new_json), task_id))
         return len(rows)
-    except sqlite3.DatabaseError:
-        return 0  # not a doit DB: nothing recorded to move
+    except sqlite3.Error as exc:
+        if sqlitefile.kind(exc) == sqlitefile.OTHER and "no such table" in str(exc):
+            return 0  # not a doit DB: nothing recorded to move
+        raise builddb.db_failure(str(db), exc, conn) from None
     finally:
         conn.close()
 
