@@ -323,7 +323,7 @@ def merge_pending(root: Path) -> list[str]:
     done = []
     folder = root / PENDING_DIR
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = read_json(path, "a fleet unit's build records")
+        data = read_json(path, "a fleet unit's build records", max_text=None)
         if not isinstance(data, dict) or not isinstance(data.get("records"), dict):
             raise UserError(f"{path.relative_to(root)}: not a fleet unit's build records",
                             fix="move it away; the unit's next build rebuilds from the cache")
