@@ -112,7 +112,7 @@ class SceneDB(builddb.SceneDB):
         # As builddb's, but a failure is kept for one line at the end instead of a line per
         # view: on a full disk every ledger fails the same way.
         while (item := views.get()) is not None:
-            for listener in list(builddb._listeners):
+            for listener in list(self._listeners):
                 try:
                     listener(*item)
                 except Exception as exc:  # the record stays marked stale: the next run retries
@@ -154,5 +154,5 @@ for _name in ("set", "remove", "remove_all", "announce_outputs", "settle_outputs
               "set_failure", "add_event", "bump_attempt", "forget", "views_written",
               "set_setting", "relocate", "values", "task_ids", "outputs_of", "output_rows",
               "events", "stale_views", "attempt", "setting", "drop_outputs", "clear_events",
-              "clear_failure"):
+              "clear_failure", "snapshot"):
     setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name)))

@@ -39,10 +39,16 @@ class RunSummary:
     """Counts of one run, for its last line."""
 
     def __init__(self) -> None:
+        self.run = None  # the book's run (targets/book/run.py), from the guard task
         self.ran: list[str] = []
         self.up_to_date = 0
         self.failed = 0
         self.book_run = False
+
+    def find_run(self, tasks) -> None:
+        """The run of the book's tasks, as the guard task carries it."""
+        guard = tasks.get("guard") if isinstance(tasks, dict) else None
+        self.run = (getattr(guard, "meta", None) or {}).get("scenemake_run")
 
     def note(self, task, what: str) -> None:
         """Count a task that ran (``ran``), was up to date (``skip``) or failed (``fail``)."""
@@ -63,12 +69,12 @@ class RunSummary:
         """The end-of-run line of a book run (None when the run built no book task)."""
         if not self.book_run:
             return None
-        from targets.book.tasks import _reach, _target, fast, reached_from
-
-        ws, name, _ = _target()
-        draft = ws.book_dir(name) / "draft"
-        checked = (found := _reach()) is not None and found.checked
-        if fast():
+        run = self.run
+        if run is None:
+            return None
+        draft = run.dir / "draft"
+        checked = (found := run.planner.reach()) is not None and found.checked
+        if run.fast():
             what = (f"nothing changed: all {checked} task(s) match their build records "
                     "(checked without loading them; stamped), no LLM call" if checked else
                     "nothing changed since the last complete build: no task checked, "
@@ -81,7 +87,7 @@ class RunSummary:
                     + (f", {first} earlier scene(s) unchanged ("
                        + ("checked against their build records)" if checked else
                           "their files did not move)")
-                       if (first := reached_from()) else "")
+                       if (first := run.reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
                     f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")
@@ -101,6 +107,9 @@ class LineReporter(ConsoleReporter):
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.summary = RunSummary()
+
+    def initialize(self, tasks, selected_tasks):
+        self.summary.find_run(tasks)
 
     def add_success(self, task):
         self.summary.note(task, "ran")
@@ -138,6 +147,7 @@ class ProgressReporter(ConsoleReporter):
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""
+        self.summary.find_run(tasks)
         seen, todo = set(), list(selected_tasks or [])
         while todo:
             name = todo.pop()

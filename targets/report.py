@@ -169,9 +169,9 @@ class Report(DoitCmdBase):
                 target = _unit_report(pos_args)
                 self.outstream.write(f"report: {target.as_posix()}\n")
                 return 0
-            from targets.book.tasks import context
+            from targets.book.run import of_command
 
-            book, _ = context()
+            book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))
             page = render(gather(book, db, explainer))

@@ -110,8 +110,10 @@ class RerunFrom(Run):
                     start.append(arg)
                 else:
                     start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
+        # the manuscript is rebuilt when a prose it reads changes (doit's own check); it is
+        # forgotten only when named, so its record still tells its hand edits from its own
         forget = [n for n in downstream(self.task_list, start)
-                  if n in by_name and (":" in n or n == "manuscript")]
+                  if n in by_name and (":" in n or (n == "manuscript" and n in start))]
         if rerun_dry_run:
             for name in forget:
                 self.outstream.write(f"would forget {name}\n")
@@ -125,9 +127,9 @@ class RerunFrom(Run):
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")
-        from targets.book.tasks import doit_config
+        from targets.book.tasks import DEFAULT_TASKS
 
-        self.sel_tasks = doit_config()["default_tasks"]  # then build, as a plain `doit` would
+        self.sel_tasks = list(DEFAULT_TASKS)  # then build, as a plain `doit` would
         self.control = None
         return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
                                 par_type, single, auto_delayed_regex, force_verbosity,
@@ -154,12 +156,12 @@ class Ledger(DoitCmdBase):
         from targets.command import command_db
 
         with command_db(self.name, self.dep_manager) as db:
-            from targets.book.tasks import context
+            from targets.book.run import of_command
 
             if not pos_args or len(pos_args) != 1:
                 raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
             sid = check_scene_id(pos_args[0])
-            book, _ = context()
+            book = of_command(self).book
             book.scene(sid)
             data = ledger.export(db, book, sid)
         from pipeline.core.store import dump_json
@@ -184,9 +186,9 @@ class Reset(DoitCmdBase):
         from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         db = _scene_db(self.dep_manager)
         archived = None
         try:
@@ -235,11 +237,11 @@ class Verify(DoitCmdBase):
 
         from pipeline.book import stamp
         from pipeline.core.hashing import hash_file
-        from targets.book.tasks import _stamp_path, context
+        from targets.book.run import of_command
 
         if pos_args:
             raise InvalidCommand("verify takes no arguments")
-        book, _ = context()
+        book = of_command(self).book  # a bad book is one line before anything is read
         db = _scene_db(self.dep_manager)
         try:
             _verify_build_db(db)
@@ -274,7 +276,7 @@ class Verify(DoitCmdBase):
                         hidden.setdefault(path, task_id)
             # The next plain doit takes the full path, which reads the book's own inputs
             # (book.json, outline.json, state.json) by content, whatever their mtime.
-            stamp.drop(_stamp_path(book.workspace, book.name))
+            stamp.drop(of_command(self).stamp_path)
         finally:
             self.dep_manager.close()
         for path, task_id in sorted(hidden.items()):

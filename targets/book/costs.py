@@ -40,9 +40,9 @@ class Cost(DoitCmdBase):
         from pipeline.core.errors import UserError
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         self.dep_manager.close()
         try:
             shared = read_shared_calls(book.workspace.root, book.name, all_machines)
@@ -138,9 +138,9 @@ class Estimate(DoitCmdBase):
         from pipeline.llm import read_calls
         from pipeline.llm.pricing import PriceTable
         from targets.book.commands import downstream
-        from targets.book.tasks import context
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
         try:

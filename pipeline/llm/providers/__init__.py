@@ -8,6 +8,9 @@ A plugin is any object with
   (``pipeline.llm.settings``) for this provider before any request is built, e.g. a default
   ``base_url`` or the content name of a local model file. Raise ``UserError`` for bad input.
 - ``default_model``: when set, ``SCENEMAKE_MODEL=NAME`` alone (no ``:MODEL``) means it.
+- ``model_files(model) -> list[Path]``: the files a configured model's answers come from
+  (a local model's weights): a build plan watches them, since a replaced file changes
+  every answer. A remote model has none.
 
 The built-ins register themselves below with :func:`register`, exactly as a third-party
 plugin joins: through the entry point group ``scenemake.providers`` (name = the provider's
@@ -99,6 +102,13 @@ def plugin(name: str) -> Any | None:
             _registry[name] = loaded
         found = loaded
     return found
+
+
+def model_files(model) -> list[str]:
+    """The files a configured model's answers come from (see the module docstring)."""
+    found = plugin(model.provider)
+    files = getattr(found, "model_files", None)
+    return [str(p) for p in files(model)] if files is not None else []
 
 
 def unknown(name: str) -> UserError:
