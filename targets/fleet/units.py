@@ -60,9 +60,10 @@ def _book(text: str, name: str, root: Path) -> Unit:
         raise UnitError(f"'{text}': no book there", path=f"{folder}/book.json",
                         fix="name a folder of workspace/books")
     state = f"workspace/.scenemake/books/{name}"
+    # doit.cfg: scenemake's task loader, which a book's doit needs (targets/book/run.py)
     return Unit(text, inputs=("dodo.py", folder), outputs=(f"{folder}/draft",),
-                optional=("workspace/scenemake.json", f"{state}.sqlite", f"{state}.sqlite-wal",
-                          f"{state}.stamp.json"),
+                optional=("doit.cfg", "workspace/scenemake.json", f"{state}.sqlite",
+                          f"{state}.sqlite-wal", f"{state}.stamp.json"),
                 command=("{python}", "-m", "doit", f"book={name}", "-n", "2", "-P", "thread"))
 
 
