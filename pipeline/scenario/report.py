@@ -46,9 +46,9 @@ def load(run_dir: Path) -> tuple[dict, dict[str, dict]]:
         raise UserError("not a scenario pack run or loop: pack_state.json is missing",
                         path=display_path(state_path),
                         fix="run scenemake-scenario run-pack --pack PACK first")
-    reviews = {name: read_json(run_dir / name, "review") for name in REVIEWS
+    reviews = {name: read_json(run_dir / name, "review", max_text=None) for name in REVIEWS
                if (run_dir / name).exists()}
-    return read_json(state_path, "pack state"), reviews
+    return read_json(state_path, "pack state", max_text=None), reviews
 
 
 def _gate(state: dict) -> str:
@@ -109,7 +109,8 @@ def _steps(run_dir: Path, state: dict, reviews: dict[str, dict]) -> str:
     for scenario in state.get("scenarios", []):
         sid = scenario["scenario_id"]
         path = run_dir / "scenarios" / sid / "scenario_state.json"
-        steps = read_json(path, "scenario state").get("steps", []) if path.exists() else []
+        steps = (read_json(path, "scenario state", max_text=None).get("steps", [])
+                 if path.exists() else [])
         if not steps:
             rows.append(f'<tr class="step-row" id="scenario-{_e(sid)}"><td>{_e(sid)}</td>'
                         '<td colspan="6">not captured yet (the run stopped before it: run '
@@ -141,7 +142,8 @@ def _iterations(loop_dir: Path, loop: dict) -> str:
     verdicts = []
     for it in loop.get("iterations", []):
         path = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "analyst_verdict.json"
-        verdicts.append((it, read_json(path, "analyst verdict") if path.exists() else {}))
+        verdicts.append((it, read_json(path, "analyst verdict", max_text=None)
+                         if path.exists() else {}))
     head = "".join(f"<th>iteration {it['iteration']}</th>" for it, _ in verdicts)
 
     def row(label: str, cell) -> str:
@@ -173,7 +175,7 @@ def _iterations(loop_dir: Path, loop: dict) -> str:
 
 def render_loop(loop_dir: Path) -> str:
     """The report page of the pack loop in ``loop_dir``."""
-    loop = read_json(loop_dir / "loop_state.json", "loop state")
+    loop = read_json(loop_dir / "loop_state.json", "loop state", max_text=None)
     runs = []
     for it in loop.get("iterations", []):
         run_dir = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "pack_run"

@@ -165,6 +165,18 @@ class Diff(BookCommand):
             return 0
         else:
             old, new = versions[-2], versions[-1]
+        names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
+                 if show_all or n not in HIDDEN]
+        def content(entry: dict, name: str) -> bytes | None:
+            if name not in entry["files"]:
+                return None
+            if "blobs" in entry:  # a try's files, or the book's on disk: read just now
+                return entry["blobs"][entry["files"][name]]
+            return store.content(task_id, entry, name)
+
+        # every kept file of both versions is checked against its hash before anything shows
+        blobs = [(name, content(old, name), content(new, name)) for name in names]
+
         def label(entry: dict) -> str:
             v = entry["version"]
             return f"version {v}" if isinstance(v, int) else str(v)
@@ -173,17 +185,9 @@ class Diff(BookCommand):
         head = (f"version {old['version']} -> {new['version']}" if numbers else
                 f"{label(old)} -> {label(new)}")
         self.outstream.write(f"{task_id}: {head} ({new.get('reason', '')})\n")
-        names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
-                 if show_all or n not in HIDDEN]
         shown = 0
-        def blob(entry: dict, digest: str | None) -> bytes | None:
-            if not digest:
-                return None
-            return entry.get("blobs", {}).get(digest) or store.blob(digest)
-
-        for name in names:
-            a, b = old["files"].get(name), new["files"].get(name)
-            lines = diff_files(name, blob(old, a), blob(new, b))
+        for name, a, b in blobs:
+            lines = diff_files(name, a, b)
             if lines:
                 shown += 1
                 self.outstream.write("\n".join(lines).rstrip("\n") + "\n")
@@ -224,7 +228,8 @@ class Restore(BookCommand):
         if not db.values(task_id):
             raise UserError(f"{task_id} has no record in the build DB",
                             fix="build it first (doit), then restore")
-        data = {files[name]: store.blob(digest) for name, digest in entry["files"].items()
+        # every file checked against its hash before any is written: all or nothing
+        data = {files[name]: store.content(task_id, entry, name) for name in entry["files"]
                 if name in files}
         atomic_write_many(data)
         hashes = {files[name]: digest for name, digest in entry["files"].items() if name in files}
@@ -264,4 +269,18 @@ class Gc(BookCommand):
         count, size = _store(book).gc()
         self.outstream.write(f"gc: deleted {count} kept file(s) ({size} bytes) that no "
                              "version refers to\n")
+        damaged = damaged_versions(book)
+        for line in damaged:
+            self.outstream.write(f"damaged: {line}\n")
+        if damaged:
+            self.outstream.write(f"{len(damaged)} kept file(s) cannot be trusted; they are "
+                                 "never shown or restored (doit rerun-from PHASE:SCENE "
+                                 "builds a phase afresh)\n")
+            return 1
         return 0
+
+
+def damaged_versions(book) -> list[str]:
+    """One line per kept file of ``book`` that is missing, damaged, a link or named by no
+    hash, and per version index that cannot be read (``doit gc`` and ``doit verify``)."""
+    return [d.line() for d in _store(book).damage()]

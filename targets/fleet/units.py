@@ -176,14 +176,16 @@ def relocate_db(db: Path, old: str, new: str) -> int:
     relocation (``builddb.move_paths``); returns the rows changed."""
     import sqlite3
 
-    from pipeline.core.builddb import move_paths
+    from pipeline.core import builddb, sqlitefile
 
     conn = sqlite3.connect(db)
     try:
         with conn:
-            return len(move_paths(conn, old, new))
-    except sqlite3.DatabaseError:
-        return 0  # not a doit DB: nothing recorded to move
+            return len(builddb.move_paths(conn, old, new))
+    except sqlite3.Error as exc:
+        if sqlitefile.kind(exc) == sqlitefile.OTHER and "no such table" in str(exc):
+            return 0  # not a doit DB: nothing recorded to move
+        raise builddb.db_failure(str(db), exc, conn) from None
     finally:
         conn.close()
 
