@@ -39,15 +39,14 @@ def area_of(run, name: str):
     return tries.Area(run.workspace, run.name, tries.check_name(name))
 
 
-def try_run(run, area, meta: dict, variables=None):
+def try_run(run, area, meta: dict):
     """The run that builds try ``area`` (``meta`` its record): the book as the try sees it,
     the try's scenes named, every template change allowed (it is what a try is for)."""
     from pipeline.book import tries
     from targets.book.run import BookRun, Selection
 
-    rv = variables or run.vars
-    rv = dataclasses.replace(rv, allow_prompt_change=True,
-                             reason=rv.reason or meta.get("reason") or f"try {area.name}")
+    rv = dataclasses.replace(run.vars, allow_prompt_change=True,
+                             reason=run.vars.reason or meta.get("reason") or f"try {area.name}")
     book = run.book
     selection = Selection("run", tuple(tries.try_tasks(book, meta["scenes"])))
     return BookRun(run.workspace, run.name, rv, selection, side=tries.side(area, meta))
@@ -78,7 +77,6 @@ class Try(CommandBase, Run):
         if not args:
             raise InvalidCommand("doit try needs a name for the try (e.g. doit try terse "
                                  "ch001_sc001 ch001_sc002 --templates variants/terse)")
-
         try:
             run = accepted_run()
             self.area = area_of(run, args[0])
