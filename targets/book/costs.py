@@ -216,8 +216,8 @@ class Estimate(BookCommand):
         what = (f"Next run of try '{book.side}' of book '{book.name}'" if book.side else
                 f"Next run of book '{book.name}'")
         table = Table(title=f"{what} ({model.provider}:{model.model})")
-        for col in ("phase", "stale now", "may rerun", "from the cache", "LLM calls (at most)",
-                    "est. tokens", "est. cost $"):
+        for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
+                    "est. cost $", "from the cache"):
             table.add_column(col, justify="left" if col == "phase" else "right")
         total_calls, total_tokens, total_cost, bound = 0, 0, 0.0, False
         total_served = 0
@@ -247,10 +247,10 @@ class Estimate(BookCommand):
                 total_cost += c
             total_calls += calls
             total_served += hits
-            table.add_row(phase, str(now), str(len(may)), str(hits) if phase in LLM_PHASES
-                          else "-", str(calls), tokens, cost)
-        table.add_row("total", str(len(stale)), str(len(affected)), str(total_served),
-                      str(total_calls), str(total_tokens), f"{total_cost:.4f}", style="bold")
+            table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost,
+                          str(hits) if phase in LLM_PHASES else "-")
+        table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
+                      str(total_tokens), f"{total_cost:.4f}", str(total_served), style="bold")
         con = _console(self.outstream)
         con.print(table)
         if bound:
