@@ -281,3 +281,4 @@ class Why(BookCommand):
         for name in args:
             self.outstream.write(report(explainer.verdict(name)))
         return 0
+
