@@ -96,10 +96,11 @@ class RunSummary:
         if run.side is not None:  # a try: what it is, and how to see it against the book
             return (f"scenemake: try {run.side.name}: {what}; its files: {draft.as_posix()}/, "
                     f"compare: doit compare {run.side.name}")
-        where = [f"{label}: {path.as_posix()}" for label, path in
-                 (("manuscript", draft / "manuscript.md"), ("report", draft / "report.html"))
-                 if path.exists()]
-        return "scenemake: " + what + ("; " + ", ".join(where) if where else "")
+        # the manuscript is a target (rewritten when the prose changes); the report page is
+        # written by `doit report` only, so the line does not point at a page it did not write
+        manuscript = draft / "manuscript.md"
+        return "scenemake: " + what + (f"; manuscript: {manuscript.as_posix()}"
+                                       if manuscript.exists() else "")
 
 
 class LineReporter(ConsoleReporter):

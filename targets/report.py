@@ -113,7 +113,7 @@ def gather(book, db, explainer) -> object:
         prompt_changes=changes, diffs=diffs,
         manuscript_html=manuscript.body_html(book, prose, stand_in) if prose else
         "<p>No scene has its final prose yet.</p>",
-        stand_in=stand_in, generated=now_iso())
+        stand_in=stand_in, generated=now_iso(), build=db.generation())
 
 
 def _tries(book) -> list[dict]:

@@ -47,6 +47,7 @@ class ReportData:
     manuscript_html: str = ""
     stand_in: bool = False
     generated: str = ""
+    build: int = 0  # the build DB's generation the page shows (moved by every commit)
     tries: list[dict] = field(default_factory=list)  # name, scenes, templates, status, page
 
 
@@ -223,8 +224,10 @@ def render(data: ReportData) -> str:
         f"<title>Report: {_e(data.title)}</title><style>{_STYLE}</style>"
         "</head>\n<body>\n"
         f"<h1>Report: {_e(data.title)}</h1>"
-        f'<p class="small">book <code>{_e(data.book)}</code>, written {_e(data.generated)} by '
-        "<code>doit report</code></p>" + stand_in
+        f'<p class="small" id="made">book <code>{_e(data.book)}</code>, written '
+        f"{_e(data.generated)} by <code>doit report</code> from build {_e(data.build)} of its "
+        "build DB: a later run is not in it until <code>doit report</code> writes it again</p>"
+        + stand_in
         + "<h2>Scenes and phases</h2>" + _matrix(data)
         + "<h2>Cost and tokens</h2>"
         f"<p>{int(t.get('calls', 0))} LLM calls, {int(t.get('hits', 0))} served by the response "

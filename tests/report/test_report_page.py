@@ -91,3 +91,21 @@ def test_a_paid_model_s_charts_show_dollars(tmp_path: Path):
     free = render(data(0.0))
     assert 'id="chart-time-phase"' in free and "1.5 s" in free and "chart-cost" not in free
     assert "costs nothing" in free
+
+
+def test_the_page_says_which_build_it_shows_and_the_run_does_not_advertise_it(built):
+    """issue #22 item 5: the run's last line named draft/report.html, which a plain doit
+    never rewrote; now it does not, and the page says when and from which build it is."""
+    import re
+
+    page = _report(built).read_text()
+    made = re.search(r'id="made">.*?from build (\d+) of its build DB', page)
+    assert made, page[:2000]
+    before = int(made.group(1))
+    built.edit_json("workspace/books/example/outline.json", lambda d: d["chapters"][0]
+                    ["scenes"][0].update(brief="The ferry comes in late."))
+    proc = built.build()
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("scenemake: ") and "report" not in last, last
+    again = re.search(r"from build (\d+)", _report(built).read_text())
+    assert int(again.group(1)) > before
