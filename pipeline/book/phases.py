@@ -67,6 +67,18 @@ def layout(book: Book, sid: str) -> dict[str, PhaseFiles]:
     return files
 
 
+def check_templates(book: Book, phases: list[str]) -> None:
+    """Every template the LLM ``phases`` render parses and reads only what its context
+    has (``rendering.check_names``): a UserError naming the first that does not."""
+    from pipeline.core.rendering import check_names
+
+    system = book.templates["system"]
+    for phase in phases:
+        names = context_names(phase)
+        check_names(book.templates[phase], names, f"the {phase} phase's prompt")
+        check_names(system, names, f"the system prompt of the {phase} phase")
+
+
 def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
     """Hash of the non-file inputs a phase reads (its slice of outline and config).
 
@@ -120,6 +132,21 @@ INPUT_MODELS: dict[str, type[BaseModel] | None] = {
 
 
 # -- LLM phases -------------------------------------------------------------------------
+def _context_key(input_name: str) -> str:
+    """The name an input has in a phase's prompt context."""
+    return {"scene_card": "card", "state_patch": "patch"}.get(input_name, input_name)
+
+
+def context_names(phase: str) -> set[str]:
+    """The variables ``prompt_context`` gives a phase's templates, known without a scene
+    (what the guard checks templates against before any call)."""
+    names = {"book", "scene_id", "scene"} | ({"previous", "chapter"} if phase == "plan" else set())
+    for i in PHASE[phase].inputs:
+        names |= {"state", "last_scene"} if i.name in ("state", "pre_state") \
+            else {_context_key(i.name)}
+    return names
+
+
 def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> dict:
     """Variables the phase's templates see.
 
@@ -142,8 +169,7 @@ def prompt_context(book: Book, scene: OutlineScene, phase: str, inp: dict) -> di
             ctx["state"] = view.state.model_dump()
             ctx["last_scene"] = view.last_scene.model_dump() if view.last_scene else None
             continue
-        key = {"scene_card": "card", "state_patch": "patch"}.get(name, name)
-        ctx[key] = value.model_dump() if isinstance(value, BaseModel) else value
+        ctx[_context_key(name)] = value.model_dump() if isinstance(value, BaseModel) else value
     return ctx
 
 

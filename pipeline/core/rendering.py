@@ -154,6 +154,33 @@ def render(path: str, context: dict[str, Any]) -> str:
                         fix="fix the template") from None
 
 
+def check_names(path: str, known: set[str], what: str) -> None:
+    """Before anything is rendered: the template at ``path`` parses, and every variable it
+    reads from its context is one of ``known`` (``what`` names that context in the error),
+    so a broken template stops a run before its first paid call, in one line naming the
+    file, the line and the name. Variables the template sets itself (``set``, ``for``,
+    macros) are its own."""
+    from jinja2 import meta, nodes
+
+    source = _read(path)
+    try:
+        tree = _env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise UserError(f"template syntax error on line {exc.lineno}: {exc.message}",
+                        path=path, fix="fix the template") from None
+    unknown = meta.find_undeclared_variables(tree) - known - set(_env.globals)
+    if not unknown:
+        return
+    lines = {}
+    for node in tree.find_all(nodes.Name):
+        if node.name in unknown:
+            lines.setdefault(node.name, node.lineno)
+    name = min(unknown, key=lambda n: (lines.get(n, 0), n))
+    raise UserError(f"template uses an undefined variable on line {lines.get(name, '?')}: "
+                    f"'{name}' is undefined in {what}", path=path,
+                    fix=f"available: {', '.join(sorted(known))}")
+
+
 def render_messages(system_path: str, phase_path: str, context: dict[str, Any]) -> list[dict]:
     """The chat messages of one phase: the system template, then the phase template."""
     return [

@@ -309,6 +309,11 @@ def _guard(run: BookRun) -> TaskFailed | None:
                                                      "phase": book.templates[phase]}
     try:
         _refresh_stale_ledgers(book, db)
+        # a broken template stops the run before its first paid call, not at its phase
+        from pipeline.book.phases import check_templates
+
+        if run.loaded_scenes():
+            check_templates(book, list(LLM_PHASES))
         changes = policies.find_template_changes(db, task_templates)
         policies.require_prompt_change_allowed(changes, rv)
         accepted = policies.handle_edits(db, policies.find_edits(db, _guarded_outputs(run)), rv)

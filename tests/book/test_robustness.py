@@ -77,10 +77,24 @@ def test_template_error_names_file_and_line(built):
     assert proc.returncode != 0 and "Traceback" not in proc.out
     assert "workspace/books/example/templates/write.j2: template syntax error on line 2" \
         in proc.out
-    (tdir / "write.j2").write_text("Task: write {{ nonsense }}.\n")
+    (tdir / "write.j2").write_text("Task: write.\n\nUse {{ nonsense }}.\n")
+    calls = len(built.calls())
     proc = built.doit("allow_prompt_change=1", "reason=try a new template")
-    assert "undefined variable" in proc.out and "'nonsense' is undefined" in proc.out
-    assert built.ledger("ch001_sc001")["phases"]["write"]["status"] == "fail"
+    assert "workspace/books/example/templates/write.j2: template uses an undefined variable " \
+        "on line 3: 'nonsense' is undefined" in proc.out, proc.out
+    assert built.calls()[calls:] == []  # found before any call (issue #22 item 6)
+
+
+def test_a_broken_template_stops_a_fresh_build_before_its_first_paid_call(project):
+    tdir = project.book / "templates"
+    tdir.mkdir()
+    (tdir / "state_repair.j2").write_text("Fix the patch of {{ scene_id }}.\n{{ card.beat }}\n"
+                                          "{{ pack }}\n")  # pack: not a state_repair input
+    proc = project.doit()
+    assert proc.returncode != 0 and "Traceback" not in proc.out
+    assert "templates/state_repair.j2: template uses an undefined variable on line 2: " \
+        "'card' is undefined in the state_repair phase's prompt" in proc.out, proc.out
+    assert project.calls() == []
 
 
 @pytest.mark.slow
