@@ -18,7 +18,6 @@ from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from pipeline.book.runvars import RunVars, parse
 from pipeline.book.workspace import (
-    LLM_PHASES,
     OLD_TEMPLATES_FOLDER,
     PACKAGE_DIR,
     PHASES,
@@ -531,9 +530,9 @@ def _guard() -> TaskFailed | None:
     db = builddb.current()
     task_templates = {}
     for scene in loaded_scenes():
-        for phase in LLM_PHASES:
-            task_templates[f"{phase}:{scene.id}"] = {"system": book.templates["system"],
-                                                     "phase": book.templates[phase]}
+        for phase, files in _layout(scene.id).items():
+            if files.templates:  # the LLM phases, and lint (its repair rounds)
+                task_templates[f"{phase}:{scene.id}"] = files.templates
     try:
         _refresh_stale_ledgers(book, db)
         changes = policies.find_template_changes(db, task_templates)

@@ -78,7 +78,8 @@ class RerunFrom(Run):
         from targets.project import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-        from pipeline.book.workspace import LLM_PHASES, PHASES, check_scene_id
+        from pipeline.book.phase_table import ASKING_PHASES
+        from pipeline.book.workspace import PHASES, check_scene_id
 
         phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
                        and ":" in t.name]
@@ -121,7 +122,7 @@ class RerunFrom(Run):
         db = _scene_db(self.dep_manager)
         for name in forget:
             note = ""
-            if name.partition(":")[0] in LLM_PHASES:
+            if name.partition(":")[0] in ASKING_PHASES:
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")

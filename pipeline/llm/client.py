@@ -284,7 +284,8 @@ class LLMClient:
         if error is not None:
             return None  # e.g. ``validate`` got stricter since: ask again
         latency = (time.perf_counter() - start) * 1000
-        self._log(ctx, request, key, "hit", cached, latency, try_index=0)
+        self._log(ctx, request, key, "hit", cached, latency, try_index=0,
+                  seed=cached.seed if cached.seed is not None else _first_seed(request))
         return LLMResponse(
             text=cached.text,
             data=data,
@@ -297,6 +298,8 @@ class LLMClient:
             cost_usd=0.0,
             latency_ms=latency,
             seed=cached.seed if cached.seed is not None else _first_seed(request),
+            tries=len(cached.tries) if cached.tries else 1,
+            history=[dict(t) for t in cached.tries or ()],
         )
 
     def _generate(
@@ -314,6 +317,7 @@ class LLMClient:
         tokens_in = tokens_out = 0
         cost = latency = 0.0
         last_error = ""
+        history: list[dict] = []  # each try: its seed, and the finding that refused it
         for try_index in range(self.max_reasks + 1):
             # A re-ask may already be cached (say the original entry was deleted).
             start = time.perf_counter()
@@ -323,7 +327,7 @@ class LLMClient:
                 tokens_in += cached.tokens_in
                 tokens_out += cached.tokens_out
                 took = (time.perf_counter() - start) * 1000
-                self._log(ctx, current, current_key, "hit", cached, took, try_index)
+                cache = "hit"
             else:
                 result, took = self._ask(provider, sent, ctx)
                 answer = CachedResponse(
@@ -338,17 +342,23 @@ class LLMClient:
                 tokens_out += answer.tokens_out
                 cost += answer.cost_usd
                 latency += took
-                self._log(ctx, current, current_key, "miss", answer, took, try_index)
+                cache = "miss"
             data, error = self._check(answer.text, checker, validate)
+            seed = answer.seed if cache == "hit" else sent.params.get("seed")
+            self._log(ctx, current, current_key, cache, answer, took, try_index, seed=seed,
+                      finding=error)
+            history.append({"try": try_index, "request_hash": current_key, "seed": seed,
+                            "cache": cache, "tokens_in": answer.tokens_in,
+                            "tokens_out": answer.tokens_out, "finding": error})
             if error is None:
                 # Only valid answers are cached: an invalid one must be asked again next time.
                 if cached is None:
                     self.cache.put(current_key, current.canonical(), answer)
                 if try_index > 0:
                     # The original request answers straight away next time; its entry
-                    # records what the whole exchange cost.
+                    # records what the whole exchange cost, and how it went.
                     total = CachedResponse(answer.text, tokens_in, tokens_out, cost, latency,
-                                           answer.seed)
+                                           answer.seed, tries=tuple(history))
                     self.cache.put(key, request.canonical(), total)
                 return LLMResponse(
                     text=answer.text,
@@ -363,6 +373,7 @@ class LLMClient:
                     latency_ms=latency,
                     tries=try_index + 1,
                     seed=answer.seed,
+                    history=history,
                 )
             last_error = error
             current = _reask(request, answer.text, error, json_answer=checker is not None,
@@ -410,6 +421,8 @@ class LLMClient:
         answer: CachedResponse,
         latency_ms: float,
         try_index: int,
+        seed: int | None = None,
+        finding: str | None = None,
     ) -> None:
         hit = cache == "hit"
         with self._guard:
@@ -432,6 +445,8 @@ class LLMClient:
             attempt=request.attempt,
             try_index=try_index,
             cost_avoided_usd=answer.cost_usd if hit else None,
+            seed=seed,
+            finding=finding,
         )
 
 

@@ -129,6 +129,9 @@ class LLMResponse:
     latency_ms: float
     tries: int = 1
     seed: int | None = None  # the seed sent with the try that gave this answer
+    # One entry per try: ``try``, ``request_hash``, ``seed``, ``cache``, tokens, and the
+    # ``finding`` that refused its answer (None for the answer kept).
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
