@@ -347,6 +347,10 @@ def reached_from() -> int:
 def doit_config() -> dict:
     """DOIT_CONFIG for dodo.py: the per-task-commit sqlite DB of the book, blake3 checker."""
     ws, name, _ = _target()
+    if _doit_cli():  # Ctrl-C/SIGTERM from here on: one line, exit 130/143 (targets/progress.py)
+        from pipeline.core import interrupt
+
+        interrupt.install()
     db_path = ws.db_path(name)
     if not fast():
         context()  # load and check the book now: bad input stops every command

@@ -10,7 +10,10 @@ from the offline stand-in model.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 from doit.reporter import ConsoleReporter
 
@@ -23,16 +26,68 @@ def _llm_stats() -> dict:
     return llm_stats()
 
 
-def _calls_made() -> tuple[dict, bool]:
-    """This process's LLM totals and whether the offline stand-in answered; nothing is
-    imported when no phase ran (the no-op fast path stays light)."""
-    runner = sys.modules.get("pipeline.book.runner")
-    if runner is None:
-        return {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
-                "cost_usd": 0.0}, False
-    with runner._clients_lock:
-        providers = {name for c in runner._clients.values() for name in c.providers}
-    return runner.llm_stats(), "offline" in providers
+def _watch_signals() -> None:
+    """Ctrl-C or SIGTERM ends the run in one line, its model servers stopped, exit 130/143
+    (``pipeline.core.interrupt``; installed again here, after the build DB opened)."""
+    from pipeline.core import interrupt
+
+    interrupt.install()
+
+
+class RunCalls:
+    """The LLM calls of this run, as the call log counts them: the lines the book's calls
+    added to ``llm_calls.jsonl`` since the run began, whichever process made them (a
+    ``doit -n N`` worker process counts too)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.book = ""
+        self.offset = 0
+
+    def start(self) -> None:
+        """Remember where the call log ends now."""
+        from targets.book import _target
+
+        try:
+            ws, name, _ = _target()
+        except Exception:  # noqa: BLE001 - not a book run: nothing to count
+            return
+        self.path, self.book = ws.state_dir / "llm_calls.jsonl", name
+        try:
+            self.offset = self.path.stat().st_size
+        except OSError:
+            self.offset = 0
+
+    def read(self) -> list[dict]:
+        """The book's call-log lines written since ``start``."""
+        if self.path is None:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                raw = fh.read()
+        except OSError:
+            return []
+        calls = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            try:
+                call = json.loads(line)
+            except ValueError:
+                continue  # (a line still being written by another process)
+            if isinstance(call, dict) and call.get("book") == self.book:
+                calls.append(call)
+        return calls
+
+    def totals(self) -> tuple[dict, bool]:
+        """Paid calls, cache hits, tokens and cost of this run, and whether the offline
+        stand-in answered."""
+        calls = self.read()
+        paid = [c for c in calls if c.get("cache") == "miss"]
+        st = {"misses": len(paid), "hits": len(calls) - len(paid),
+              "tokens": sum(int(c.get("tokens_in") or 0) + int(c.get("tokens_out") or 0)
+                            for c in calls),
+              "cost_usd": sum(float(c.get("cost_usd") or 0.0) for c in paid)}
+        return st, any(c.get("provider") == "offline" for c in calls)
 
 
 class RunSummary:
@@ -43,6 +98,7 @@ class RunSummary:
         self.up_to_date = 0
         self.failed = 0
         self.book_run = False
+        self.calls = RunCalls()
 
     def note(self, task, what: str) -> None:
         """Count a task that ran (``ran``), was up to date (``skip``) or failed (``fail``)."""
@@ -74,7 +130,7 @@ class RunSummary:
                     "nothing changed since the last complete build: no task checked, "
                     "no LLM call")
         else:
-            st, stand_in = _calls_made()
+            st, stand_in = self.calls.totals()
             scenes = {t.partition(":")[2] for t in self.ran if ":" in t}
             what = (f"{len(scenes)} scene(s) built, {len(self.ran)} task(s) run, "
                     f"{self.up_to_date} up to date"
@@ -84,7 +140,7 @@ class RunSummary:
                        if (first := reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
-                    f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")
+                    f"{st['tokens']} tokens, ${st['cost_usd']:.4f}")
             if stand_in:
                 what += " (text from the offline stand-in model: placeholder prose)"
         where = [f"{label}: {path.as_posix()}" for label, path in
@@ -101,6 +157,11 @@ class LineReporter(ConsoleReporter):
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.summary = RunSummary()
+        _watch_signals()
+
+    def initialize(self, tasks, selected_tasks):
+        """The run begins: count its calls from here."""
+        self.summary.calls.start()
 
     def add_success(self, task):
         self.summary.note(task, "ran")
@@ -135,9 +196,19 @@ class ProgressReporter(ConsoleReporter):
         self.running: list[str] = []
         self.live = None
         self.summary = RunSummary()
+        self.pid = os.getpid()
+        _watch_signals()
+        from pipeline.core import interrupt
+
+        interrupt.on_interrupt(self._stop_live)
+
+    def _stop_live(self) -> None:
+        if self.live is not None and os.getpid() == self.pid:  # (not in a worker's fork)
+            self.live.stop()
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""
+        self.summary.calls.start()
         seen, todo = set(), list(selected_tasks or [])
         while todo:
             name = todo.pop()

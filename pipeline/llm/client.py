@@ -457,23 +457,29 @@ def _first_seed(request: LLMRequest) -> int | None:
 
 def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool,
            try_index: int, asked: set[str]) -> LLMRequest:
-    """The original conversation plus the bad answer and what was wrong with it.
+    """The original conversation plus what was wrong with the answer (and the answer itself
+    when it was not JSON, so the model sees where it broke off).
+
+    An answer that parsed but was refused (a field that breaks the schema, a finding of the
+    answer's check) is not shown again: measured with SmolLM2, a re-ask carrying it repeated
+    its mistake 4 times in 4, one carrying only the finding fixed it in 2 of 4.
 
     Each try has its own seed, and a request already in ``asked`` is never returned: a
     model that repeats its wrong answer would otherwise get the same request again (same
     hash, same answer from a deterministic server) and waste the try.
     """
-    fix = (
-        "Reply again with only the corrected JSON, satisfying the schema."
-        if json_answer
-        else "Reply again with the corrected answer."
-    )
-    feedback = f"Your answer was not valid: {error}. {fix}"
-    messages = (
-        *original.messages,
-        {"role": "assistant", "content": bad_answer},
-        {"role": "user", "content": feedback},
-    )
+    if not json_answer:
+        fix = "Reply again with the corrected answer."
+    elif error.startswith("$: answer is not valid JSON"):
+        fix = "Reply again with only the corrected JSON, satisfying the schema."
+    else:
+        fix = ("Reply again with the whole JSON, satisfying the schema, without that "
+               "mistake.")
+    shown = () if json_answer and not error.startswith("$: answer is not valid JSON") else (
+        {"role": "assistant", "content": bad_answer},)
+    feedback = (f"Your answer was not valid: {error}. {fix}" if shown else
+                f"An answer to this was refused: {error}. {fix}")
+    messages = (*original.messages, *shown, {"role": "user", "content": feedback})
     base = dataclasses.replace(original, messages=messages)
     salt = try_index
     reask = base.seeded(derive_seed(original.params.get("seed"), original.attempt, salt))

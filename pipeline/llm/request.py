@@ -142,6 +142,10 @@ class ProviderResult:
     tokens_in: int
     tokens_out: int
     cost_usd: float = 0.0
+    # how long the answer took to begin (the prompt read) and to be written, when the
+    # provider knows (a streamed answer): what ``doit estimate`` turns tokens into time with
+    prompt_s: float | None = None
+    answer_s: float | None = None
 
 
 class Provider(Protocol):
