@@ -22,16 +22,18 @@ EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 CHILD_GRACE_S = 10.0  # a worker process stops its servers, then exits
 
-_callbacks: list[Callable[[], None]] = []
+_callbacks: list[tuple[int, Callable[[], None]]] = []  # (the registering process, callback)
 _lock = threading.Lock()
 _stopping = threading.Event()
 
 
 def on_interrupt(callback: Callable[[], None]) -> None:
-    """Run ``callback`` (stop a server, a live display) when a signal ends the run."""
+    """Run ``callback`` (stop a server, a live display) when a signal ends this process (not
+    a fork of it: a ``doit -n N`` worker runs the ones it registered itself)."""
+    entry = (os.getpid(), callback)
     with _lock:
-        if callback not in _callbacks:
-            _callbacks.append(callback)
+        if entry not in _callbacks:
+            _callbacks.append(entry)
 
 
 def stopping() -> bool:
@@ -62,7 +64,7 @@ def end(signum: int, line: str) -> None:
     for sig in EXIT:  # nothing may interrupt the stop itself
         signal.signal(sig, signal.SIG_IGN)
     with _lock:
-        callbacks = list(_callbacks)
+        callbacks = [cb for pid, cb in _callbacks if pid == os.getpid()]
     for callback in callbacks:
         try:
             callback()

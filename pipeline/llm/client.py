@@ -29,6 +29,7 @@ from .providers.offline import estimate_tokens
 from .request import CallContext, LLMRequest, LLMResponse, Provider, derive_seed
 
 _MAX_ERROR_CHARS = 300
+CUT_OFF = "$: the answer was cut off"
 
 
 class SchemaCheck:
@@ -244,6 +245,12 @@ class LLMClient:
                 # llama.cpp's JSON grammar lets through; nothing more lenient than that.
                 value = json.loads(_strip_fences(text), strict=False)
             except json.JSONDecodeError as exc:
+                if exc.doc.lstrip()[:1] in ("{", "[") and (
+                        exc.msg.startswith("Unterminated string")
+                        or exc.pos >= len(exc.doc.rstrip()) - 1):
+                    # JSON that never ended: the answer ran into max_tokens
+                    return None, (f"{CUT_OFF} before its JSON ended ({exc.msg}): too long "
+                                  "for max_tokens, write less")
                 where = f"line {exc.lineno} column {exc.colno}"
                 return None, f"$: answer is not valid JSON ({exc.msg} at {where})"
             from jsonschema.exceptions import SchemaError, best_match
@@ -458,7 +465,7 @@ def _first_seed(request: LLMRequest) -> int | None:
 def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool,
            try_index: int, asked: set[str]) -> LLMRequest:
     """The original conversation plus what was wrong with the answer (and the answer itself
-    when it was not JSON, so the model sees where it broke off).
+    when it was not JSON at all, so the model sees what it wrote instead).
 
     An answer that parsed but was refused (a field that breaks the schema, a finding of the
     answer's check) is not shown again: measured with SmolLM2, a re-ask carrying it repeated
@@ -468,15 +475,17 @@ def _reask(original: LLMRequest, bad_answer: str, error: str, json_answer: bool,
     model that repeats its wrong answer would otherwise get the same request again (same
     hash, same answer from a deterministic server) and waste the try.
     """
+    broken = error.startswith("$: answer is not valid JSON")
     if not json_answer:
         fix = "Reply again with the corrected answer."
-    elif error.startswith("$: answer is not valid JSON"):
+    elif broken:
         fix = "Reply again with only the corrected JSON, satisfying the schema."
     else:
         fix = ("Reply again with the whole JSON, satisfying the schema, without that "
                "mistake.")
-    shown = () if json_answer and not error.startswith("$: answer is not valid JSON") else (
-        {"role": "assistant", "content": bad_answer},)
+    # the answer is shown when it was not the JSON asked for (text instead of JSON): an
+    # answer cut off at max_tokens, or one refused for a finding, is not (see above)
+    shown = ({"role": "assistant", "content": bad_answer},) if not json_answer or broken else ()
     feedback = (f"Your answer was not valid: {error}. {fix}" if shown else
                 f"An answer to this was refused: {error}. {fix}")
     messages = (*original.messages, *shown, {"role": "user", "content": feedback})

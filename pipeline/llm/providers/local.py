@@ -212,6 +212,7 @@ class LocalServer:
                "--interrupt_requests", "False"]
         # passive OpenMP threads: measured faster on this 2-core machine under load
         env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+        interrupt.on_interrupt(_stop_now)  # (once per process: a fork registers its own)
         with open(self.log, "wb") as log:
             self.proc = _launch(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env)
@@ -353,8 +354,9 @@ def _stop_all(grace_s: float | None = None) -> None:
         server.stop(grace_s)
 
 
-# Ctrl-C / SIGTERM: nothing to save in a model server, so no grace
-interrupt.on_interrupt(lambda: _stop_all(grace_s=0))
+def _stop_now() -> None:
+    """Ctrl-C / SIGTERM: a model server has nothing to save, so no grace."""
+    _stop_all(grace_s=0)
 
 MEMORY_KEY = "local"  # where endpoints.json keeps what the local servers measured
 
