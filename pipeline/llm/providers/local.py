@@ -431,6 +431,11 @@ class LocalPlugin:
         model.model, _ = resolve(spec)
         return model, endpoint
 
+    def answers_at_once(self, endpoint: dict) -> int:
+        """As many answers at once as the machine has cores (one server each), at most the
+        endpoint's ``max_concurrency``."""
+        return min(cores(), int(endpoint.get("max_concurrency") or 8))
+
     def create(self, config) -> LocalProvider:
         """The local provider for ``config``; its servers start on the first request."""
         return LocalProvider(dict(config.settings), config.state_dir, config.transport)
