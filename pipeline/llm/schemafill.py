@@ -475,6 +475,11 @@ class _Filler:
             # three words: an id must stay new along a long book (two words from a
             # scene's bounded vocabulary ran out of new thread ids after 600 scenes)
             return _fit_length(slug(self.rng, self.vocab, parts=3), lo, hi, "_x")
+        return _fit_length(self.text(kind, lo), lo, hi, " ")
+
+    def text(self, kind: str, lo: int) -> str:
+        """Readable text of ``kind`` (prose, a sentence, a name, a title, a phrase), at
+        least ``lo`` characters long."""
         if kind == "prose":
             text = prose(self.rng, self.vocab)
         elif kind == "sentence":
@@ -487,21 +492,13 @@ class _Filler:
             text = phrase(self.rng, self.vocab)
         while len(text) < lo:
             text += " " + sentence(self.rng, self.vocab)
-        return _fit_length(text, lo, hi, " ")
+        return text
 
     def line(self, pattern: str, kind: str, lo: int, hi: int | None) -> str | None:
         """Readable text of ``kind`` that matches ``pattern`` whole (quotes, backslashes and
         control characters left out, sentence case), or None when none is found."""
         for _ in range(4):
-            if kind == "sentence":
-                text = sentence(self.rng, self.vocab)
-            elif kind == "title":
-                text = phrase(self.rng, self.vocab).title()
-            else:
-                text = phrase(self.rng, self.vocab)
-            while len(text) < lo:
-                text += " " + sentence(self.rng, self.vocab)
-            text = " ".join(_UNFIT.sub("", text).split())
+            text = " ".join(_UNFIT.sub("", self.text(kind, lo)).split())
             text = _fit_length(text[:1].upper() + text[1:], lo, hi, ".")
             if _fullmatch(pattern, text):
                 return text
