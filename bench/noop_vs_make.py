@@ -65,7 +65,7 @@ PHASES = ("plan", "preflight", "continuity_pack", "write", "repair", "state_repa
 
 BOOK = "synth"
 # Interpreter start plus every module a no-op imports, without loading the book.
-IMPORTS = "import doit.doit_cmd, doit.cmd_run, targets.book, targets.commands"
+IMPORTS = "import doit.doit_cmd, doit.cmd_run, targets.book.tasks, targets.book.commands"
 
 # Runs in the project folder: doit's own loader, as ``doit run`` uses it.
 DUMP_GRAPH = """

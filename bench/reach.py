@@ -43,7 +43,7 @@ from noop_vs_make import BOOK, full_build, prepare_project, run_env  # noqa: E40
 WRAPPER = r"""
 import atexit, functools, json, os, runpy, sys, threading, time
 import doit
-import targets.book as book
+import targets.book.tasks as book
 
 spent = [0.0, 0]
 

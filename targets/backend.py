@@ -135,7 +135,7 @@ class SceneDB(builddb.SceneDB):
         # As builddb's, but a failure is kept for one line at the end instead of a line per
         # view: on a full disk every ledger fails the same way.
         while (item := views.get()) is not None:
-            for listener in list(builddb._listeners):
+            for listener in list(self._listeners):
                 try:
                     listener(*item)
                 except Exception as exc:  # the record stays marked stale: the next run retries

@@ -26,12 +26,16 @@ def _llm_stats() -> dict:
     return llm_stats()
 
 
-def _watch_signals() -> None:
-    """Ctrl-C or SIGTERM ends the run in one line, its model servers stopped, exit 130/143
-    (``pipeline.core.interrupt``; installed again here, after the build DB opened)."""
-    from pipeline.core import interrupt
+def watch_signals() -> None:
+    """On doit's command line, Ctrl-C or SIGTERM end the run in one line, exit 130/143, its
+    model servers and worker processes stopped (``pipeline.core.interrupt``). Installed when
+    dodo.py is read and again by the reporter, after the build DB opened (it makes SIGTERM a
+    KeyboardInterrupt); doit run in-process by other code keeps its own handlers."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "doit" or argv0.endswith(f"doit{os.sep}__main__.py"):
+        from pipeline.core import interrupt
 
-    interrupt.install()
+        interrupt.install()
 
 
 class RunCalls:
@@ -44,15 +48,11 @@ class RunCalls:
         self.book = ""
         self.offset = 0
 
-    def start(self) -> None:
-        """Remember where the call log ends now."""
-        from targets.book import _target
-
-        try:
-            ws, name, _ = _target()
-        except Exception:  # noqa: BLE001 - not a book run: nothing to count
+    def start(self, run) -> None:
+        """Remember where the call log of ``run`` (the book's run) ends now."""
+        if run is None:  # not a book run: nothing to count
             return
-        self.path, self.book = ws.state_dir / "llm_calls.jsonl", name
+        self.path, self.book = run.workspace.state_dir / "llm_calls.jsonl", run.name
         try:
             self.offset = self.path.stat().st_size
         except OSError:
@@ -94,11 +94,19 @@ class RunSummary:
     """Counts of one run, for its last line."""
 
     def __init__(self) -> None:
+        self.run = None  # the book's run (targets/book/run.py), from the guard task
         self.ran: list[str] = []
         self.up_to_date = 0
         self.failed = 0
         self.book_run = False
         self.calls = RunCalls()
+
+    def find_run(self, tasks) -> None:
+        """The run of the book's tasks, as the guard task carries it; its calls are
+        counted from here."""
+        guard = tasks.get("guard") if isinstance(tasks, dict) else None
+        self.run = (getattr(guard, "meta", None) or {}).get("scenemake_run")
+        self.calls.start(self.run)
 
     def note(self, task, what: str) -> None:
         """Count a task that ran (``ran``), was up to date (``skip``) or failed (``fail``)."""
@@ -119,12 +127,12 @@ class RunSummary:
         """The end-of-run line of a book run (None when the run built no book task)."""
         if not self.book_run:
             return None
-        from targets.book import _reach, _target, fast, reached_from
-
-        ws, name, _ = _target()
-        draft = ws.book_dir(name) / "draft"
-        checked = (found := _reach()) is not None and found.checked
-        if fast():
+        run = self.run
+        if run is None:
+            return None
+        draft = run.dir / "draft"
+        checked = (found := run.planner.reach()) is not None and found.checked
+        if run.fast():
             what = (f"nothing changed: all {checked} task(s) match their build records "
                     "(checked without loading them; stamped), no LLM call" if checked else
                     "nothing changed since the last complete build: no task checked, "
@@ -137,7 +145,7 @@ class RunSummary:
                     + (f", {first} earlier scene(s) unchanged ("
                        + ("checked against their build records)" if checked else
                           "their files did not move)")
-                       if (first := reached_from()) else "")
+                       if (first := run.reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
                     f"{st['tokens']} tokens, ${st['cost_usd']:.4f}")
@@ -157,11 +165,10 @@ class LineReporter(ConsoleReporter):
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.summary = RunSummary()
-        _watch_signals()
+        watch_signals()
 
     def initialize(self, tasks, selected_tasks):
-        """The run begins: count its calls from here."""
-        self.summary.calls.start()
+        self.summary.find_run(tasks)
 
     def add_success(self, task):
         self.summary.note(task, "ran")
@@ -197,7 +204,7 @@ class ProgressReporter(ConsoleReporter):
         self.live = None
         self.summary = RunSummary()
         self.pid = os.getpid()
-        _watch_signals()
+        watch_signals()
         from pipeline.core import interrupt
 
         interrupt.on_interrupt(self._stop_live)
@@ -208,7 +215,7 @@ class ProgressReporter(ConsoleReporter):
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""
-        self.summary.calls.start()
+        self.summary.find_run(tasks)
         seen, todo = set(), list(selected_tasks or [])
         while todo:
             name = todo.pop()

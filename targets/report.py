@@ -9,7 +9,7 @@ from pathlib import Path
 from doit.cmd_base import DoitCmdBase
 
 from pipeline.core.errors import UserError
-from targets.project import command_db
+from targets.command import command_db
 
 LAST_DIFFS = 8  # the most recent changes shown with their diff
 
@@ -162,16 +162,16 @@ class Report(DoitCmdBase):
     def _execute(self, pos_args=None):
         from pipeline.book.report import render
         from pipeline.core.store import atomic_write_text
-        from targets.why import Explainer
+        from targets.book.why import Explainer
 
         with command_db(self.name, self.dep_manager) as db:
             if pos_args:
                 target = _unit_report(pos_args)
                 self.outstream.write(f"report: {target.as_posix()}\n")
                 return 0
-            from targets.book import context
+            from targets.book.run import of_command
 
-            book, _ = context()
+            book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))
             page = render(gather(book, db, explainer))

@@ -24,7 +24,7 @@ from pipeline.book.rules import (
 )
 from pipeline.book.runvars import RunVars
 from pipeline.book.workspace import Book
-from pipeline.core import builddb, cpu_turn
+from pipeline.core import cpu_turn
 from pipeline.core.builddb import SceneDB
 from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
@@ -112,9 +112,10 @@ class PhaseRun:
         return self.spec.name
 
 
-def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars) -> dict:
-    """Run ``phase`` of scene ``sid`` and return the values doit saves for it."""
-    db = builddb.current()
+def run_phase(book: Book, sid: str, phase: str, changed: list[str], rv: RunVars,
+              db: SceneDB) -> dict:
+    """Run ``phase`` of scene ``sid`` (recorded in build DB ``db``) and return the values
+    doit saves for it."""
     task_id = f"{phase}:{sid}"
     spec = PHASE[phase]
     scene = book.scene(sid)

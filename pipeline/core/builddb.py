@@ -18,14 +18,13 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.clock import now_iso
 from pipeline.core.errors import UserError
 from pipeline.core.migrations import Migrations
 
-_listeners: list[Callable[[str, str], None]] = []
-_openers: list[Callable[[SceneDB], None]] = []
 # A task's ``result:`` that is all inside its ``_values_:``: stored as its keys.
 _IN_VALUES = "$keys_in_values"
 # Tasks whose records say nothing about the book's state: they do not move the generation.
@@ -73,22 +72,6 @@ class BuildDBError(UserError):
     """The build DB cannot be used (unreadable, locked by another run, disk full)."""
 
 
-def subscribe(listener: Callable[[str, str], None]) -> None:
-    """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed.
-
-    Listeners run in order on one background thread (see ``SceneDB.flush_views``), so
-    the doit thread that saves results never waits on a ledger being written.
-    """
-    if listener not in _listeners:
-        _listeners.append(listener)
-
-
-def on_open(hook: Callable[[SceneDB], None]) -> None:
-    """Call ``hook(db)`` each time doit opens a build DB, before any task is checked."""
-    if hook not in _openers:
-        _openers.append(hook)
-
-
 def current() -> SceneDB:
     """The backend doit opened for this run (actions and checks reach it here)."""
     if _current is None:
@@ -98,6 +81,36 @@ def current() -> SceneDB:
 
 def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a subprocess test
     raise KeyboardInterrupt("SIGTERM")
+
+
+def move_paths(conn: sqlite3.Connection, old: str, new: str) -> list[str]:
+    """The one relocation of a build DB's records (a book's after scenemake moved, a fleet
+    unit's built in another folder): every path recorded under folder ``old`` - a file
+    state's key, the ``deps:`` list, any path among the values - now starts with ``new``.
+    Returns the tasks whose record changed (the caller commits)."""
+    # a path begins a JSON string: '"' + the folder as JSON escapes it
+    old_json = '"' + json.dumps(old.rstrip("/") + "/")[1:-1]
+    new_json = '"' + json.dumps(new.rstrip("/") + "/")[1:-1]
+    rows = conn.execute("select task_id, task_data from doit where instr(task_data, ?)",
+                        (old_json,)).fetchall()
+    for task_id, data in rows:
+        conn.execute("update doit set task_data = ? where task_id = ?",
+                     (data.replace(old_json, new_json), task_id))
+    return [task_id for task_id, _ in rows]
+
+
+@dataclass(frozen=True)
+class Records:
+    """A build DB's records as one transaction saw them, for deciding without doit: every
+    task's stored record (undecoded JSON), each recorded artifact's row, the generation,
+    and the tasks that failed, wait for their views, or were asked afresh (attempts)."""
+
+    tasks: dict[str, str]
+    outputs: dict[str, tuple[str, str, str | None]]  # path -> (task_id, known, state)
+    generation: int
+    failed: frozenset[str]
+    dirty: frozenset[str]
+    attempts: dict[str, int]
 
 
 class SceneDB:
@@ -136,14 +149,13 @@ class SceneDB:
         self._dirty: set[str] = set()
         self._views: queue.SimpleQueue | None = None
         self._views_thread: threading.Thread | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
         _current = self
         if threading.current_thread() is threading.main_thread():
             # SIGTERM is handled like Ctrl-C: doit then finishes and closes the DB cleanly.
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
             RECORDS.migrate(self._conn, self)
-            for hook in list(_openers):
-                hook(self)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise BuildDBError(f"{name}: could not update the build DB ({exc})") from exc
@@ -303,52 +315,49 @@ class SceneDB:
 
     def relocate(self, old: str, new: str) -> int:
         """Files recorded under folder ``old`` are now under ``new``: rename them in every
-        task's record (its file states, its ``deps:`` list and the template paths among its
-        values). The recorded content hashes stay, so a file that also changed still shows
-        as changed. Returns how many records moved.
-        """
-        old_pre, new_pre = old.rstrip("/") + "/", new.rstrip("/") + "/"
-
-        def moved(path: Any) -> Any:
-            if isinstance(path, str) and path.startswith(old_pre):
-                return new_pre + path[len(old_pre):]
-            return path
-
-        as_stored = json.dumps(old_pre)[1:-1]  # how the folder appears inside a stored row
-        changed: list[str] = []
+        task's record (``move_paths``; each moved task's ledger is rewritten). The recorded
+        content hashes stay, so a file that also changed still shows as changed. Returns how
+        many records moved."""
         with self._lock:
-            for task_id in self.task_ids():
-                raw = self._raw.get(task_id)
-                if task_id not in self._cache and raw is not None and as_stored not in raw:
-                    continue  # most rows: no need to decode them
-                data = self._data(task_id)
-                if data is None:
-                    continue
-                fixed = {moved(key): value for key, value in data.items()}
-                if isinstance(fixed.get("deps:"), list):
-                    fixed["deps:"] = [moved(p) for p in fixed["deps:"]]
-                values = fixed.get("_values_:")
-                if isinstance(values, dict) and isinstance(values.get("template_set"), dict):
-                    fixed["_values_:"] = {**values, "template_set": {
-                        role: {**e, "path": moved(e.get("path"))} if isinstance(e, dict) else e
-                        for role, e in values["template_set"].items()}}
-                if fixed == data:
-                    continue
-                self._cache[task_id] = fixed
-                changed.append(task_id)
-            if changed:
-                with self._conn:
-                    self._conn.execute("begin")
-                    for task_id in changed:
-                        raw = json.dumps(self._cache[task_id])
-                        self._conn.execute("insert or replace into doit values (?, ?)",
-                                           (task_id, raw))
-                        if task_id not in NO_GENERATION:  # its ledger shows the old paths
-                            self._conn.execute("insert or ignore into sm_dirty values (?)",
-                                               (task_id,))
-                        self._raw[task_id] = raw
+            for task_id in list(self._dirty):  # what doit saved so far is moved too
+                self._write(task_id)
+            with self._conn:
+                self._conn.execute("begin")
+                changed = move_paths(self._conn, old, new)
+                for task_id in changed:
+                    if task_id not in NO_GENERATION:  # its ledger shows the old paths
+                        self._conn.execute("insert or ignore into sm_dirty values (?)",
+                                           (task_id,))
+                if changed:
                     self._bump()
+            for task_id in changed:
+                self._cache.pop(task_id, None)
+            if changed and self._raw_rows is not None:
+                self._raw_rows.update(self._conn.execute(
+                    f"select task_id, task_data from doit where task_id in "
+                    f"({','.join('?' * len(changed))})", changed).fetchall())
         return len(changed)
+
+    def snapshot(self) -> Records:
+        """Every record as stored now, read in one read transaction (a writer committing
+        meanwhile is not half-seen)."""
+        with self._lock:
+            self._conn.execute("begin")
+            try:
+                tasks = dict(self._conn.execute("select task_id, task_data from doit"))
+                outputs = {path: (task_id, known, state) for path, task_id, known, state in
+                           self._conn.execute("select path, task_id, known, state "
+                                              "from sm_outputs")}
+                row = self._conn.execute(
+                    "select n from sm_meta where key='generation'").fetchone()
+                failed = frozenset(r[0] for r in self._conn.execute(
+                    "select task_id from sm_failures"))
+                dirty = frozenset(r[0] for r in self._conn.execute(
+                    "select task_id from sm_dirty"))
+                attempts = dict(self._conn.execute("select task_id, n from sm_attempts"))
+            finally:
+                self._conn.execute("commit")
+        return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts)
 
     def stale_views(self) -> list[str]:
         """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""
@@ -364,8 +373,17 @@ class SceneDB:
             self._conn.executemany("delete from sm_dirty where task_id=?",
                                    [(t,) for t in task_ids])
 
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(task_id, 'saved'|'removed')`` after a task's record is committed.
+
+        Listeners run in order on one background thread (see ``flush_views``), so the doit
+        thread that saves results never waits on a ledger being written.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
     def _notify(self, task_id: str, what: str) -> None:
-        if not _listeners:
+        if not self._listeners:
             return
         # doit saves every result on its one dispatching thread: a ledger written there
         # (JSON, fsync) would hold back every task waiting to start. The views are
@@ -380,7 +398,7 @@ class SceneDB:
 
     def _write_views(self, views: queue.SimpleQueue) -> None:
         while (item := views.get()) is not None:
-            for listener in list(_listeners):
+            for listener in list(self._listeners):
                 try:
                     listener(*item)
                 except Exception as exc:  # the record stays marked stale: the next run retries

@@ -66,6 +66,15 @@ def hash_file(path: str, st: os.stat_result | None = None) -> str:
     return digest
 
 
+def hash_file_fresh(path: str, st: os.stat_result) -> str:
+    """blake3 of a file read now, whatever the memo holds (a file compared by content may
+    have been edited with its stat put back), and remembered."""
+    digest = _hash_file_uncached(path)
+    with _memo_lock:
+        _memo[(path, st.st_ino, st.st_size, st.st_mtime_ns)] = digest
+    return digest
+
+
 def file_state(path: str) -> list:
     """[mtime_ns, size, blake3] of a file: the state recorded for deps and artifacts."""
     st = os.stat(path)

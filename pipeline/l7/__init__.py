@@ -6,5 +6,5 @@ score spec (rule criteria in code, judgement criteria by an LLM judge), selectio
 trace, a continuity audit between adjacent scenes, selective revision of the scenes with
 findings, and an atomic export of the spec's output set, with Gate-In/Gate-Out reports.
 
-The stages are doit tasks (``targets/l7.py``); ``python -m pipeline.l7`` runs them.
+The stages are doit tasks (``targets/l7/tasks.py``); ``python -m pipeline.l7`` runs them.
 """

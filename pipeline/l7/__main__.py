@@ -2,6 +2,6 @@
 
 import sys
 
-from targets.l7_cli import main
+from targets.l7.cli import main
 
 sys.exit(main())

@@ -2,6 +2,6 @@
 
 import sys
 
-from targets.scenario_cli import main
+from targets.scenario.cli import main
 
 sys.exit(main())

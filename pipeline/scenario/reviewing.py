@@ -2,7 +2,7 @@
 
 Reviews are doit tasks (content-addressed, so a run reviewed again redoes only what
 changed); the loop itself knows no doit. The command line hands it a ``Reviewer``
-(``targets.scenario.DoitReviewer``) through ``CaptureOptions.reviewer`` or ``Stage``.
+(``targets.scenario.tasks.DoitReviewer``) through ``CaptureOptions.reviewer`` or ``Stage``.
 """
 
 from __future__ import annotations

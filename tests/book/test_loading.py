@@ -92,10 +92,8 @@ def test_the_loader_keeps_the_collector_off_while_tasks_are_built(monkeypatch):
     made, and the collector is on again afterwards (with the tasks frozen out of it)."""
     import gc
 
-    from targets import book
     from targets.loader import SceneLoader
 
-    monkeypatch.setattr(book, "_selection", book._Selection())
     seen = []
 
     def task_probe():
@@ -114,7 +112,7 @@ def test_the_loader_keeps_the_collector_off_while_tasks_are_built(monkeypatch):
         assert [t.name for t in tasks] == ["probe"]
         assert seen == [False]  # off while the tasks were built
         assert gc.isenabled() and gc.get_freeze_count() > 0  # on again, the tasks frozen
-        assert book._selection.command == "list" and book._selection.tasks == ["probe"]
+        assert loader.run is None  # no book in this namespace: no run
     finally:
         gc.unfreeze()
 
@@ -184,7 +182,7 @@ def test_a_small_change_reaches_from_where_it_is_read(built):
     assert scenes_of(names) == set() and "manuscript" in names
     assert md.read_text().endswith("A note by hand.\n")
     names, proc = loaded(built)
-    assert names == {"l7", "guard", "_stamp", "manuscript", *PHASES}  # stamped: the fast path
+    assert names == {"guard"}  # stamped: the fast path loads the guard alone
     # a deleted artifact in the middle of the book: from its scene on
     pack = built.artifact("ch002_sc001", "continuity_pack/pack.json")
     pack.unlink()
@@ -234,7 +232,7 @@ def test_the_fast_no_op_imports_no_model_stack(built):
                           text=True, timeout=120)
     assert "nothing changed since the last complete build" in proc.stdout, proc.stdout
     modules = set(proc.stdout.rpartition("MODULES ")[2].split())
-    assert "targets.book" in modules  # the probe saw the run
+    assert "targets.book.tasks" in modules  # the probe saw the run
     heavy = {m for m in modules if m.partition(".")[0] in
              ("pydantic", "jsonschema", "jinja2", "httpx", "rich")
              or m.startswith(("pipeline.llm", "pipeline.book.models"))}
@@ -250,10 +248,17 @@ def test_the_fast_no_op_imports_no_model_stack(built):
 def test_only_how_tasks_run_or_report_keeps_a_run_plain(args, plain):
     """A plain run may use the stamp: options of how tasks run (``-n 4 -P thread``, as the
     README suggests) do not change what is up to date; ``-a``, a task name, a command or
-    another dodo file do."""
-    from targets.book import _plain_run
+    another dodo file do. The run knows the command only as doit parsed it."""
+    from doit.cmd_list import List
+    from doit.cmd_run import Run
 
-    assert _plain_run(args) is plain
+    from targets.book.run import Selection
+    from targets.loader import SceneLoader
+
+    command = (List if args[:1] == ["list"] else Run)(task_loader=SceneLoader())
+    params, positional = command.cmdparser.parse(args[1:] if args[:1] == ["list"] else args)
+    assert Selection.of(command.name, [a for a in positional if "=" not in a],
+                        params).plain is plain
 
 
 @pytest.mark.slow
@@ -266,15 +271,15 @@ def test_an_outline_edited_during_a_run_is_not_stamped_as_built(built):
     _brief(built, 1, 2, "Fog rolls over the pier.")  # a change for this run to build
     probe = (
         "import json, os, runpy, sys, doit\n"
-        "import targets.book as book\n"
-        "real = book._write_stamp\n"
-        "def late_edit():\n"
+        "from targets.book.planner import Planner\n"
+        "real = Planner.save_index\n"
+        "def late_edit(self):\n"
         f"    path = {OUTLINE!r}\n"
         "    data = json.load(open(path))\n"
         "    data['chapters'][1]['scenes'][2]['brief'] = 'Edited while the run was on.'\n"
         "    open(path, 'w').write(json.dumps(data, indent=2))\n"
-        "    return real()\n"
-        "book._write_stamp = late_edit\n"
+        "    return real(self)\n"
+        "Planner.save_index = late_edit\n"
         "sys.argv = [os.path.join(os.path.dirname(doit.__file__), '__main__.py')]\n"
         "runpy.run_module('doit', run_name='__main__', alter_sys=True)\n")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=built.root, capture_output=True,

@@ -216,13 +216,11 @@ def test_a_result_kept_once_reads_back_whole_and_an_unchanged_save_moves_nothing
     ("run", ["workspace/books/example/draft/x.json"], False, False),
     (None, [], False, False),  # doit's own loader: nothing is known, everything loads
 ])
-def test_what_a_command_line_loads(monkeypatch, command, tasks, book_only, plans):
-    """The task loader (targets/loader.py) tells the book what the command names; doit
+def test_what_a_command_line_loads(command, tasks, book_only, plans):
+    """The task loader (targets/loader.py) hands the run what the command names; doit
     itself has parsed the options and the variables away."""
-    from targets import book
+    from targets.book.run import Selection
 
-    monkeypatch.setattr(book, "_selection", book._Selection())
-    if command is not None:
-        book.select(command, tasks)
-    assert book.book_tasks_only() is book_only
-    assert book.plans_only() is plans
+    selection = Selection.of(command, tasks) if command is not None else Selection()
+    assert selection.book_only() is book_only
+    assert selection.plans_only() is plans

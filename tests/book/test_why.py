@@ -139,7 +139,7 @@ def test_why_the_guard_runs_every_time(built: Project):
 
 
 def test_a_long_list_of_causes_is_cut():
-    from targets.why import SHOWN, Verdict, report
+    from targets.book.why import SHOWN, Verdict, report
 
     out = report(Verdict("write", runs=True, upstream=[f"write:s{i}: never built"
                                                         for i in range(SHOWN + 5)]))

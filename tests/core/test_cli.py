@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import pipeline.assistant.server as assistant_server
-import targets.l7_cli as l7_cli
-import targets.scenario_cli as scenario_cli
+import targets.l7.cli as l7_cli
+import targets.scenario.cli as scenario_cli
 from pipeline.core.cli import Cli
 from pipeline.core.errors import UserError
 

@@ -264,9 +264,9 @@ def test_shared_fs_writes_results_in_place_and_only_records_travel(pg, fleet_pro
     import pickle
 
     from pipeline.llm.shared.connection import redact
-    from targets.fleet_sharedfs import write_probe
-    from targets.fleet_units import parse_unit
-    from targets.fleet_worker import build_unit, install_fingerprint
+    from targets.fleet.sharedfs import write_probe
+    from targets.fleet.units import parse_unit
+    from targets.fleet.worker import build_unit, install_fingerprint
 
     url = fresh_db(pg)
     env = {"SCENEMAKE_CACHE_URL": url}

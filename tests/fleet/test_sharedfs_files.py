@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from targets.fleet_sharedfs import (
+from targets.fleet.sharedfs import (
     SharedFS,
     copy_in,
     db_records,
@@ -18,7 +18,7 @@ from targets.fleet_sharedfs import (
     write_back,
     write_probe,
 )
-from targets.fleet_units import Unit
+from targets.fleet.units import Unit
 
 UNIT = Unit("book:a", inputs=("workspace/books/a/book.json",),
             outputs=("workspace/books/a/draft",),
@@ -133,7 +133,7 @@ def test_an_output_the_user_changed_meanwhile_is_not_removed(tmp_path):
 
 
 def test_rows_a_stopped_caller_never_merged_are_merged_by_the_next_fleet(tmp_path):
-    from targets.fleet_sharedfs import PENDING_DIR, merge_pending, merged, write_pending
+    from targets.fleet.sharedfs import PENDING_DIR, merge_pending, merged, write_pending
 
     shared, copy = tmp_path / "shared", tmp_path / "copy"
     _write(shared, "workspace/books/a/book.json", "{}")
@@ -157,7 +157,7 @@ def test_rows_a_stopped_caller_never_merged_are_merged_by_the_next_fleet(tmp_pat
 
 def test_a_broken_pending_file_is_one_line(tmp_path):
     from pipeline.core.errors import UserError
-    from targets.fleet_sharedfs import PENDING_DIR, merge_pending
+    from targets.fleet.sharedfs import PENDING_DIR, merge_pending
 
     _write(tmp_path, f"{PENDING_DIR}/1-book_a.json", '{"unit": "book:a"}')
     try:

@@ -249,7 +249,7 @@ def test_bad_model_setting_in_environment_is_one_line(l7):
 
 def test_python_dash_m_and_main_agree(l7):
     # main() is what the console command calls; it returns the exit code
-    code = subprocess.run([sys.executable, "-c", "import sys; from targets.l7_cli import main;"
+    code = subprocess.run([sys.executable, "-c", "import sys; from targets.l7.cli import main;"
                            " sys.exit(main(['--scene-id', 'x', '--session-input', 'a', "
                            "'--session-objective', 'b', '--scenes-v2', 'c', '--out-dir', 'd']))"],
                           cwd=l7.root, capture_output=True, text=True, env=clean_env())

@@ -417,9 +417,9 @@ def test_broken_l7_example_never_breaks_doit_for_books(l7):
 
 PARALLEL = """
 import sys
-import targets.l7_runner as runner
+import targets.l7.runner as runner
 runner.answers_at_once = lambda *args: 2  # as the local provider says on a 2-core machine
-from targets.l7_cli import main
+from targets.l7.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

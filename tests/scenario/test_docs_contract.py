@@ -11,7 +11,8 @@ from pathlib import Path
 from pipeline.l7 import policies
 from pipeline.scenario.layout import STATUSES
 from pipeline.scenario.stage.state import NEXT_COMMAND, WHY
-from targets import l7_cli, scenario_cli
+from targets.l7 import cli as l7_cli
+from targets.scenario import cli as scenario_cli
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

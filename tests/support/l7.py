@@ -102,6 +102,7 @@ def copy_project(dest: Path) -> L7Project:
     """dodo.py, score_specs/ and workspace/ (inputs only) copied to ``dest``."""
     dest.mkdir(parents=True)
     shutil.copy(REPO / "dodo.py", dest / "dodo.py")
+    shutil.copy(REPO / "doit.cfg", dest / "doit.cfg")  # scenemake's task loader
     shutil.copytree(REPO / "score_specs", dest / "score_specs")
     shutil.copytree(REPO / "workspace", dest / "workspace",
                     ignore=shutil.ignore_patterns("draft", ".scenemake", "artifacts",

@@ -13,6 +13,9 @@ A plugin is any object with
   ``estimate_seconds(endpoint, calls, tokens_in, tokens_out)``: its own time estimate;
   ``answers_at_once(endpoint)``: how many answers it gives at once (the L7 runner asks its
   independent candidates and judges that many at a time).
+- ``model_files(model) -> list[Path]``: the files a configured model's answers come from
+  (a local model's weights): a build plan watches them, since a replaced file changes
+  every answer. A remote model has none.
 
 The built-ins register themselves below with :func:`register`, exactly as a third-party
 plugin joins: through the entry point group ``scenemake.providers`` (name = the provider's
@@ -104,6 +107,13 @@ def plugin(name: str) -> Any | None:
             _registry[name] = loaded
         found = loaded
     return found
+
+
+def model_files(model) -> list[str]:
+    """The files a configured model's answers come from (see the module docstring)."""
+    found = plugin(model.provider)
+    files = getattr(found, "model_files", None)
+    return [str(p) for p in files(model)] if files is not None else []
 
 
 def unknown(name: str) -> UserError:

@@ -440,5 +440,9 @@ class LocalPlugin:
         """The local provider for ``config``; its servers start on the first request."""
         return LocalProvider(dict(config.settings), config.state_dir, config.transport)
 
+    def model_files(self, model) -> list[Path]:
+        """The GGUF file a configured model names."""
+        return [resolve(model.model)[1]]
+
 
 PLUGIN = LocalPlugin()

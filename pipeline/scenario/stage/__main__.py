@@ -2,6 +2,6 @@
 
 import sys
 
-from targets.scenario_cli import stage_main
+from targets.scenario.cli import stage_main
 
 sys.exit(stage_main())

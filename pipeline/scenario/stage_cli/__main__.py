@@ -6,6 +6,6 @@ ingest-gui-run, prepare-repair, run-repair, status, summarize).
 
 import sys
 
-from targets.scenario_cli import stage_main
+from targets.scenario.cli import stage_main
 
 sys.exit(stage_main())

@@ -75,7 +75,7 @@ class RerunFrom(Run):
                  reporter="console", num_process=0, par_type="process", single=False,
                  auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
                  pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
         from pipeline.book.phase_table import ASKING_PHASES
@@ -111,8 +111,10 @@ class RerunFrom(Run):
                     start.append(arg)
                 else:
                     start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
+        # the manuscript is rebuilt when a prose it reads changes (doit's own check); it is
+        # forgotten only when named, so its record still tells its hand edits from its own
         forget = [n for n in downstream(self.task_list, start)
-                  if n in by_name and (":" in n or n == "manuscript")]
+                  if n in by_name and (":" in n or (n == "manuscript" and n in start))]
         if rerun_dry_run:
             for name in forget:
                 self.outstream.write(f"would forget {name}\n")
@@ -126,9 +128,9 @@ class RerunFrom(Run):
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")
-        from targets.book import doit_config
+        from targets.book.tasks import DEFAULT_TASKS
 
-        self.sel_tasks = doit_config()["default_tasks"]  # then build, as a plain `doit` would
+        self.sel_tasks = list(DEFAULT_TASKS)  # then build, as a plain `doit` would
         self.control = None
         return super()._execute(outfile, verbosity, always, continue_, reporter, num_process,
                                 par_type, single, auto_delayed_regex, force_verbosity,
@@ -152,15 +154,15 @@ class Ledger(DoitCmdBase):
     def _execute(self, pos_args=None, as_json=False):
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
-        from targets.project import command_db
+        from targets.command import command_db
 
         with command_db(self.name, self.dep_manager) as db:
-            from targets.book import context
+            from targets.book.run import of_command
 
             if not pos_args or len(pos_args) != 1:
                 raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
             sid = check_scene_id(pos_args[0])
-            book, _ = context()
+            book = of_command(self).book
             book.scene(sid)
             data = ledger.export(db, book, sid)
         from pipeline.core.store import dump_json
@@ -182,12 +184,12 @@ class Reset(DoitCmdBase):
 
     def _execute(self, pos_args=None):
         from pipeline.book.workspace import PHASES
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-        from targets.book import context
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         db = _scene_db(self.dep_manager)
         archived = None
         try:
@@ -235,11 +237,11 @@ class Verify(DoitCmdBase):
 
         from pipeline.book import stamp
         from pipeline.core.hashing import hash_file
-        from targets.book import _stamp_path, context
+        from targets.book.run import of_command
 
         if pos_args:
             raise InvalidCommand("verify takes no arguments")
-        book, _ = context()
+        of_command(self).book  # noqa: B018  (a bad book is one line before anything is read)
         db = _scene_db(self.dep_manager)
         hidden: dict[str, str] = {}  # path -> the task that recorded it
 
@@ -269,7 +271,7 @@ class Verify(DoitCmdBase):
                         hidden.setdefault(path, task_id)
             # The next plain doit takes the full path, which reads the book's own inputs
             # (book.json, outline.json, state.json) by content, whatever their mtime.
-            stamp.drop(_stamp_path(book.workspace, book.name))
+            stamp.drop(of_command(self).stamp_path)
         finally:
             self.dep_manager.close()
         for path, task_id in sorted(hidden.items()):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.cli import Cli
 from pipeline.l7.session import ENVS, RunConfig
-from targets.l7_runner import ERROR, run
+from targets.l7.runner import ERROR, run
 
 DESCRIPTION = """\
 Turn the scenes of a session's scenes_v2.json into image prompts: scene context

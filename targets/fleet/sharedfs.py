@@ -92,7 +92,7 @@ def copy_in(shared: Path, copy: Path, unit) -> None:
     ``copy``, with their exact mtimes (the unit's doit and its no-op stamp compare them)."""
     import shutil
 
-    from targets.fleet_units import UnitError
+    from targets.fleet.units import UnitError
 
     paths = list(dict.fromkeys(unit.inputs + unit.outputs + unit.optional))
     for rel in paths:
@@ -246,7 +246,7 @@ def merge_records(root: Path, records: dict[str, dict[str, dict]], built_in: str
     import sqlite3
 
     from pipeline.core.lock import FileLock
-    from targets.fleet_units import relocate_db
+    from targets.fleet.units import relocate_db
 
     for rel, tables in records.items():
         db = root / rel

@@ -19,7 +19,7 @@ from pipeline.core.lock import exclusive
 from pipeline.l7 import export
 from pipeline.l7.llm import answers_at_once
 from pipeline.l7.session import RunConfig, session_for
-from targets.l7 import l7_tasks
+from targets.l7.tasks import l7_tasks
 from targets.runner import run_tasks
 
 OK, GATE_FAILED, ERROR = 0, 1, 2

@@ -32,7 +32,7 @@ class Cost(DoitCmdBase):
         from doit.exceptions import InvalidCommand
         from rich.table import Table
 
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
 
@@ -40,9 +40,9 @@ class Cost(DoitCmdBase):
         from pipeline.core.errors import UserError
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
-        from targets.book import context
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         self.dep_manager.close()
         try:
             shared = read_shared_calls(book.workspace.root, book.name, all_machines)
@@ -134,7 +134,7 @@ class Estimate(DoitCmdBase):
         from doit.exceptions import InvalidCommand
         from rich.table import Table
 
-        from targets.project import require_scenemake
+        from targets.command import require_scenemake
 
         db = require_scenemake(self.name, self.dep_manager)  # elsewhere: one line
 
@@ -143,10 +143,10 @@ class Estimate(DoitCmdBase):
         from pipeline.llm import providers, read_calls
         from pipeline.llm.endpoints import estimate_seconds
         from pipeline.llm.pricing import PriceTable
-        from targets.book import context
-        from targets.commands import downstream
+        from targets.book.commands import downstream
+        from targets.book.run import of_command
 
-        book, _ = context()
+        book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
         needed = set(phase_tasks)
@@ -265,7 +265,7 @@ def upstream(task_list, names: list[str]) -> list[str]:
 
 def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 12) -> list[str]:
     """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
-    from targets.why import Explainer
+    from targets.book.why import Explainer
 
     explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()))
     lines = []

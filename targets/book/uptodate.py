@@ -80,10 +80,12 @@ class ExplainedOnInfo:
 
     __signature__ = inspect.signature(_signature)
 
-    def __init__(self, task_id: str, templates: dict[str, str], active: Callable[[], bool]):
+    def __init__(self, task_id: str, templates: dict[str, str], active: Callable[[], bool],
+                 db: Callable[[], object]):
         self.task_id = task_id
         self.templates = templates
         self._active = active
+        self._db = db
         self.reasons: list[str] = []
 
     def __call__(self, task, values: dict) -> bool | None:
@@ -106,13 +108,59 @@ class ExplainedOnInfo:
 
     def _edits(self, task) -> list[str]:
         from pipeline.book.rules import find_edits
-        from pipeline.core import builddb
 
         return [f"{e.path} edited by hand: force_resume=1 builds on it, rerun-from "
                 f"{self.task_id} regenerates it"
-                for e in find_edits(builddb.current(), list(task.targets))]
+                for e in find_edits(self._db(), list(task.targets))]
 
     def __repr__(self) -> str:
         if self.reasons:
             return "; ".join(self.reasons)
         return f"templates and outputs of {self.task_id} as last built"
+
+
+class OutputsAsRecorded:
+    """A task's outputs are as its last success recorded them.
+
+    doit never looks at a target's content. A task killed between writing its files and
+    the commit of its record left files its record does not describe; were its inputs put
+    back, doit would find it up to date and the scene would be built on files from the
+    abandoned inputs. So an output whose content is not the recorded one makes the task run
+    again (a hand edit is the guard's, which refuses it before any task runs; accepted
+    with ``force_resume=1``, it becomes the recorded state). A missing output is doit's
+    own target check.
+    """
+
+    __signature__ = inspect.signature(_signature)
+
+    def __init__(self, task_id: str, targets: list[str],
+                 recorded: Callable[[str], list | None]):
+        self.task_id = task_id
+        self.targets = targets
+        self._recorded = recorded
+        self.reasons: list[str] = []
+
+    def __call__(self, task, values: dict) -> bool:
+        """True when every output there has the content its last success recorded."""
+        from pipeline.core import filestate
+
+        return self.check(self._recorded, filestate.observe)
+
+    def check(self, recorded: Callable[[str], list | None], stat) -> bool:
+        """The same, with the recorded states and the file stats given (the planner's)."""
+        from pipeline.core import filestate
+
+        self.reasons = []
+        for path in self.targets:
+            st = stat(path)
+            if st is None:
+                continue
+            if not filestate.matches(path, recorded(path), st):
+                self.reasons.append(f"{path} is not what {self.task_id} last recorded (it "
+                                    "did not finish: killed after writing it)")
+        return not self.reasons
+
+    def __repr__(self) -> str:
+        if self.reasons:
+            return "; ".join(self.reasons)
+        return f"outputs of {self.task_id} as last recorded"

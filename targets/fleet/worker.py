@@ -85,7 +85,7 @@ def _calls(log: Path, since: int) -> dict:
 
 def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
                run: str | None, origin: str = "", shared: Any = None) -> dict:
-    """Build ``unit`` (a ``fleet_units.Unit``) from ``payload``; returns its result (a
+    """Build ``unit`` (a ``units.Unit``) from ``payload``; returns its result (a
     refusal or a one-line error is a result too, never an exception with a traceback).
 
     ``cache`` is the caller's shared cache URL without its password: the worker must have
@@ -93,7 +93,7 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
     a pgpass file). ``origin`` is the caller's machine name: the unit's calls are logged as
     its (``doit cost`` there counts them; ``--all-machines`` shows the worker).
 
-    ``shared`` (a ``fleet_sharedfs.SharedFS``, with ``--shared-fs``): ``payload`` is empty;
+    ``shared`` (a ``sharedfs.SharedFS``, with ``--shared-fs``): ``payload`` is empty;
     the unit is copied from the caller's folder, which this machine mounts at the same path,
     its result files are written back there, and only the build-DB records are returned
     (``records``; ``files`` stays empty).
@@ -122,8 +122,8 @@ def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
            result: dict, origin: str, shared: Any = None) -> dict:
     from pipeline.llm.shared import FLEET_MARK, shared_settings
     from pipeline.llm.shared.connection import redact
-    from targets import fleet_sharedfs
-    from targets.fleet_units import command_for, pack, unpack
+    from targets.fleet import sharedfs as fleet_sharedfs
+    from targets.fleet.units import command_for, pack, unpack
 
     worker = result["worker"].rpartition(":")[0]
     if shared is not None:

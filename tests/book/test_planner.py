@@ -1,6 +1,6 @@
-"""The full path's no-op without doit (targets/records_check.py): with no stamp to go by,
-a plain ``doit`` checks the book's tasks against their records before loading any, and
-answers "up to date" only where doit itself would (issue #14: the full-path no-op)."""
+"""The plan (targets/book/planner.py): with no stamp to go by, a plain ``doit`` checks the
+book's tasks against their records before loading any, and answers "up to date" only where
+doit itself would (issue #14: the full-path no-op; issue #23: one planner)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import shutil
 import pytest
 from support.project import PHASES, Project, built_files, executed, loaded, scenes_of
 
+from pipeline.core.builddb import Records
 from pipeline.core.hashing import hash_file
-from targets.records_check import RecordsCheck
-from targets.uptodate import InputsUnchanged
+from targets.book.planner import RecordCheck
+from targets.book.uptodate import InputsUnchanged
 
 STAMP = "workspace/.scenemake/books/example.stamp.json"
 SCENES = ["ch001_sc001", "ch001_sc002", "ch001_sc003", "ch002_sc001", "ch002_sc002",
@@ -46,19 +47,28 @@ def files(tmp_path):
     return dep, tpl, out, record, task
 
 
+def _records(tasks: dict, outputs: dict) -> Records:
+    return Records(tasks, {p: ("write:s1", json.dumps([s[2]]), json.dumps(s))
+                           for p, s in outputs.items()}, 1, frozenset(), frozenset(), {})
+
+
 def _check(record: dict | None, outputs: dict, task: dict, template: str) -> bool:
     records = {} if record is None else {task["name"]: json.dumps(record)}
-    check = RecordsCheck(records, outputs, generation=1)
-    return check.task(task, 0, {"phase": template})
+    return RecordCheck(_records(records, outputs)).task(task, 0, {"phase": template})
 
 
 def test_a_task_whose_record_matches_is_up_to_date_and_its_files_noted(files):
     dep, tpl, out, record, task = files
-    check = RecordsCheck({"write:s1": json.dumps(record)}, {str(out): _state(out)}, 1)
+    check = RecordCheck(_records({"write:s1": json.dumps(record)}, {str(out): _state(out)}))
     assert check.task(task, 3, {"phase": str(tpl)})
     assert check.checked == 1
     assert {p: entry[2] for p, entry in check.files.items()} == {
         str(dep): 3, str(tpl): 3, str(out): 3}
+    # the book's own inputs are noted by content
+    check = RecordCheck(_records({"write:s1": json.dumps(record)}, {str(out): _state(out)}),
+                        by_content=frozenset({str(tpl)}))
+    assert check.task(task, 2, {"phase": str(tpl)})
+    assert check.contents == {str(tpl): (_state(tpl)[2], 2)} and str(tpl) not in check.files
     # touched, same content: up to date (as the checker's hash says)
     os.utime(dep, ns=(1, 1))
     assert _check(record, {str(out): _state(out)}, task, str(tpl))
@@ -109,7 +119,7 @@ def test_a_rule_it_does_not_know_is_left_to_doit(files):
 def test_without_a_stamp_a_no_op_checks_the_records_loads_no_task_and_stamps(built):
     def shape() -> tuple:
         data = json.loads((built.root / STAMP).read_text())
-        return data["outline"], data["absent"], [
+        return data["outline"], data["absent"], data["inputs"], data["models"], [
             (folder + name, size, first) for folder, rows in data["files"].items()
             for name, _mtime, size, first in rows]
 
@@ -214,3 +224,62 @@ def test_without_a_stamp_hand_edits_and_prompt_changes_are_still_refused(built, 
         (p.root / STAMP).unlink(missing_ok=True)
     _, proc = _same_run(checked, by_doit)
     assert proc.returncode != 0 and "prompt template" in proc.out
+
+
+# -- the saved index (pipeline/book/stamp.py) ---------------------------------------------
+@pytest.fixture
+def index(tmp_path):
+    """A stamp over an input compared by content, a model file, an absent override and an
+    artifact read first by scene 3; and a function that reads it back."""
+    from pipeline.book import stamp
+
+    inp, model, art = tmp_path / "outline.json", tmp_path / "m.gguf", tmp_path / "a.md"
+    absent = tmp_path / "templates" / "write.j2"
+    inp.write_text('{"chapters": []}')
+    model.write_bytes(b"weights")
+    art.write_text("prose")
+    st_m, st_a = model.stat(), art.stat()
+    path = tmp_path / "stamp.json"
+    stamp.write(path, 7, stamp.grouped({str(art): (st_a.st_mtime_ns, st_a.st_size, 3)}),
+                {str(inp): (hash_file(str(inp)), 0)}, [str(absent)], {"rest": "", "scenes": []},
+                {str(model): (st_m.st_mtime_ns, st_m.st_size)})
+    return path, inp, model, art, absent, lambda: stamp.reach(path, 7, False)
+
+
+def test_the_index_holds_until_an_observation_moves(index):
+    path, inp, model, art, absent, reach = index
+    assert reach().first is None
+    from pipeline.book import stamp
+
+    assert stamp.reach(path, 8, False) is None  # a task committed since
+    assert stamp.reach(path, 7, True) is None  # a ledger waits to be rewritten
+    os.utime(art, ns=(1, 1))  # an artifact's stat moved: from its first reader on
+    assert reach().first == 0 or reach().first == 3
+
+
+def test_a_same_size_input_edit_with_its_mtime_put_back_is_seen(index):
+    _path, inp, _model, _art, _absent, reach = index
+    st = inp.stat()
+    inp.write_text('{"chapters": {}}'[:len('{"chapters": []}')])
+    os.utime(inp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert reach() is None  # read by every scene: the full path
+
+
+def test_a_replaced_model_file_or_a_new_override_means_the_full_path(index):
+    _path, _inp, model, _art, absent, reach = index
+    absent.parent.mkdir()
+    absent.write_text("override")
+    assert reach() is None
+    absent.unlink()
+    assert reach() is not None
+    model.write_bytes(b"WEIGHTS")
+    os.utime(model, ns=(5, 5))
+    assert reach() is None
+
+
+@pytest.mark.parametrize("garbage", ["[]", "null", "3", '"x"', "{", '{"version": 5}',
+                                     '{"version": 5, "env": null, "files": []}'])
+def test_an_index_scenemake_did_not_write_is_no_index(index, garbage):
+    path, *_rest, reach = index
+    path.write_text(garbage)
+    assert reach() is None

@@ -1,7 +1,7 @@
 """``doit fleet``: whole units (books, L7 sessions, scenario packs) built on a Dask cluster,
 one Dask task per unit, with the shared LLM cache, and their results brought back to this
 workspace (or, with ``--shared-fs``, written there by the workers themselves:
-targets/fleet_sharedfs.py).
+targets/fleet/sharedfs.py).
 
     doit fleet --local 2 book:a book:b l7:workspace/l7 pack:workspace/scenarios/packs/x.json
     doit fleet --scheduler tcp://sched:8786 book:a
@@ -73,7 +73,7 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
     from pipeline.llm.shared import ENV_RUN, shared_settings
     from pipeline.llm.shared.connection import redact
     from pipeline.llm.shared.store import machine_name
-    from targets.fleet_units import parse_unit
+    from targets.fleet.units import parse_unit
 
     if bool(local) == bool(scheduler):
         raise UserError("say where to build: --local N (a local Dask cluster of N worker "
@@ -94,13 +94,13 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise UserError("Dask is not installed", fix="pip install 'scenemake[fleet]'") from None
-    from targets.fleet_units import pack
-    from targets.fleet_worker import build_unit, install_fingerprint
+    from targets.fleet.units import pack
+    from targets.fleet.worker import build_unit, install_fingerprint
 
     fingerprint = install_fingerprint()
     shared = None
     if shared_fs:
-        from targets.fleet_sharedfs import merge_pending, write_probe
+        from targets.fleet.sharedfs import merge_pending, write_probe
 
         left = merge_pending(root)  # rows a stopped fleet's units left unmerged
         if left:
@@ -137,14 +137,14 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
         if cluster is not None:
             cluster.close()
         if shared is not None:
-            from targets.fleet_sharedfs import remove_probe
+            from targets.fleet.sharedfs import remove_probe
 
             remove_probe(shared)
 
 
 def _skewed(client, fingerprint: str) -> str:
     """A one-line refusal when a worker runs another scenemake, else ''."""
-    from targets.fleet_worker import install_fingerprint
+    from targets.fleet.worker import install_fingerprint
 
     for address, theirs in sorted(client.run(install_fingerprint).items()):
         if theirs != fingerprint:
@@ -157,9 +157,9 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
          root, out, shared=None) -> int:
     import pickle
 
-    from targets.fleet_sharedfs import merge_records, merged
-    from targets.fleet_units import unpack
-    from targets.fleet_worker import TOPIC
+    from targets.fleet.sharedfs import merge_records, merged
+    from targets.fleet.units import unpack
+    from targets.fleet.worker import TOPIC
 
     started = time.monotonic()
 

@@ -15,8 +15,8 @@ from doit.cmd_base import DoitCmdBase
 from doit.exceptions import InvalidCommand
 
 from pipeline.core.builddb import SceneDB
-from targets.project import scene_db
-from targets.uptodate import InputsUnchanged
+from targets.book.uptodate import InputsUnchanged
+from targets.command import scene_db
 
 _PRE_STATES = ("post_state.json", "state.json")
 SHOWN = 12  # causes printed per task; a group of a big book has one per stale scene
@@ -24,7 +24,9 @@ SHOWN = 12  # causes printed per task; a group of a big book has one per stale s
 
 @dataclass
 class Verdict:
-    """Whether a task would run, and why (its own causes, then the upstream ones)."""
+    """Whether a task would run, and why: its own causes make it run; upstream causes alone
+    (a task it reads from runs first) make it run only if that task writes different files
+    (a same request is served from the response cache, so the files are often the same)."""
 
     task: str
     runs: bool = False
@@ -34,6 +36,20 @@ class Verdict:
     @property
     def reasons(self) -> list[str]:
         return self.own + self.upstream
+
+    # it runs only to remake missing files from unchanged inputs: the same request, so
+    # (through the response cache) the same files
+    regenerates: bool = False
+
+    @property
+    def maybe(self) -> bool:
+        """It runs only if an upstream task writes different files."""
+        return not self.runs and bool(self.upstream)
+
+    @property
+    def active(self) -> bool:
+        """It runs, or may run."""
+        return self.runs or bool(self.upstream)
 
 
 def _short(digest: str | None) -> str:
@@ -50,6 +66,7 @@ class Explainer:
         self.templates = templates
         self.producer = {target: t.name for t in task_list for target in t.targets}
         self._memo: dict[str, Verdict] = {}
+        self._regenerating: set[str] = set()
 
     # -- one task's own causes --------------------------------------------------------
     def _own(self, name: str) -> list[str]:
@@ -75,12 +92,18 @@ class Explainer:
         if status.status == "up-to-date":
             return out
         reasons = status.reasons
+        if not out and {k for k, v in reasons.items() if v} <= {"missing_target"}:
+            self._regenerating.add(name)
+        upstream = False
         for rule, _args, _kwargs in reasons.get("uptodate_false", []):
             out += rule.reasons if isinstance(rule, InputsUnchanged) else [f"{rule} is false"]
         for path in reasons.get("changed_file_dep", []):
             out.append(self._changed(name, path))
         for path in reasons.get("missing_file_dep", []):
             maker = self.producer.get(path)
+            if maker and maker != name and self.verdict(maker).runs:
+                upstream = True
+                continue  # its maker runs first: an upstream cause (see ``verdict``)
             out.append(f"{path} is missing" + (f" ({maker} makes it)" if maker else ""))
         for path in reasons.get("missing_target", []):
             out.append(f"{path} is missing: the task reruns (an LLM answer comes from the "
@@ -95,7 +118,7 @@ class Explainer:
             out.append(f"it no longer reads {path}")
         if reasons.get("checker_changed"):
             out.append("the file checker changed (every task is checked afresh)")
-        return out or ["doit's record of it is incomplete"]
+        return out or ([] if upstream else ["doit's record of it is incomplete"])
 
     def _changed(self, name: str, path: str) -> str:
         from pipeline.core.hashing import hash_file
@@ -137,31 +160,42 @@ class Explainer:
         verdict = self._memo[name] = Verdict(name)
         if not task.actions:  # a group: it runs when one of its tasks does
             subs = [self.verdict(s) for s in task.task_dep if s in self.tasks]
-            verdict.upstream = [f"{v.task}: {v.reasons[0]}" for v in subs if v.runs]
-            verdict.runs = bool(verdict.upstream)
+            verdict.own = [f"{v.task}: {v.reasons[0]}" for v in subs if v.runs]
+            verdict.upstream = [f"{v.task}: {v.reasons[0]}" for v in subs if v.maybe]
+            verdict.runs = bool(verdict.own)
             return verdict
         verdict.own = self._own(name)
         if not self.db.in_(name):  # never built, forgotten or failed: that says it all
             verdict.runs = bool(verdict.own)
             return verdict
         seen = set()
+        definite = False  # an upstream task will write new content (its inputs changed)
         for path in sorted(task.file_dep):
             maker = self.producer.get(path)
             if maker is None or maker == name or maker in seen:
                 continue
             seen.add(maker)
             up = self.verdict(maker)
-            if not up.runs or any(maker in reason for reason in verdict.own):
+            if not up.active or any(maker in reason for reason in verdict.own):
                 continue  # up to date, or already named (a hand edit of what it wrote)
             cause = self.root_cause(maker)
-            if path.rpartition("/")[2] in _PRE_STATES:
+            fresh = up.runs and not up.regenerates
+            definite |= fresh
+            file = path.rpartition("/")[2]
+            if not fresh:
                 verdict.upstream.append(
-                    f"pre-state may change: {maker} will produce a new "
-                    f"{path.rpartition('/')[2]} (because {cause})")
+                    f"{path} only if {maker} writes it differently ({cause}; it "
+                    f"{'runs' if up.runs else 'may run'} with the same inputs, so the same "
+                    "request: the response cache usually gives the same file)")
+            elif file in _PRE_STATES:
+                verdict.upstream.append(f"pre-state may change: {maker} will produce a new "
+                                        f"{file} (because {cause})")
             else:
                 verdict.upstream.append(f"{path} may change: {maker} will run "
                                         f"(because {cause})")
-        verdict.runs = bool(verdict.own or verdict.upstream)
+        verdict.runs = bool(verdict.own) or definite
+        verdict.regenerates = (bool(verdict.own) and not definite
+                               and name in self._regenerating)
         return verdict
 
     def root_cause(self, name: str) -> str:
@@ -171,7 +205,7 @@ class Explainer:
             return f"{name}: {verdict.own[0]}"
         for path in self.tasks[name].file_dep:
             maker = self.producer.get(path)
-            if maker and maker != name and self.verdict(maker).runs:
+            if maker and maker != name and self.verdict(maker).active:
                 return self.root_cause(maker)
         return f"{name} would run"
 
@@ -184,10 +218,13 @@ def _exists(path: str) -> bool:
 
 def report(verdict: Verdict) -> str:
     """The text ``doit why`` prints for one task."""
-    if not verdict.runs:
+    if not verdict.active:
         return f"{verdict.task} is up to date\n"
     reasons = verdict.reasons
-    lines = [f"{verdict.task} would run:"] + [f"  - {r}" for r in reasons[:SHOWN]]
+    head = (f"{verdict.task} would run:" if verdict.runs else
+            f"{verdict.task} runs only if a task it reads from writes different files (an "
+            "identical answer, e.g. from the response cache, leaves it up to date):")
+    lines = [head] + [f"  - {r}" for r in reasons[:SHOWN]]
     if len(reasons) > SHOWN:
         lines.append(f"  ... and {len(reasons) - SHOWN} more (doit why on one of the tasks "
                      "above says more)")
@@ -211,9 +248,9 @@ class Why(DoitCmdBase):
             db = scene_db(self.name, self.dep_manager)
             if not pos_args:
                 raise InvalidCommand("doit why needs a task, e.g. doit why write:ch001_sc001")
-            from targets.book import context
+            from targets.book.run import of_command
 
-            book, _ = context()
+            book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))
             for name in pos_args:

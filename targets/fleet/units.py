@@ -154,22 +154,17 @@ def unpack(data: bytes, root: Path, replace: tuple[str, ...] = (),
 
 
 def relocate_db(db: Path, old: str, new: str) -> int:
-    """Rewrite the absolute paths under ``old`` recorded in a doit sqlite DB to ``new`` (some
-    families record absolute paths: the scenario reviews do); returns the rows changed."""
-    import json
+    """Move the paths under ``old`` recorded in a unit's doit sqlite DB to ``new`` (some
+    families record absolute paths: the scenario reviews do), with the build DB's one
+    relocation (``builddb.move_paths``); returns the rows changed."""
     import sqlite3
 
-    old_json, new_json = json.dumps(old.rstrip("/") + "/")[1:-1], json.dumps(
-        new.rstrip("/") + "/")[1:-1]
+    from pipeline.core.builddb import move_paths
+
     conn = sqlite3.connect(db)
     try:
         with conn:
-            rows = conn.execute("SELECT task_id, task_data FROM doit WHERE instr(task_data, ?)",
-                                (old_json,)).fetchall()
-            for task_id, data in rows:
-                conn.execute("UPDATE doit SET task_data = ? WHERE task_id = ?",
-                             (data.replace(old_json, new_json), task_id))
-        return len(rows)
+            return len(move_paths(conn, old, new))
     except sqlite3.DatabaseError:
         return 0  # not a doit DB: nothing recorded to move
     finally:

@@ -44,7 +44,7 @@ from pipeline.scenario.layout import RunLayout
 from pipeline.scenario.loop import DEFAULT_MAX_ITERATIONS
 from pipeline.scenario.repair import DEFAULT_MAX_TARGETS
 from pipeline.scenario.runner import DEFAULT_BASE_URL, DEFAULT_SCORE_SPEC
-from targets.scenario import DoitReviewer
+from targets.scenario.tasks import DoitReviewer
 
 
 def _add_capture_options(p: argparse.ArgumentParser) -> None:

@@ -6,23 +6,22 @@ from __future__ import annotations
 from doit.cmd_base import DoitCmdBase
 
 from pipeline.core.errors import UserError
-from targets.project import command_db
+from targets.book.run import of_command
+from targets.command import command_db
 
 HIDDEN = ("prompt", "response")  # shown by diff --all only: long, and what they say is above
 
 
-def _task(arg: str):
+def _task(book, arg: str):
     """(book, task id, the phase's files name -> path) for ``PHASE:SCENE``."""
     from pipeline.book import phases
     from pipeline.book.workspace import PHASES, check_scene_id
-    from targets.book import context
 
     phase, _, sid = arg.partition(":")
     if phase not in PHASES or not sid:
         raise UserError(f"'{arg}' is not PHASE:SCENE", fix=f"e.g. write:ch001_sc001 (phases: "
                         f"{', '.join(PHASES)})")
     check_scene_id(sid)
-    book, _ = context()
     book.scene(sid)
     return book, arg, phases.layout(book, sid)[phase].outputs
 
@@ -72,7 +71,7 @@ class History(_VersionCommand):
         if len(args) != 1:
             raise UserError("history needs one PHASE:SCENE",
                             fix="e.g. doit history write:ch001_sc001")
-        book, task_id, files = _task(args[0])
+        book, task_id, files = _task(of_command(self).book, args[0])
         versions = _store(book).history(task_id)
         if not versions:
             self.outstream.write(f"{task_id}: no kept versions yet (build it first)\n")
@@ -113,7 +112,7 @@ class Diff(_VersionCommand):
         if len(args) not in (1, 3):
             raise UserError("diff needs PHASE:SCENE, optionally two versions",
                             fix="e.g. doit diff write:ch001_sc001 1 2")
-        book, task_id, _files = _task(args[0])
+        book, task_id, _files = _task(of_command(self).book, args[0])
         store = _store(book)
         versions = store.history(task_id)
         if len(args) == 3:
@@ -161,7 +160,7 @@ class Restore(_VersionCommand):
         if len(args) != 2:
             raise UserError("restore needs PHASE:SCENE and a version",
                             fix="e.g. doit restore write:ch001_sc001 1 (doit history lists them)")
-        book, task_id, files = _task(args[0])
+        book, task_id, files = _task(of_command(self).book, args[0])
         store = _store(book)
         entry = store.version(task_id, _number(args[1]))
         if not db.values(task_id):
@@ -197,11 +196,9 @@ class Gc(_VersionCommand):
     doc_description = None
 
     def run(self, db, args, **opts) -> int:
-        from targets.book import context
-
         if args:
             raise UserError("gc takes no arguments")
-        book, _ = context()
+        book = of_command(self).book
         count, size = _store(book).gc()
         self.outstream.write(f"gc: deleted {count} kept file(s) ({size} bytes) that no "
                              "version refers to\n")

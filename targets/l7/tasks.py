@@ -210,11 +210,8 @@ def _tasks(cfg: RunConfig, s: Session, model: dict) -> Iterator[dict]:
 
 
 def task_l7():
-    """The L7 prompt map runner on the example session (workspace/l7)."""
-    from targets.book import book_tasks_only
-
-    if book_tasks_only():  # `doit`, `doit plan`, `doit write:ch001_sc001`: no L7 task runs
-        return
+    """The L7 prompt map runner on the example session (workspace/l7); the task loader
+    leaves it out when a command names only book tasks (targets/loader.py)."""
     from pipeline.l7.session import RunConfig
 
     yield from l7_tasks(RunConfig(**EXAMPLE))

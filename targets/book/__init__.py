@@ -1,0 +1,1 @@
+"""The book pipeline as doit tasks and the book's doit commands."""

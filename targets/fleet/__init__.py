@@ -1,0 +1,1 @@
+"""``doit fleet``: units of work (books, L7 sessions, packs) spread over a Dask cluster."""

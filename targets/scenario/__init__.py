@@ -1,0 +1,1 @@
+"""The scenario loop's review tasks and its command lines (scenario, stage)."""
