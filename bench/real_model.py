@@ -132,17 +132,32 @@ def books(args) -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 
-def plans_run(root: Path, how: str, base_url: str | None = None) -> tuple[float, int]:
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of this process's reaped children
+    and their reaped descendants (a doit run and the servers it started and stopped)."""
+    if pid is None:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plans_run(root: Path, how: str, server=None) -> tuple[float, int, float]:
+    """(wall s, paid calls, CPU s of the run and of the model servers that answered it)."""
     args = {"n1": ["-n", "1"], "n2": ["-n", "2", "-P", "thread"], "one2": ["-n", "1"]}[how]
-    env = (_env(SCENEMAKE_MODEL="local") if base_url is None else
-           _env(SCENEMAKE_MODEL="openai:smollm2", SCENEMAKE_BASE_URL=base_url))
+    env = (_env(SCENEMAKE_MODEL="local") if server is None else
+           _env(SCENEMAKE_MODEL="openai:smollm2", SCENEMAKE_BASE_URL=server.base_url))
+    cpu0 = _cpu_s() + (_cpu_s(server.proc.pid) if server else 0.0)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "doit", *args, "plan"], cwd=root,
                           capture_output=True, text=True, env=env)
     wall = time.monotonic() - t0
+    cpu = _cpu_s() + (_cpu_s(server.proc.pid) if server else 0.0) - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"{how} failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
-    return wall, len([c for c in _calls(root) if c["cache"] == "miss"])
+    return wall, len([c for c in _calls(root) if c["cache"] == "miss"]), cpu
 
 
 def plans(args) -> None:
@@ -151,24 +166,28 @@ def plans(args) -> None:
     from support.smollm import model_path
 
     walls: dict[str, list[float]] = {"n1": [], "n2": [], "one2": []}
+    cpus: dict[str, list[float]] = {"n1": [], "n2": [], "one2": []}
     paid: dict[str, list[int]] = {"n1": [], "n2": [], "one2": []}
-    with LlamaServer(model_path(), n_threads=2) as two_threads:
+    two = ("--n_threads", "2", "--n_threads_batch", "2")  # (the last of a repeated flag wins)
+    with LlamaServer(model_path(), extra_args=two) as two_threads:
         for i in range(args.runs):
             for how in ("n1", "n2", "one2"):
                 root = fresh_project(args.workdir / f"{how}-{i}", None)
-                url = two_threads.base_url if how == "one2" else None
-                wall, n = plans_run(root, how, url)
+                wall, n, cpu = plans_run(root, how, two_threads if how == "one2" else None)
                 walls[how].append(wall)
+                cpus[how].append(cpu)
                 paid[how].append(n)
-                print(f"run {i + 1} {how}: {wall:.1f} s, {n} paid calls", flush=True)
+                print(f"run {i + 1} {how}: {wall:.1f} s, {cpu:.1f} CPU s, {n} paid calls, "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
     base = statistics.median(walls["n1"])
-    print("\n| how | median wall | ratio to -n 1 | paid calls |")
-    print("|---|---|---|---|")
+    print("\n| how | median wall | ratio to -n 1 | median CPU s (run + servers) | paid calls |")
+    print("|---|---|---|---|---|")
     for how, label in (("n1", "`-n 1 plan` (one server, one thread)"),
                        ("n2", "`-n 2 -P thread plan` (two servers, one thread each)"),
                        ("one2", "one server with two threads, `-n 1` (started before)")):
         med = statistics.median(walls[how])
-        print(f"| {label} | {med:.1f} s | {med / base:.2f} | {paid[how]} |")
+        print(f"| {label} | {med:.1f} s | {med / base:.2f} | "
+              f"{statistics.median(cpus[how]):.1f} | {paid[how]} |")
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 
