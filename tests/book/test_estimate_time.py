@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from support.project import Project
 from support.smollm import LOCAL, require_smollm
 
@@ -67,6 +68,7 @@ def test_time_comes_from_the_speed_measured_here(project: Project):
     assert "tokens per second measured on this machine" in " ".join(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_named_tasks_estimate_only_what_they_need(project: Project):
     require_smollm()
     _speed(project, _local_model(), tokens_per_s=40.0, prompt_per_s=400.0)
