@@ -67,12 +67,14 @@ BOOK = "synth"
 # Interpreter start plus every module a no-op imports, without loading the book.
 IMPORTS = "import doit.doit_cmd, doit.cmd_run, targets.book.tasks, targets.book.commands"
 
-# Runs in the project folder: doit's own loader, as ``doit run`` uses it.
+# Runs in the project folder: the book's tasks as scenemake's loader builds them for a command
+# that loads every task (``doit list``), then doit's own ``load_tasks``.
 DUMP_GRAPH = """
 import json, sys
-from doit.loader import get_module, load_tasks
-mod = get_module("dodo.py", cwd=".")
-tasks = load_tasks(vars(mod))
+from doit.loader import generate_tasks
+from targets.book.run import BookRun
+from targets.book.tasks import book_tasks
+tasks = generate_tasks("book", book_tasks(BookRun.from_doit("list")))
 out = [{"name": t.name, "file_dep": sorted(t.file_dep), "targets": list(t.targets),
         "task_dep": list(t.task_dep)} for t in tasks if not t.has_subtask]
 json.dump(out, sys.stdout)

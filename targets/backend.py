@@ -22,9 +22,10 @@ from pipeline.core.lock import FileLock, LockBusy
 _held: dict[str, FileLock] = {}
 
 
-class BuildDBError(DatabaseException, InvalidCommand):
+class BuildDBError(DatabaseException, InvalidCommand, builddb.BuildDBError):
     """The build DB cannot be used. doit prints an InvalidCommand as one ``ERROR:`` line
-    and exits 3; any other exception from a backend is printed with its traceback."""
+    and exits 3; any other exception from a backend is printed with its traceback. Raised
+    inside a task's action it is a UserError: that task fails in one line."""
 
 
 def _wait_wanted() -> bool:
@@ -77,34 +78,16 @@ def _who(pid: int | None) -> str:
     return f"PID {pid}" if pid else "another process"
 
 
-_FULL_FIX = "free some disk space (or make it writable) and run again: nothing already built " \
-    "is lost, an unrecorded task runs again (from the response cache)"
-
-
-def _db_failure(name: str, exc: sqlite3.Error) -> str:
-    if "locked" in str(exc) or "busy" in str(exc):
-        fix = "another process holds the build DB: let it finish, then run again"
-    else:
-        fix = _FULL_FIX
-    return f"{display_path(name)}: could not update the build DB ({exc}); {fix}"
-
-
-def _unreadable(exc: sqlite3.Error) -> bool:
-    """The DB file itself is damaged (not: the disk is full, read-only, or it is locked)."""
-    text = str(exc)
-    return not any(w in text for w in ("full", "readonly", "read-only", "disk I/O", "locked",
-                                       "unable to open"))
-
-
-def _guarded(method: Callable, error: type[Exception]) -> Callable:
-    """``method`` with its sqlite errors (disk full, read-only, I/O) as one-line ``error``."""
+def _guarded(method: Callable) -> Callable:
+    """``method`` with its sqlite errors (damaged, disk full, read-only, I/O) as one line,
+    by their error code (pipeline/core/sqlitefile.py)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            raise error(_db_failure(self.name, exc)) from None
+            raise self._failure(exc) from None
 
     return wrapper
 
@@ -114,19 +97,13 @@ class SceneDB(builddb.SceneDB):
     one run at a time (see :func:`run_lock`)."""
 
     desc = "sqlite, committed per task (scenemake)"
+    Error = BuildDBError
 
     def __init__(self, name: str, codec, *, module_name=None):
         self._run_lock = run_lock(name)
         self._view_failures: list[str] = []
         try:
             super().__init__(name, codec, module_name=module_name)
-        except builddb.BuildDBError as exc:
-            self._unlock()
-            cause = exc.__cause__
-            if isinstance(cause, sqlite3.Error) and not _unreadable(cause):
-                # a full disk or a read-only folder: the DB is fine, moving it away is wrong
-                raise BuildDBError(_db_failure(name, cause)) from None
-            raise BuildDBError(str(exc)) from exc
         except BaseException:
             self._unlock()
             raise
@@ -159,7 +136,7 @@ class SceneDB(builddb.SceneDB):
                 pass
             if builddb._current is self:
                 builddb._current = None
-            raise BuildDBError(_db_failure(self.name, exc)) from None
+            raise self._failure(exc) from None
         finally:
             self._unlock()
 
@@ -170,10 +147,12 @@ class SceneDB(builddb.SceneDB):
                 del _held[key]
 
 
-# Called by doit while it saves results: an InvalidCommand is one ``ERROR:`` line, exit 3.
-for _name in ("set", "remove", "remove_all"):
-    setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), BuildDBError))
-# Called from inside a task's action: a UserError fails that task in one line.
-for _name in ("announce_outputs", "settle_outputs", "set_failure", "add_event", "bump_attempt",
-              "forget", "views_written", "set_setting", "relocate"):
-    setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name), builddb.BuildDBError))
+# Called by doit while it saves results, by commands, and from inside tasks' actions: a
+# sqlite error is one line (doit's ``ERROR:`` line, exit 3; or, in an action, that task fails
+# in one line). Reads of task records (get, in_) are mapped in builddb itself.
+for _name in ("set", "remove", "remove_all", "announce_outputs", "settle_outputs",
+              "set_failure", "add_event", "bump_attempt", "forget", "views_written",
+              "set_setting", "relocate", "values", "task_ids", "outputs_of", "output_rows",
+              "events", "stale_views", "attempt", "setting", "drop_outputs", "clear_events",
+              "clear_failure", "snapshot"):
+    setattr(SceneDB, _name, _guarded(getattr(builddb.SceneDB, _name)))

@@ -94,11 +94,11 @@ def gather(book, db, explainer) -> object:
         for name in dict.fromkeys(list(old["files"]) + list(new["files"])):
             if name in ("prompt", "response"):
                 continue
-            a, b = old["files"].get(name), new["files"].get(name)
             try:
-                lines += diff_files(name, versions.blob(a) if a else None,
-                                    versions.blob(b) if b else None)
-            except UserError as exc:  # a pruned version: say so, show the rest
+                lines += diff_files(
+                    name, versions.content(task_id, old, name) if name in old["files"] else None,
+                    versions.content(task_id, new, name) if name in new["files"] else None)
+            except UserError as exc:  # a pruned or damaged version: say so, show the rest
                 lines.append(f"{name}: {exc}")
         diffs.append({"task": task_id, "from": old["version"], "to": new["version"],
                       "reason": new.get("reason", ""), "lines": lines})

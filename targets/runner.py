@@ -20,6 +20,8 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 from doit.reporter import ConsoleReporter
 
+from pipeline.core import builddb
+from pipeline.core.errors import UserError
 from pipeline.core.store import atomic_write_text
 from pipeline.core.taskrun import Failure, TaskRun
 from targets.checker import Blake3Checker
@@ -92,6 +94,12 @@ def run_tasks(namespace: Mapping[str, Any], db: Path, *, tasks: Iterable[str] = 
     """
     result = TaskRun(code=0)
     db.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a damaged DB is the caller's one line, not doit's ERROR line beside it
+        builddb.check_file(db)
+    except UserError as exc:
+        result.code = 3
+        result.failed.append(Failure("doit", str(exc)))
+        return result
     ns = dict(namespace)
     ns["DOIT_CONFIG"] = {**(config or {}), "backend": "scenemake", "dep_file": str(db),
                          "check_file_uptodate": Blake3Checker,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
-from pipeline.core.jsonio import display_path, parse_model, read_json
+from pipeline.core import schemas
+from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.models import StrictModel
 from pipeline.llm.settings import Endpoint, ModelSettings, apply_env_overrides
 
@@ -52,6 +53,16 @@ def load_rules(path: Path | None) -> AnswerRules:
         rules, where = AnswerRules(), "assistant rules (defaults)"
     else:
         where = display_path(path)
-        rules = parse_model(AnswerRules, read_json(path, "assistant rules"), where)
+        rules = schemas.parse(AnswerRules, read_json(path, "assistant rules"), where,
+                              schema="assistant_rules")
     model, endpoint = apply_env_overrides(rules.model, rules.endpoint, where)
     return rules.model_copy(update={"model": model, "endpoint": endpoint})
+
+
+# The file this family reads and its published schema (pipeline/schemas/; a test keeps it
+# current; ``python -m pipeline.assistant.rules`` rewrites it).
+SCHEMAS = {"assistant_rules": AnswerRules}
+
+if __name__ == "__main__":  # pragma: no cover - a maintenance command
+    for written in schemas.write(SCHEMAS):
+        print(written)

@@ -343,3 +343,14 @@ def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict
                 prop["type"] = "string"
                 prop["enum"] = values
     return schema
+
+
+# The book's input files and their published schemas (pipeline/schemas/; a test keeps them
+# current; ``python -m pipeline.book.models`` rewrites them).
+SCHEMAS = {"book_config": BookConfig, "book_outline": Outline, "book_state": State}
+
+if __name__ == "__main__":  # pragma: no cover - a maintenance command
+    from pipeline.core import schemas
+
+    for written in schemas.write(SCHEMAS):
+        print(written)

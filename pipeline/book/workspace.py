@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 # declared once, in the phase table; re-exported here, where the task generators look
 from pipeline.book.phase_table import LLM_PHASES, PHASES  # noqa: F401
+from pipeline.core import schemas
 from pipeline.core.errors import UserError
 
 # re-exported: older imports name pipeline.book.workspace
@@ -241,18 +242,18 @@ def load_book(workspace: Workspace, name: str) -> Book:
                         fix="create the folder or pass another book=NAME")
     cfg_path = book_dir / "book.json"
     fix = "create it or check the book name"
-    config = parse_model(BookConfig, read_json(cfg_path, "book config", fix),
-                         display_path(cfg_path))
+    config = schemas.parse(BookConfig, read_json(cfg_path, "book config", fix),
+                           display_path(cfg_path), schema="book_config")
     from pipeline.llm.settings import apply_env_overrides  # pydantic: not on a no-op doit
 
     model, endpoint = apply_env_overrides(config.model, config.endpoint, display_path(cfg_path))
     config = config.model_copy(update={"model": model, "endpoint": endpoint})
     outline_path = book_dir / "outline.json"
-    outline = parse_model(Outline, read_json(outline_path, "outline", fix),
-                          display_path(outline_path))
+    outline = schemas.parse(Outline, read_json(outline_path, "outline", fix),
+                            display_path(outline_path), schema="book_outline")
     state_path = book_dir / "state.json"
-    state = parse_model(State, read_json(state_path, "initial state", fix),
-                        display_path(state_path))
+    state = schemas.parse(State, read_json(state_path, "initial state", fix),
+                          display_path(state_path), schema="book_state")
     scenes = _check_world(outline, state, display_path(outline_path))
     templates = resolve_templates(book_dir, config)
     return Book(name=name, dir=book_dir, workspace=workspace, config=config, outline=outline,

@@ -12,6 +12,7 @@ folder scenemake's own files were recorded from.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import sqlite3
@@ -21,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core import sqlitefile
 from pipeline.core.clock import now_iso
-from pipeline.core.errors import UserError
 from pipeline.core.migrations import Migrations
 
 # A task's ``result:`` that is all inside its ``_values_:``: stored as its keys.
@@ -68,8 +69,32 @@ def migration(name: str) -> Callable[[Callable[[SceneDB], None]], Callable[[Scen
     return RECORDS.migration(name=name, atomic=False)
 
 
-class BuildDBError(UserError):
-    """The build DB cannot be used (unreadable, locked by another run, disk full)."""
+class BuildDBError(sqlitefile.SqliteFileError):
+    """The build DB cannot be used (damaged, locked by another run, disk full); ``kind``
+    says which (pipeline/core/sqlitefile.py)."""
+
+
+# What a damaged build DB costs to get back, said in its one line.
+RECOVER = ("move it away with its -wal and -shm files (mv DB* elsewhere) and run again: "
+           "every task runs again, its LLM answers served from the response cache (none is "
+           "paid twice), but a task rerun afresh (rerun-from, a new L7 generation) gets its "
+           "first answer back (a book's doit history keeps the others)")
+
+
+def db_failure(name: str, exc: BaseException, conn: sqlite3.Connection | None = None,
+               error: type[BuildDBError] = BuildDBError) -> BuildDBError:
+    """The one line for a sqlite error ``exc`` of the build DB ``name``: damaged (and how to
+    recover), busy, full, read-only ... by its error code (pipeline/core/sqlitefile.py), as
+    an ``error``. Every reader and writer of a build DB raises this."""
+    return sqlitefile.failure(name, exc, what="the build DB", recover=RECOVER, conn=conn,
+                              error=error)  # type: ignore[return-value]
+
+
+def check_file(name: str | os.PathLike) -> None:
+    """Raise the one-line :class:`BuildDBError` if the build DB file ``name`` is damaged
+    (``quick_check`` when it is small, as at every open): for a runner that reports
+    failures itself instead of through doit's ``ERROR:`` line."""
+    sqlitefile.check_small(name, what="the build DB", recover=RECOVER, error=BuildDBError)
 
 
 def current() -> SceneDB:
@@ -118,24 +143,29 @@ class SceneDB:
     ``targets.backend.SceneDB``) and scenemake's own records; sqlite, WAL, one commit per
     finished task."""
 
+    # What its failures raise (doit's backend raises one doit reports in one line).
+    Error: type[BuildDBError] = BuildDBError
+
     def __init__(self, name: str, codec, *, module_name=None):
         global _current
         self.name = name
         self.codec = codec
         self._lock = threading.RLock()
+        conn = None
         try:
-            self._conn = sqlite3.connect(name, check_same_thread=False, isolation_level=None,
-                                         timeout=30)
+            self._conn = conn = sqlite3.connect(name, check_same_thread=False,
+                                                isolation_level=None, timeout=30)
             self._conn.execute("pragma journal_mode=wal")
             self._conn.execute("pragma synchronous=normal")
+            # a damaged page is found here, in one line, not by whichever query meets it
+            sqlitefile.check_small(name, self._conn, what="the build DB", recover=RECOVER,
+                                   error=self.Error)
             SCHEMA.migrate(self._conn)
-        except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc):  # another doit holds it: moving it away would lose work
-                raise BuildDBError(f"{name}: the build DB is in use by another run ({exc}); "
-                                   "let that run finish, then try again") from exc
-            raise BuildDBError(
-                f"{name}: the build DB is unreadable ({exc}); move it away to start afresh"
-            ) from exc
+        except (sqlite3.Error, BuildDBError) as exc:
+            error = exc if isinstance(exc, BuildDBError) else self._failure(exc, conn)
+            if conn is not None:
+                conn.close()
+            raise error from exc
         # Read on first use (a fast no-op needs none: 8000 rows are 40 MB at 1000 scenes),
         # decoded lazily (a no-op run touches every row, but `doit list` does not).
         self._raw_rows: dict[str, str] | None = None
@@ -156,9 +186,15 @@ class SceneDB:
             signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
             RECORDS.migrate(self._conn, self)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            error = self._failure(exc)
             self._conn.close()
-            raise BuildDBError(f"{name}: could not update the build DB ({exc})") from exc
+            raise error from exc
+
+    def _failure(self, exc: BaseException,
+                 conn: sqlite3.Connection | None = None) -> BuildDBError:
+        """The one line for a sqlite error of this DB (see :func:`db_failure`)."""
+        return db_failure(self.name, exc, conn or getattr(self, "_conn", None), self.Error)
 
     @property
     def _raw(self) -> dict[str, str]:
@@ -166,19 +202,22 @@ class SceneDB:
         if self._raw_rows is None:
             try:
                 rows = self._conn.execute("select task_id, task_data from doit").fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise BuildDBError(f"{self.name}: the build DB is unreadable ({exc}); move "
-                                   "it away to start afresh") from exc
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
             self._raw_rows = dict(rows)
         return self._raw_rows
 
     def _row(self, task_id: str) -> str | None:
-        """One task's stored record: a query of its own for the first few (a no-op asks for
-        one or two), all rows at once after that (a run that checks tasks asks for all)."""
-        if self._raw_rows is None and self._single_reads < 32:
+        """One task's stored record: a query of its own for the first few hundred (a no-op
+        asks for one or two, a run of the scenes a small change reaches for a few dozen),
+        all rows at once after that (a run that checks every task asks for all)."""
+        if self._raw_rows is None and self._single_reads < 256:
             self._single_reads += 1
-            row = self._conn.execute("select task_data from doit where task_id=?",
-                                     (task_id,)).fetchone()
+            try:
+                row = self._conn.execute("select task_data from doit where task_id=?",
+                                         (task_id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
             return row[0] if row else None
         return self._raw.get(task_id)
 
@@ -189,7 +228,11 @@ class SceneDB:
             raw = self._row(task_id)
             if raw is None:
                 return None
-            data = self._cache[task_id] = json.loads(raw)
+            try:
+                data = self._cache[task_id] = json.loads(raw)
+            except ValueError:  # a page whose bytes changed under a sound b-tree
+                raise self._failure(sqlitefile.corrupt(
+                    f"the record of {task_id} is not valid JSON")) from None
         return data
 
     def get(self, task_id: str, dependency: str) -> Any:

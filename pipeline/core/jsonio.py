@@ -43,6 +43,33 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+# No text field of an input needs more: a tenth of the longest prompt a template may render
+# (pipeline/core/rendering.py, MAX_OUTPUT_CHARS), so a field too long is blamed on its file
+# and field here, before any template renders it.
+MAX_TEXT_CHARS = 200_000
+_ID_KEYS = ("id", "scene_id", "step_id", "case_id", "scenario_id", "session_id")
+
+
+def long_text(value: Any, limit: int = MAX_TEXT_CHARS) -> tuple[str, int, str | None] | None:
+    """The first string in ``value`` longer than ``limit`` characters, as (its JSON path
+    without the ``$.``, its length, the id of the nearest object around it that has one),
+    or None."""
+    stack: list[tuple[Any, str, str | None]] = [(value, "", None)]
+    while stack:
+        item, where, owner = stack.pop()
+        if type(item) is str:
+            if len(item) > limit:
+                return where or "(top level)", len(item), owner
+        elif type(item) is dict:
+            own = next((item[k] for k in _ID_KEYS if type(item.get(k)) is str), owner)
+            stack.extend((child, f"{where}.{key}" if where else str(key), own)
+                         for key, child in reversed(item.items()))
+        elif type(item) is list:
+            stack.extend((child, f"{where}[{i}]", owner)
+                         for i, child in reversed(list(enumerate(item))))
+    return None
+
+
 class JSONNotStandard(ValueError):
     """``NaN``, ``Infinity`` or ``-Infinity``: Python's extension, not JSON."""
 
@@ -74,10 +101,13 @@ def display_path(path: str | os.PathLike) -> str:
     return p if rel.startswith("..") else rel
 
 
-def read_json(path: str | os.PathLike, what: str, fix: str | None = None) -> Any:
+def read_json(path: str | os.PathLike, what: str, fix: str | None = None,
+              max_text: int | None = MAX_TEXT_CHARS) -> Any:
     """Parse a JSON file, turning every failure into a one-line UserError.
 
-    ``fix`` is the advice for a missing file (what the user should do).
+    ``fix`` is the advice for a missing file (what the user should do). A text value longer
+    than ``max_text`` characters is refused naming its field (None: no limit, for files
+    scenemake wrote itself).
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -89,7 +119,7 @@ def read_json(path: str | os.PathLike, what: str, fix: str | None = None) -> Any
         raise UserError(f"cannot read {what}: {exc.strerror or exc}",
                         path=display_path(path)) from None
     try:
-        return loads(text, allow_nan=False)
+        value = loads(text, allow_nan=False)
     except json.JSONDecodeError as exc:
         raise UserError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                         path=display_path(path), fix="fix the JSON syntax") from None
@@ -99,6 +129,12 @@ def read_json(path: str | os.PathLike, what: str, fix: str | None = None) -> Any
     except JSONNotStandard as exc:
         raise UserError(f"invalid JSON: {exc}", path=display_path(path),
                         fix="write a number, or null") from None
+    if max_text is not None and (found := long_text(value, max_text)) is not None:
+        where, size, owner = found
+        raise UserError(f"{size} characters{f' (in {owner})' if owner else ''}, more than a "
+                        f"text field may hold (at most {max_text})", path=display_path(path),
+                        field=where, fix="shorten it: it is sent to the model in a prompt")
+    return value
 
 
 def load_json(path: str | os.PathLike) -> Any:

@@ -7,17 +7,14 @@ gates validate files against, so an error names the JSON path of the first viola
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.core import score_spec
+from pipeline.core import schemas, score_spec
 from pipeline.core.errors import UserError
-from pipeline.core.jsonio import load_json
 from pipeline.core.models import StrictModel
 from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
@@ -496,37 +493,22 @@ OUTPUT_FILES: dict[str, str] = {
 
 def schema_path(name: str) -> Path:
     """Where the JSON Schema ``name`` lives in the package."""
-    return SCHEMA_DIR / f"l7_{name}.json"
+    return schemas.schema_path(f"l7_{name}")
 
 
 def build_schema(name: str) -> dict:
     """The JSON Schema (Draft 2020-12) of ``name``, generated from its model."""
-    schema = SCHEMAS[name].model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://scenemake.dev/schemas/l7_{name}.json", **schema}
+    return schemas.generate(SCHEMAS[name], f"https://scenemake.dev/schemas/l7_{name}.json")
 
 
-@functools.cache
 def validator(name: str) -> Draft202012Validator:
     """A validator for the schema file ``name`` (read once per process)."""
-    path = schema_path(name)
-    try:
-        schema = load_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"schema file is missing or broken ({exc})", path=str(path),
-                        fix="reinstall scenemake") from None
-    return Draft202012Validator(schema)
+    return schemas.validator(f"l7_{name}")
 
 
 def first_error(data: Any, name: str) -> tuple[str, str] | None:
     """(JSON path, message) of the most relevant schema violation, or None."""
-    error = best_match(validator(name).iter_errors(data))
-    if error is None:
-        return None
-    message = " ".join(error.message.split())
-    if len(message) > 200:
-        message = message[:197] + "..."
-    return error.json_path, message
+    return schemas.first_error(data, f"l7_{name}")
 
 
 def check_schema(data: Any, name: str, path: str) -> None:

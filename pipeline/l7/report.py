@@ -40,7 +40,7 @@ def load(out_dir: Path) -> dict[str, dict]:
             raise UserError("not an L7 out-dir: a published document is missing",
                             path=display_path(path),
                             fix="run the L7 runner with --out-dir here first")
-        docs[name] = read_json(path, "L7 output")
+        docs[name] = read_json(path, "L7 output", max_text=None)
     return docs
 
 

@@ -178,11 +178,16 @@ class Session:
                 if a in active or b in active]
 
 
-def _load(path: str, what: str, schema: str) -> Any:
+def _load(path: str, what: str, schema: str, named_in: tuple[str, str] | None = None) -> Any:
+    """``what``'s JSON at ``path``, checked against ``schema``. ``named_in``: the (file,
+    field) the path was read from, for the error that names where to fix it (default: the
+    command line)."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"{what} not found", path=display_path(p),
-                        fix="check the path given on the command line")
+        fix = (f"the path comes from field '{named_in[1]}' of {display_path(named_in[0])}, "
+               "relative to the folder the command runs in: correct it there") if named_in \
+            else "check the path given on the command line"
+        raise UserError(f"{what} not found", path=display_path(p), fix=fix)
     if p.is_dir():
         raise UserError(f"{what} is a folder, not a JSON file", path=display_path(p))
     data = read_json(p, what)
@@ -219,7 +224,9 @@ def load_session(cfg: RunConfig) -> Session:
                                   cfg.pipeline_env)
     spec_path, override = policies.resolve_score_spec(cfg.score_spec, obj,
                                                       cfg.allow_score_spec_override)
-    spec_data = _load(spec_path, "score spec", "score_spec")
+    spec_data = _load(spec_path, "score spec", "score_spec",
+                      named_in=None if cfg.score_spec else (cfg.session_objective,
+                                                            "score_spec_ref"))
     spec = parse_model(ScoreSpec, spec_data, display_path(spec_path))
     scoring.check_params(spec, display_path(spec_path))
 

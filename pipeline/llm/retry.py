@@ -10,16 +10,28 @@ import random
 import time
 from dataclasses import dataclass
 
+# The defaults of the endpoint settings that decide when an answer has failed and how long to
+# keep asking (pipeline/llm/settings.py ``Endpoint``; every provider reads them from there).
+# A stall inside an answer (streamed or not) is seen after IDLE_TIMEOUT_S of silence; a
+# server that never begins its answer after TIMEOUT_S (a CPU-served model may take a minute to
+# read a long prompt). The budget allows several of either: with it equal to TIMEOUT_S, as
+# before, the first stall ended the run ("gave up after 1 attempt(s) in 120.1s"), and a book
+# under 30% faults needed up to 8 runs.
+TIMEOUT_S = 120.0
+IDLE_TIMEOUT_S = 15.0
+MAX_ATTEMPTS = 6
+MAX_RETRY_SECONDS = 600.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try: attempts, backoff (base * 2**n, capped, jittered), total time, and
     the longest Retry-After honoured."""
 
-    max_attempts: int = 6
+    max_attempts: int = MAX_ATTEMPTS
     base_delay_s: float = 0.5
     max_delay_s: float = 20.0
-    max_total_s: float = 120.0
+    max_total_s: float = MAX_RETRY_SECONDS
     max_retry_after_s: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
@@ -33,7 +45,8 @@ class RetryPolicy:
 
         The backoff, or the server's Retry-After when longer (capped at
         ``max_retry_after_s``); None once the attempts are spent or the wait would pass
-        ``max_total_s`` since the first try (``elapsed_s``).
+        ``max_total_s`` of trying and waiting since the first try (``elapsed_s``; time spent
+        waiting for a turn to ask is not trying).
         """
         if attempt >= self.max_attempts:
             return None

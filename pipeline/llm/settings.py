@@ -11,6 +11,8 @@ from pydantic import Field
 from pipeline.core.errors import UserError
 from pipeline.core.models import StrictModel as Strict
 
+from . import retry
+
 
 class ModelSettings(Strict):
     provider: str = "offline"
@@ -25,15 +27,16 @@ class Endpoint(Strict):
 
     base_url: str | None = None
     api_key_env: str | None = None
-    # Connecting, and waiting for an answer to begin (or for the whole answer of a server
-    # that does not stream); a CPU-served model's first answer can take a minute.
-    timeout_s: float = Field(120.0, gt=0)
-    # The longest silence inside a streamed answer: a stalled or cut-off answer is retried
-    # after this, a long answer that keeps flowing is never cut.
-    idle_timeout_s: float = Field(30.0, gt=0)
+    # Connecting, and waiting for an answer to begin (its first piece, or the headers of a
+    # server that does not stream); a CPU-served model's first answer can take a minute.
+    timeout_s: float = Field(retry.TIMEOUT_S, gt=0)
+    # The longest silence inside an answer that has begun, streamed or not: a stalled or
+    # cut-off answer is retried after this, a long answer that keeps flowing is never cut.
+    idle_timeout_s: float = Field(retry.IDLE_TIMEOUT_S, gt=0)
     response_format: Literal["auto", "json_schema", "json_object"] = "auto"
-    max_attempts: int = Field(6, ge=1)
-    max_retry_seconds: float = Field(120.0, gt=0)
+    max_attempts: int = Field(retry.MAX_ATTEMPTS, ge=1)
+    # Trying and waiting for one request, from its first try: room for several stalls.
+    max_retry_seconds: float = Field(retry.MAX_RETRY_SECONDS, gt=0)
     max_concurrency: int = Field(8, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)

@@ -83,7 +83,8 @@ class CoderConfig(StrictModel):
 
 def load_config(path: Path) -> tuple[CoderConfig, Path]:
     """The coder configuration in ``path`` and the folder its ``cwd`` is relative to."""
-    return parse(CoderConfig, read_json(path, "coder config"), path), Path(path).parent
+    return (parse(CoderConfig, read_json(path, "coder config"), path, schema="scenario_coder"),
+            Path(path).parent)
 
 
 def resolve_cwd(config: CoderConfig, base: Path | None) -> Path:

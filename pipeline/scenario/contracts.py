@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.core import schemas
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_json
 from pipeline.core.jsonio import display_path, parse_model, read_json
@@ -177,24 +178,29 @@ class Case(StrictModel):
 
 
 # -- loading ----------------------------------------------------------------------------
-def parse(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
-    """Validate ``data``; the error names the file and the JSON path of the first problem."""
+def parse(model: type[BaseModel], data: Any, path: Path, prefix: str = "", *,
+          schema: str | None = None) -> Any:
+    """Validate ``data``; the error names the file and the JSON path of the first problem.
+    ``schema``: the published schema the file must also match (pipeline/core/schemas.py)."""
+    if schema is not None:
+        return schemas.parse(model, data, path, schema=schema, within=prefix,
+                             as_json_path=True)
     return parse_model(model, data, str(path), within=prefix, as_json_path=True)
 
 
 def load_scenario(path: Path) -> Scenario:
     """A scenario file (``run-scenario --scenario``)."""
-    return parse(Scenario, read_json(path, "scenario"), path)
+    return parse(Scenario, read_json(path, "scenario"), path, schema="scenario_scenario")
 
 
 def load_case(path: Path) -> Case:
     """A case file (``run-case --case``)."""
-    return parse(Case, read_json(path, "case"), path)
+    return parse(Case, read_json(path, "case"), path, schema="scenario_case")
 
 
 def load_pack(path: Path) -> Pack:
     """A pack manifest with every ``{"path": ...}`` scenario loaded inline."""
-    pack: Pack = parse(Pack, read_json(path, "pack manifest"), path)
+    pack: Pack = parse(Pack, read_json(path, "pack manifest"), path, schema="scenario_pack")
     scenarios: list[Scenario | ScenarioRef] = []
     for i, item in enumerate(pack.scenarios):
         if isinstance(item, ScenarioRef):
@@ -202,7 +208,7 @@ def load_pack(path: Path) -> Pack:
             if not ref.exists():
                 raise UserError(f"$.scenarios[{i}].path: scenario file '{item.path}' not found",
                                 path=display_path(path))
-            item = parse(Scenario, read_json(ref, "scenario"), ref)
+            item = parse(Scenario, read_json(ref, "scenario"), ref, schema="scenario_scenario")
         scenarios.append(item)
     ids = [s.scenario_id for s in scenarios]  # type: ignore[union-attr]
     for i, sid in enumerate(ids):

@@ -50,7 +50,7 @@ def load_score_spec(path: Path) -> ScoreSpec:
     """The rubric at ``path``; UserError naming the file and field when invalid. Its model
     settles like a book's: the provider's own defaults (``local``: the shipped model), and
     ``SCENEMAKE_MODEL`` / ``SCENEMAKE_BASE_URL`` override it."""
-    spec = parse(ScoreSpec, read_json(path, "score spec"), path)
+    spec = parse(ScoreSpec, read_json(path, "score spec"), path, schema="judge_score_spec")
     model, endpoint = apply_env_overrides(spec.model, spec.endpoint, display_path(path))
     return spec.model_copy(update={"model": model, "endpoint": endpoint})
 

@@ -42,9 +42,9 @@ def load(run_dir: Path) -> tuple[dict, dict[str, dict]]:
         raise UserError("not a scenario pack run or loop: pack_state.json is missing",
                         path=display_path(state_path),
                         fix="run scenemake-scenario run-pack --pack PACK first")
-    reviews = {name: read_json(run_dir / name, "review") for name in REVIEWS
+    reviews = {name: read_json(run_dir / name, "review", max_text=None) for name in REVIEWS
                if (run_dir / name).exists()}
-    return read_json(state_path, "pack state"), reviews
+    return read_json(state_path, "pack state", max_text=None), reviews
 
 
 def _gate(state: dict) -> str:
@@ -65,7 +65,8 @@ def _steps(run_dir: Path, state: dict, reviews: dict[str, dict]) -> str:
     for scenario in state.get("scenarios", []):
         sid = scenario["scenario_id"]
         path = run_dir / "scenarios" / sid / "scenario_state.json"
-        steps = read_json(path, "scenario state").get("steps", []) if path.exists() else []
+        steps = (read_json(path, "scenario state", max_text=None).get("steps", [])
+                 if path.exists() else [])
         for step in steps:
             key = (sid, step["step_id"])
             t, b, j = truth.get(key), business.get(key), judge.get(key)
@@ -95,7 +96,8 @@ def _iterations(loop_dir: Path, loop: dict) -> str:
     verdicts = []
     for it in loop.get("iterations", []):
         path = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "analyst_verdict.json"
-        verdicts.append((it, read_json(path, "analyst verdict") if path.exists() else {}))
+        verdicts.append((it, read_json(path, "analyst verdict", max_text=None)
+                         if path.exists() else {}))
     head = "".join(f"<th>iteration {it['iteration']}</th>" for it, _ in verdicts)
 
     def row(label: str, cell) -> str:
@@ -127,7 +129,7 @@ def _iterations(loop_dir: Path, loop: dict) -> str:
 
 def render_loop(loop_dir: Path) -> str:
     """The report page of the pack loop in ``loop_dir``."""
-    loop = read_json(loop_dir / "loop_state.json", "loop state")
+    loop = read_json(loop_dir / "loop_state.json", "loop state", max_text=None)
     runs = []
     for it in loop.get("iterations", []):
         run_dir = loop_dir / it.get("dir", f"iterations/{it['iteration']}") / "pack_run"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
+from pipeline.core import schemas
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.models import StrictModel
@@ -96,7 +97,8 @@ def load(path: Path) -> StageManifest:
     Its ``workspace`` must be a scenemake workspace (a stage writes its runs, reviews and
     autoruns there): ``"/"``, a missing folder or an unrelated one is refused.
     """
-    manifest = parse(StageManifest, read_json(path, "stage manifest"), path)
+    manifest = parse(StageManifest, read_json(path, "stage manifest"), path,
+                     schema=SCHEMA_PATH.stem)
     root = (Path(path).parent / manifest.workspace).resolve()
     problem = None
     if root == Path(root.anchor):
@@ -115,8 +117,7 @@ def load(path: Path) -> StageManifest:
 
 def schema() -> dict:
     """The JSON Schema of a stage manifest."""
-    doc = StageManifest.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}
+    return schemas.generate(StageManifest, SCHEMA_PATH.name)
 
 
 def schema_text() -> str:

@@ -229,7 +229,8 @@ class Verify(DoitCmdBase):
         "recorded mtime so that the next doit applies its usual rules to them (a changed "
         "input rebuilds, an edited artifact is refused or accepted with force_resume=1); the "
         "next plain doit also takes the full path, which reads book.json, outline.json and "
-        "state.json by content. Exit 1 when it found any.")
+        "state.json by content. It also reads back every kept version (doit history) and "
+        "lists those whose content no longer matches its hash. Exit 1 when it found any.")
     cmd_options = ()
 
     def _execute(self, pos_args=None):
@@ -241,8 +242,13 @@ class Verify(DoitCmdBase):
 
         if pos_args:
             raise InvalidCommand("verify takes no arguments")
-        of_command(self).book  # noqa: B018  (a bad book is one line before anything is read)
+        book = of_command(self).book  # a bad book is one line before anything is read
         db = _scene_db(self.dep_manager)
+        try:
+            _verify_build_db(db)
+        except BaseException:
+            self.dep_manager.close()
+            raise
         hidden: dict[str, str] = {}  # path -> the task that recorded it
 
         def hidden_edit(path: str, state) -> bool:
@@ -279,9 +285,35 @@ class Verify(DoitCmdBase):
         if hidden:
             self.outstream.write(f"{len(hidden)} file(s); the next doit applies its rules "
                                  "to them\n")
+        damaged = _verify_versions(book, self.outstream)
+        if hidden or damaged:
             return 1
         self.outstream.write("every recorded file matches its record\n")
         return 0
+
+
+def _verify_build_db(db) -> None:
+    """``doit verify``'s check of the build DB itself: sqlite's ``quick_check`` whatever
+    the file's size (an open checks only small ones); a damaged page is one line."""
+    from pipeline.core import builddb, sqlitefile
+
+    problem = sqlitefile.damage(db.name)
+    if problem is not None:
+        raise builddb.db_failure(db.name, sqlitefile.corrupt(problem), error=db.Error)
+
+
+def _verify_versions(book, out) -> int:
+    """``doit verify``'s check of the kept versions: every kept file read back and checked
+    against its hash; prints one line per damaged one, returns how many."""
+    from targets.book.versions import damaged_versions
+
+    damaged = damaged_versions(book)
+    for line in damaged:
+        out.write(f"damaged kept version: {line}\n")
+    if damaged:
+        out.write(f"{len(damaged)} kept file(s) damaged: doit diff and restore refuse them "
+                  "(the files in the book are not affected)\n")
+    return len(damaged)
 
 
 # -- a closed pipe ends a command quietly --------------------------------------------------

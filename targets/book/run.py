@@ -192,7 +192,12 @@ class BookRun:
         once per run, when the first task is checked: after the guard, which may accept
         hand edits)."""
         if self._outputs is None:
-            self._outputs = {p: s for p, _task, _known, s in self.db.output_rows()}
+            # the rows of the scenes this command loads (all of them for the whole book)
+            tasks = None
+            if self.partial() or self.reached_from():
+                tasks = [f"{phase}:{scene.id}" for scene in self.loaded_scenes()
+                         for phase in PHASES]
+            self._outputs = {p: s for p, _task, _known, s in self.db.output_rows(tasks=tasks)}
         raw = self._outputs.get(path)
         try:
             return json.loads(raw) if raw else None

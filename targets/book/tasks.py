@@ -234,24 +234,35 @@ def _rules(run: BookRun, phase: str, sid: str, files) -> list:
     return rules
 
 
+def inputs_digest(run: BookRun, phase: str, sid: str) -> str:
+    """What the inputs rule of ``PHASE:SCENE`` compares (hashed once per run for the phases
+    whose slice every scene shares)."""
+    return run.inputs_hash(phase, sid if phase in _PER_SCENE_INPUTS else None)
+
+
 def _inputs_rule(run: BookRun, phase: str, sid: str) -> InputsUnchanged:
     from pipeline.book import inputs
 
-    shared = phase not in _PER_SCENE_INPUTS
     return InputsUnchanged(
-        f"{phase}:{sid}",
-        lambda: run.inputs_hash(phase, None if shared else sid),
+        f"{phase}:{sid}", lambda: inputs_digest(run, phase, sid),
         lambda: inputs.fingerprint(run.book, run.book.scene(sid), phase))
+
+
+def scene_files(files) -> tuple[list[str], list[str]]:
+    """(file_dep, targets) of a phase task from its files (``phases.PhaseFiles``)."""
+    return (list(files.inputs.values()) + list(files.templates.values()),
+            list(files.outputs.values()))
 
 
 def scene_task(run: BookRun, phase: str, scene) -> dict:
     """The task ``PHASE:SCENE`` (``name`` the scene: doit's subtask of the group)."""
     files = run.layout(scene.id)[phase]
+    file_dep, targets = scene_files(files)
     return {
         "name": scene.id,
         "actions": [(_act, [run, phase, scene.id])],
-        "file_dep": list(files.inputs.values()) + list(files.templates.values()),
-        "targets": list(files.outputs.values()),
+        "file_dep": file_dep,
+        "targets": targets,
         "uptodate": _rules(run, phase, scene.id, files),
         "task_dep": ["guard"],
         "doc": f"{phase} of {scene.id}: {scene.title}",
@@ -295,16 +306,20 @@ def _guard(run: BookRun) -> TaskFailed | None:
 
 
 def _guarded_outputs(run: BookRun) -> list[str]:
-    """The artifacts the guard checks for hand edits: the loaded scenes' and those of tasks
-    the book no longer has (a removed scene's files are refused on every path). Never the
-    manuscript's: an edited manuscript is kept beside the next one, not refused."""
-    book_tasks = {f"{p}:{s.id}" for s in run.book.scenes for p in PHASES} | {"manuscript"}
-    rows = run.db.output_rows()
+    """The artifacts the guard checks for hand edits: the loaded scenes', and those of tasks
+    the book no longer has (a removed scene's files are refused on every path; when the
+    plan loaded only the scenes a change reaches, it found them as recorded already). Never
+    the manuscript's: an edited manuscript is kept beside the next one, not refused."""
     if not run.partial() and not run.reached_from():
-        return [path for path, task_id, _k, _s in rows if task_id != "manuscript"]
-    orphans = [path for path, task_id, _k, _s in rows if task_id not in book_tasks]
-    return [path for scene in run.loaded_scenes() for pf in run.layout(scene.id).values()
-            for path in pf.outputs.values()] + orphans
+        return [path for path, task_id, _k, _s in run.db.output_rows()
+                if task_id != "manuscript"]
+    loaded = [path for scene in run.loaded_scenes() for pf in run.layout(scene.id).values()
+              for path in pf.outputs.values()]
+    if run.reached_from():
+        return loaded
+    book_tasks = {f"{p}:{s.id}" for s in run.book.scenes for p in PHASES} | {"manuscript"}
+    return loaded + [path for path, task_id, _k, _s in run.db.output_rows()
+                     if task_id not in book_tasks]
 
 
 def _nothing_changed() -> None:

@@ -37,6 +37,15 @@ class InputsUnchanged:
         self.digest: str | None = None
         self.reasons: list[str] = []
 
+    def value(self) -> str:
+        """The value now."""
+        return self._digest()
+
+    @classmethod
+    def holds(cls, values: dict, now: str) -> bool:
+        """The saved ``values`` of a task's last success say the value was ``now``."""
+        return values.get(cls.KEY) == now
+
     def configure_task(self, task) -> None:
         """Save the value and its pieces with the task's values after each success."""
         task.value_savers.append(self._save)
@@ -48,7 +57,7 @@ class InputsUnchanged:
         """True when the inputs are unchanged since the last success."""
         self.digest = self._digest()
         saved = values.get(self.KEY)
-        same = saved == self.digest
+        same = self.holds(values, self.digest)
         if same:
             self.reasons = []
         elif saved is None:

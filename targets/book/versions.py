@@ -124,14 +124,17 @@ class Diff(_VersionCommand):
             return 0
         else:
             old, new = versions[-2], versions[-1]
-        self.outstream.write(f"{task_id}: version {old['version']} -> {new['version']} "
-                             f"({new.get('reason', '')})\n")
         names = [n for n in dict.fromkeys(list(old["files"]) + list(new["files"]))
                  if show_all or n not in HIDDEN]
+        # every file of both versions is checked against its hash before anything is shown
+        blobs = [(name, store.content(task_id, old, name) if name in old["files"] else None,
+                  store.content(task_id, new, name) if name in new["files"] else None)
+                 for name in names]
+        self.outstream.write(f"{task_id}: version {old['version']} -> {new['version']} "
+                             f"({new.get('reason', '')})\n")
         shown = 0
-        for name in names:
-            a, b = old["files"].get(name), new["files"].get(name)
-            lines = diff_files(name, store.blob(a) if a else None, store.blob(b) if b else None)
+        for name, a, b in blobs:
+            lines = diff_files(name, a, b)
             if lines:
                 shown += 1
                 self.outstream.write("\n".join(lines).rstrip("\n") + "\n")
@@ -166,7 +169,8 @@ class Restore(_VersionCommand):
         if not db.values(task_id):
             raise UserError(f"{task_id} has no record in the build DB",
                             fix="build it first (doit), then restore")
-        data = {files[name]: store.blob(digest) for name, digest in entry["files"].items()
+        # every file checked against its hash before any is written: all or nothing
+        data = {files[name]: store.content(task_id, entry, name) for name in entry["files"]
                 if name in files}
         atomic_write_many(data)
         hashes = {files[name]: digest for name, digest in entry["files"].items() if name in files}
@@ -202,4 +206,18 @@ class Gc(_VersionCommand):
         count, size = _store(book).gc()
         self.outstream.write(f"gc: deleted {count} kept file(s) ({size} bytes) that no "
                              "version refers to\n")
+        damaged = damaged_versions(book)
+        for line in damaged:
+            self.outstream.write(f"damaged: {line}\n")
+        if damaged:
+            self.outstream.write(f"{len(damaged)} kept file(s) cannot be trusted; they are "
+                                 "never shown or restored (doit rerun-from PHASE:SCENE "
+                                 "builds a phase afresh)\n")
+            return 1
         return 0
+
+
+def damaged_versions(book) -> list[str]:
+    """One line per kept file of ``book`` that is missing, damaged, a link or named by no
+    hash, and per version index that cannot be read (``doit gc`` and ``doit verify``)."""
+    return [d.line() for d in _store(book).damage()]

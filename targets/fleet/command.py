@@ -95,8 +95,9 @@ def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
     except ImportError:
         raise UserError("Dask is not installed", fix="pip install 'scenemake[fleet]'") from None
     from targets.fleet.units import pack
-    from targets.fleet.worker import build_unit, install_fingerprint
+    from targets.fleet.worker import build_unit, install_fingerprint, sweep_dead_copies
 
+    sweep_dead_copies()  # this machine's copies of workers killed in an earlier fleet
     fingerprint = install_fingerprint()
     shared = None
     if shared_fs:

@@ -24,8 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.builddb import check_file, db_failure
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes
+from pipeline.core.sqlitefile import DAMAGED
 
 PROBE_DIR = "workspace/.scenemake/fleet"
 # A unit's build-DB rows, written by its worker right after its files: the caller removes
@@ -211,9 +213,8 @@ def db_rows(copy: Path, paths: tuple[str, ...]) -> dict[str, dict[str, dict]]:
                         "rows": {tuple(r[i] for i in at): r
                                  for r in conn.execute(f'SELECT * FROM "{name}"')}}
                 found[db.relative_to(copy).as_posix()] = tables
-            except sqlite3.DatabaseError as exc:
-                raise UserError(f"{db.relative_to(copy)}: the unit's build DB is unreadable "
-                                f"({exc})") from None
+            except sqlite3.Error as exc:
+                raise db_failure(str(db), exc, conn) from None
             finally:
                 conn.close()
     return found
@@ -258,6 +259,7 @@ def merge_records(root: Path, records: dict[str, dict[str, dict]], built_in: str
             conn = sqlite3.connect(db, isolation_level=None, timeout=30)
             try:
                 conn.execute("pragma journal_mode=wal")  # as the build DB opens it
+                check_file(db)  # a damaged page is one line before anything is merged
                 have = {r[0] for r in conn.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table'")}
                 conn.execute("BEGIN IMMEDIATE")
@@ -274,6 +276,9 @@ def merge_records(root: Path, records: dict[str, dict[str, dict]], built_in: str
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                failure = db_failure(str(db), exc, conn)
+                if failure.kind == DAMAGED:
+                    raise failure from None
                 raise UserError(f"{rel}: could not record the unit's build in this build DB "
                                 f"({exc}); the next doit runs its tasks again from the cache")\
                     from None
@@ -318,7 +323,7 @@ def merge_pending(root: Path) -> list[str]:
     done = []
     folder = root / PENDING_DIR
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = read_json(path, "a fleet unit's build records")
+        data = read_json(path, "a fleet unit's build records", max_text=None)
         if not isinstance(data, dict) or not isinstance(data.get("records"), dict):
             raise UserError(f"{path.relative_to(root)}: not a fleet unit's build records",
                             fix="move it away; the unit's next build rebuilds from the cache")

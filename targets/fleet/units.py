@@ -60,9 +60,10 @@ def _book(text: str, name: str, root: Path) -> Unit:
         raise UnitError(f"'{text}': no book there", path=f"{folder}/book.json",
                         fix="name a folder of workspace/books")
     state = f"workspace/.scenemake/books/{name}"
+    # doit.cfg: scenemake's task loader, which a book's doit needs (targets/book/run.py)
     return Unit(text, inputs=("dodo.py", folder), outputs=(f"{folder}/draft",),
-                optional=("workspace/scenemake.json", f"{state}.sqlite", f"{state}.sqlite-wal",
-                          f"{state}.stamp.json"),
+                optional=("doit.cfg", "workspace/scenemake.json", f"{state}.sqlite",
+                          f"{state}.sqlite-wal", f"{state}.stamp.json"),
                 command=("{python}", "-m", "doit", f"book={name}", "-n", "2", "-P", "thread"))
 
 
@@ -159,14 +160,16 @@ def relocate_db(db: Path, old: str, new: str) -> int:
     relocation (``builddb.move_paths``); returns the rows changed."""
     import sqlite3
 
-    from pipeline.core.builddb import move_paths
+    from pipeline.core import builddb, sqlitefile
 
     conn = sqlite3.connect(db)
     try:
         with conn:
-            return len(move_paths(conn, old, new))
-    except sqlite3.DatabaseError:
-        return 0  # not a doit DB: nothing recorded to move
+            return len(builddb.move_paths(conn, old, new))
+    except sqlite3.Error as exc:
+        if sqlitefile.kind(exc) == sqlitefile.OTHER and "no such table" in str(exc):
+            return 0  # not a doit DB: nothing recorded to move
+        raise builddb.db_failure(str(db), exc, conn) from None
     finally:
         conn.close()
 

@@ -52,6 +52,61 @@ def _advisory_lock(url: str, key: str, poll_s: float = 0.5) -> Any:
 
 
 TOPIC = "scenemake-fleet"
+COPY_PREFIX = "scenemake-fleet-"  # a unit's copy: <tmp>/scenemake-fleet-<pid>-<random>
+
+
+def new_copy() -> tuple[Path, Any]:
+    """A fresh folder in this machine's temp folder for a unit's copy, and the lock that says
+    a live worker uses it (``<copy>.lock``, taken before the folder exists and held until it
+    is removed; the kernel drops it when the worker dies, however it dies). The copies dead
+    workers left are removed first."""
+    import secrets
+
+    from pipeline.core.lock import FileLock
+
+    sweep_dead_copies()
+    tmp = Path(tempfile.gettempdir())
+    while True:
+        name = f"{COPY_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        lock = FileLock(tmp / f"{name}.lock", remove=True)
+        lock.acquire("a fleet copy of that name is in use")
+        try:
+            (tmp / name).mkdir(mode=0o700)
+        except FileExistsError:
+            lock.release()
+            continue
+        return (tmp / name).resolve(), lock
+
+
+def sweep_dead_copies(tmp: Path | None = None) -> list[str]:
+    """Remove the unit copies (``scenemake-fleet-*``) in the temp folder whose worker died
+    (its lock is free; a copy with no lock: its PID is gone); a live worker's copy is never
+    touched. Returns the names removed. Called before each unit and by each ``doit fleet``."""
+    from pipeline.core.lock import pid_alive, remove_if_free
+
+    tmp = Path(tmp or tempfile.gettempdir())
+    removed = []
+    try:
+        found = sorted(tmp.glob(f"{COPY_PREFIX}*"))
+    except OSError:
+        return removed
+    for entry in found:
+        if entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
+            continue
+        lock = entry.with_name(entry.name + ".lock")
+        if lock.exists():
+            if not remove_if_free(lock):
+                continue  # its worker is alive
+        else:  # a copy made before copies had locks: its PID, if the name has one
+            pid = entry.name[len(COPY_PREFIX):].partition("-")[0]
+            if not pid.isdigit() or pid_alive(int(pid)):
+                continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    for lock in found:
+        if lock.suffix == ".lock" and not lock.with_suffix("").exists():
+            remove_if_free(lock)  # its copy is gone and so is its worker
+    return removed
 
 
 def _tell(unit: str, state: str, worker: str) -> None:
@@ -88,23 +143,28 @@ def build_unit(unit: Any, payload: bytes, fingerprint: str, cache: str,
     (``records``; ``files`` stays empty).
     """
     worker = socket.gethostname()
-    copy = Path(tempfile.mkdtemp(prefix="scenemake-fleet-")).resolve()
+    try:
+        copy, owner = new_copy()
+    except UserError as exc:  # the temp folder cannot be written
+        return {"unit": unit.name, "worker": f"{worker}:{os.getpid()}", "rc": "error",
+                "root": "", "calls": 0, "paid": 0, "cost_usd": 0.0, "files": b"",
+                "message": f"worker {worker}: {exc}"}
     result: dict = {"unit": unit.name, "worker": f"{worker}:{os.getpid()}", "rc": None,
                     "root": str(copy),
                     "calls": 0, "paid": 0, "cost_usd": 0.0, "files": b"", "message": ""}
-    mine = install_fingerprint()
-    if mine != fingerprint:
-        result.update(rc="skew", message=f"worker {worker} runs another scenemake "
-                      f"(code {mine[:12]}, this machine {fingerprint[:12]})")
-        shutil.rmtree(copy, ignore_errors=True)
-        return result
     try:
+        mine = install_fingerprint()
+        if mine != fingerprint:
+            result.update(rc="skew", message=f"worker {worker} runs another scenemake "
+                          f"(code {mine[:12]}, this machine {fingerprint[:12]})")
+            return result
         return _build(unit, payload, cache, run, copy, result, origin, shared)
     except UserError as exc:
         result.update(rc="error", message=str(exc))
         return result
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+        owner.release()
 
 
 def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,

@@ -81,16 +81,15 @@ def test_doit_manuscript_builds_the_book(project: Project):
 
 
 @pytest.mark.slow
-def test_a_hand_edited_manuscript_stops_the_run_and_is_kept(built: Project):
+def test_a_hand_edited_manuscript_is_kept_beside_the_new_one(built: Project):
+    """The manuscript is a view of the prose: an edit of it never stops the build (on any
+    path, issue #23) and is never lost: the next manuscript is written beside it."""
     md = built.draft / "manuscript.md"
     md.write_text(md.read_text() + "\nMy own ending.\n")
     built.edit_json("workspace/books/example/outline.json",
                     lambda o: o["chapters"][0].__setitem__("title", "The Dark Tower"))
-    proc = built.doit()
-    assert proc.returncode == 1 and "manuscript.md" in proc.out, proc.out
-    assert "rerun-from manuscript" in proc.out
-    assert "My own ending." in md.read_text()  # nothing rebuilt over it
-    proc = built.build("rerun-from", "manuscript")
+    proc = built.build()
+    assert "manuscript.md was edited by hand: kept as" in proc.out, proc.out
     kept = list(built.draft.glob("manuscript.edited-*.md"))
     assert len(kept) == 1 and "My own ending." in kept[0].read_text(), proc.out
     assert "## Chapter 1: The Dark Tower" in md.read_text()

@@ -200,7 +200,7 @@ def test_an_unreadable_build_db_is_one_error_line_and_is_left_as_it_is(built, ar
     assert proc.returncode != 0
     assert "Traceback" not in proc.out
     errors = [line for line in proc.out.splitlines() if line.strip()]
-    assert len(errors) == 1 and "the build DB is unreadable" in errors[0], proc.out
+    assert len(errors) == 1 and "the build DB is not a sqlite database" in errors[0], proc.out
     assert "example.sqlite" in errors[0] and "move it away" in errors[0]
     assert db.read_bytes() == b"not a database, not a database, not a database"
     assert snapshot(built.draft) == drafts

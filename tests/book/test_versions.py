@@ -80,7 +80,7 @@ def test_old_versions_are_pruned_to_the_limit_and_gc_frees_them(tmp_path: Path):
     count, _ = store.gc()
     assert count == 5
     for entry in kept:
-        assert store.blob(entry["files"]["prose"]).startswith(b"version ")
+        assert store.content(f"write:{SID}", entry, "prose").startswith(b"version ")
 
 
 def test_word_and_json_diffs():

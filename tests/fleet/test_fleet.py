@@ -47,13 +47,21 @@ def fleet_project(tmp_path) -> Project:
     return Project(root)
 
 
-def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_project):
+def test_fleet_builds_books_and_an_l7_session_and_brings_them_home(pg, fleet_project,
+                                                                   tmp_path):
     url = fresh_db(pg)
-    env = {"SCENEMAKE_CACHE_URL": url}
+    temp = tmp_path / "tmp"  # this machine's temp folder for the caller and its local cluster
+    temp.mkdir()
+    # the copy a worker killed in an earlier fleet left: its lock file free, its PID gone
+    dead = temp / "scenemake-fleet-999999999-0123abcd"
+    (dead / "workspace").mkdir(parents=True)
+    (temp / f"{dead.name}.lock").write_text("999999999\n")
+    env = {"SCENEMAKE_CACHE_URL": url, "TMPDIR": str(temp)}
     proj = fleet_project
     proc = proj.doit("fleet", "--local", "2", "book:a", "book:b", "book:c", "l7:workspace/l7",
                      f"pack:{PACK}", env=env, timeout=600)
     assert proc.returncode == 0, proc.out
+    assert list(temp.glob("scenemake-fleet-*")) == []  # swept by the next fleet
     assert "Traceback" not in proc.out and BUILDER_PASSWORD not in proc.out
     for unit in ("book:a", "book:b", "book:c", "l7:workspace/l7", f"pack:{PACK}"):
         assert f"fleet: {unit}: done" in proc.out
@@ -200,9 +208,11 @@ def test_a_worker_running_another_scenemake_is_refused_in_one_line(pg, fleet_pro
     assert not (fleet_project.root / "workspace/books/a/draft").exists()  # nothing built
 
 
-def test_a_killed_worker_gives_its_unit_to_the_other(pg, fleet_project, cluster):
+def test_a_killed_worker_gives_its_unit_to_the_other(pg, fleet_project, cluster, tmp_path):
     url = fresh_db(pg)
-    workers = [cluster.worker({"SCENEMAKE_CACHE_URL": url,
+    temp = tmp_path / "workers-tmp"  # the machine's temp folder, as the workers see it
+    temp.mkdir()
+    workers = [cluster.worker({"SCENEMAKE_CACHE_URL": url, "TMPDIR": str(temp),
                                "SCENEMAKE_OFFLINE_LATENCY_MS": "150"}) for _ in range(2)]
     cluster.wait_for_workers(2)
     proj = fleet_project
@@ -213,6 +223,8 @@ def test_a_killed_worker_gives_its_unit_to_the_other(pg, fleet_project, cluster)
     try:
         # kill a worker once a few calls are paid (both units are building by then)
         _wait(lambda: _count(url, "SELECT count(*) FROM llm_calls WHERE cache = 'miss'") >= 4)
+        copies = sorted(p for p in temp.glob("scenemake-fleet-*") if p.is_dir())
+        assert len(copies) == 2  # one copy per unit being built
         cluster.kill(workers[0])
         out = run.communicate(timeout=300)[0]
     finally:
@@ -220,6 +232,9 @@ def test_a_killed_worker_gives_its_unit_to_the_other(pg, fleet_project, cluster)
             run.kill()
     assert run.returncode == 0, out
     assert "fleet: 2 units: 2 done, 0 failed" in out
+    # issue 25 item 8: the killed worker's copy was swept when the other worker took its
+    # unit (the next unit on this machine); the other's own copies went when each unit ended
+    assert list(temp.glob("scenemake-fleet-*")) == []
     paid = [r[0] for r in rows(url, "SELECT request_hash FROM llm_calls WHERE cache = 'miss'")]
     assert len(paid) == len(set(paid)) == 30  # the same 30 requests for both books, once
     for book in ("a", "c"):

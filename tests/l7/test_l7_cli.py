@@ -238,8 +238,15 @@ def test_out_dir_holding_an_input_is_refused(l7_built):
 
 
 def test_objective_pointing_at_a_missing_score_spec(l7):
+    """Issue 25 item 6: the line names where the path came from (the objective's field),
+    not the command line, which named no score spec."""
     l7.edit_json(OBJECTIVE, lambda d: d.update(score_spec_ref="score_specs/nope.json"))
-    one_line_error(l7.cli(), 2, "score_specs/nope.json", "score spec not found")
+    line = one_line_error(l7.cli(), 2, "score_specs/nope.json", "score spec not found",
+                          "field 'score_spec_ref' of " + OBJECTIVE)
+    assert "command line" not in line
+    flag = one_line_error(l7.cli("--score-spec", "score_specs/nope.json"), 2,
+                          "score spec not found", "the path given on the command line")
+    assert "score_spec_ref" not in flag
 
 
 def test_bad_model_setting_in_environment_is_one_line(l7):

@@ -36,6 +36,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_file
 from pipeline.core.processes import stop_child
 
+from .. import retry as defaults
 from ..ratelimit import RateLimiter
 from ..request import LLMRequest, ProviderResult
 from ..retry import RetryPolicy
@@ -386,11 +387,13 @@ class LocalProvider:
                 s = self.settings
                 asking = self._asking[server] = OpenAICompatProvider(
                     server.base_url, transport=self.transport,
-                    timeout_s=float(s.get("timeout_s", 120.0)),
-                    idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
+                    timeout_s=float(s.get("timeout_s", defaults.TIMEOUT_S)),
+                    idle_timeout_s=float(s.get("idle_timeout_s", defaults.IDLE_TIMEOUT_S)),
                     response_format="json_object",  # the Python server refuses json_schema
-                    retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
-                                      max_total_s=float(s.get("max_retry_seconds", 120.0))),
+                    retry=RetryPolicy(
+                        max_attempts=int(s.get("max_attempts", defaults.MAX_ATTEMPTS)),
+                        max_total_s=float(s.get("max_retry_seconds",
+                                                defaults.MAX_RETRY_SECONDS))),
                     limiter=RateLimiter(max_concurrency=1),
                     memory=workspace_memory(self.state_dir), memory_key=MEMORY_KEY)
             return asking

@@ -4,7 +4,9 @@ Answers are streamed (``stream: true``, usage asked for with ``stream_options``)
 timeout can be an idle timeout: once an answer has begun, ``idle_timeout_s`` without a new
 piece of it means it stalled, and a stream that ends before its ``finish_reason`` was cut
 off; both are retried within seconds, while a long answer that keeps flowing is never cut.
-A server that does not stream still works (its whole answer within ``timeout_s``).
+A server that does not stream still works: ``timeout_s`` for its answer to begin, then the
+same idle timeout while its body arrives (a body that stops half-way, the socket left
+open, is a stall too).
 
 Retries 429, 5xx, timeouts, broken connections and truncated or non-JSON bodies on the one
 policy of ``pipeline/llm/retry.py``. Other 4xx are reported at once with the server's
@@ -26,6 +28,7 @@ import httpx
 
 from pipeline.core.errors import UserError
 
+from .. import retry as defaults
 from ..endpoints import FILE_NAME, EndpointMemory
 from ..ratelimit import RateLimiter
 from ..request import LLMRequest, ProviderResult
@@ -71,7 +74,8 @@ class OpenAICompatProvider:
     name = "openai"
 
     def __init__(self, base_url: str, *, api_key_env: str | None = None,
-                 timeout_s: float = 120.0, idle_timeout_s: float = 30.0,
+                 timeout_s: float = defaults.TIMEOUT_S,
+                 idle_timeout_s: float = defaults.IDLE_TIMEOUT_S,
                  response_format: str = "auto", stream: bool = True,
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
@@ -148,19 +152,25 @@ class OpenAICompatProvider:
         """One HTTP attempt; raises _Retryable or ProviderError."""
         url = f"{self.base_url}/chat/completions"
         sent = time.monotonic()
+        begun = False  # the headers came: from here a silence is a stall
         try:
             with self._http.stream("POST", url, json=body, headers=self._headers()) as resp:
+                begun = True
                 if resp.status_code >= 400:
                     resp.read()
                     self._raise_for_status(resp)
                 if "text/event-stream" in resp.headers.get("content-type", ""):
                     return self._read_stream(resp, body, sent)
+                self._idle_from_now(resp)
                 resp.read()
                 result = self._read_whole(resp, body, sent)
                 if body.get("stream"):  # asked to stream, answered in one piece: remember
                     self.memory.learn(self.key, body["model"], stream=False)
                 return result
         except httpx.TimeoutException:
+            if begun:
+                raise _Retryable("the answer stalled (nothing for "
+                                 f"{self.idle_timeout_s:g}s)") from None
             raise _Retryable(f"no answer within {self.timeout_s:g}s") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # waiting cannot fix it
             raise ProviderError(f"{url} is not a URL scenemake can call ({exc}); "
@@ -190,13 +200,17 @@ class OpenAICompatProvider:
         return self._result(body, text, data.get("usage"), None,
                             answer_s=time.monotonic() - sent)
 
-    def _read_stream(self, resp: httpx.Response, body: dict, sent: float) -> ProviderResult:
-        """Collect a server-sent-events answer, watching for stalls and truncation."""
-        # The request waited up to timeout_s for the answer to begin; from here on a silent
-        # connection is a stalled one. (httpcore reads this dict when the body starts.)
+    def _idle_from_now(self, resp: httpx.Response) -> None:
+        """The request waited up to timeout_s for the answer to begin; from here on a
+        silent connection is a stalled one. (httpcore reads this dict when the body
+        starts.)"""
         timeouts = resp.request.extensions.get("timeout")
         if isinstance(timeouts, dict):
             timeouts["read"] = self.idle_timeout_s
+
+    def _read_stream(self, resp: httpx.Response, body: dict, sent: float) -> ProviderResult:
+        """Collect a server-sent-events answer, watching for stalls and truncation."""
+        self._idle_from_now(resp)
         last_piece = time.monotonic()
         first: float | None = None  # when the first piece of the answer came
         begun, finished, usage = False, None, None
@@ -312,6 +326,7 @@ class OpenAICompatProvider:
         started = time.monotonic()
         tokens = estimate_tokens("\n".join(str(m.get("content", "")) for m in request.messages))
         attempt, waited = 0, 0.0
+        turns = 0.0  # waiting for a turn to ask (the limiter): not part of the retry budget
         structured = request.output_schema is not None
         # json_object after json_schema was refused, for this request; remembered for the
         # endpoint only once it worked (a passing 500 must not downgrade it for good).
@@ -321,7 +336,9 @@ class OpenAICompatProvider:
             known = self._json_mode(request.model) if structured else None
             mode = known or fallback
             stream = self._streams(request.model)
+            queued = time.monotonic()
             self.limiter.acquire(tokens)
+            turns += time.monotonic() - queued
             throttled = False
             try:
                 result = self._post(self._body(request, mode, stream))
@@ -346,7 +363,7 @@ class OpenAICompatProvider:
             finally:
                 self.limiter.release(throttled=throttled)
             # (slept time counted even if the sleep function is not the clock's)
-            elapsed = max(time.monotonic() - started, waited)
+            elapsed = max(time.monotonic() - started - turns, waited)
             retry_after = error.retry_after if isinstance(error, _Retryable) else None
             delay = self.retry.next_delay(attempt, elapsed, retry_after, self._rng)
             if delay is None:
@@ -384,12 +401,13 @@ class OpenAIPlugin:
                             fix="set endpoint.base_url, or SCENEMAKE_BASE_URL")
         return OpenAICompatProvider(
             s["base_url"], transport=config.transport, api_key_env=s.get("api_key_env"),
-            timeout_s=float(s.get("timeout_s", 120.0)),
-            idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
+            timeout_s=float(s.get("timeout_s", defaults.TIMEOUT_S)),
+            idle_timeout_s=float(s.get("idle_timeout_s", defaults.IDLE_TIMEOUT_S)),
             response_format=s.get("response_format", "auto"),
             memory=workspace_memory(config.state_dir),
-            retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
-                              max_total_s=float(s.get("max_retry_seconds", 120.0))),
+            retry=RetryPolicy(max_attempts=int(s.get("max_attempts", defaults.MAX_ATTEMPTS)),
+                              max_total_s=float(s.get("max_retry_seconds",
+                                                      defaults.MAX_RETRY_SECONDS))),
             limiter=RateLimiter(int(s.get("max_concurrency", 8)),
                                 s.get("requests_per_minute"), s.get("tokens_per_minute")))
 
