@@ -330,7 +330,8 @@ def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict
             if values:
                 prop["items"] = {"type": "string", "enum": values}
             else:
-                prop.pop("items", None)
+                # an empty list only: its items stay described, since llama.cpp's grammar
+                # reads maxItems only beside items (without them, any JSON array)
                 prop["maxItems"] = 0
                 prop.pop("minItems", None)
         else:

@@ -180,6 +180,40 @@ def test_llama_cpp_builds_a_grammar_that_refuses_a_blank_beat(book, vocab):
         assert not grammar.accepts(json.dumps({**CARD, **wrong})), wrong
 
 
+def _blind_spots(node, path="$") -> list[str]:
+    """Where llama.cpp's conversion would hold less than the schema says: an array without
+    ``items`` (any JSON array: its maxItems is not read), an object without properties."""
+    found = []
+    if isinstance(node, dict):
+        if node.get("type") == "array" and "items" not in node and "prefixItems" not in node:
+            found.append(path)
+        if node.get("type") == "object" and "properties" not in node:
+            found.append(path)
+        for key, value in node.items():
+            found += _blind_spots(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _blind_spots(value, f"{path}[{i}]")
+    return found
+
+
+def test_an_empty_only_list_is_held_by_the_grammar(book, vocab):
+    """A patch with nothing it may change (no character, item or thread in view) is an
+    empty list in the grammar too: llama.cpp reads maxItems only beside items."""
+    scene = book.scenes[0]
+    inp = {"state": book.initial_state,
+           "state_patch": phases.StatePatch(events=["Mara waited."])}
+    schema = phases.schema_for("state_repair", scene, inp, 1200, book.config.lint)
+    patch = schema["$defs"]["StatePatch"]["properties"]
+    assert patch["characters"]["maxItems"] == 0 and _blind_spots(schema) == []
+    grammar = Grammar(vocab, schema)
+    answer = {"state_patch": {"events": ["Mara waited at the landing."]},
+              "notes": ["Nothing changed."]}
+    assert grammar.accepts(json.dumps(answer))
+    answer["state_patch"]["characters"] = ["Awakened by the light"]
+    assert not grammar.accepts(json.dumps(answer))
+
+
 def test_every_answer_schema_of_a_built_book_is_a_grammar_its_answers_keep_to(
         built: Project, vocab, monkeypatch):
     """Each LLM phase's schema of each scene converts (no silent fall-back to plain JSON),
@@ -197,6 +231,7 @@ def test_every_answer_schema_of_a_built_book_is_a_grammar_its_answers_keep_to(
             schema = phases.schema_for(phase, scene, inp, book.config.model.max_tokens,
                                        book.config.lint)
             assert prompt["output_schema"] == schema
+            assert _blind_spots(schema) == [], (scene.id, phase)
             text = json.dumps(_grammar_order(schema, json.loads(answer), schema))
             assert Grammar(vocab, schema).accepts(text), (scene.id, phase)
 
