@@ -1,6 +1,6 @@
 """The model servers a doit run starts (``SCENEMAKE_MODEL=local``) are stopped when the run
-ends, however it ends: success, failure, Ctrl-C, SIGTERM; a phase group, ``-n 2`` (worker
-processes, and threads; the plain run and a named task are tests/book/test_real_model.py's);
+ends, however it ends: success, failure, Ctrl-C, SIGTERM; a phase group, ``-n 2`` (the
+plain run and a named task are tests/book/test_real_model.py's);
 the run's last line counts what the call log counts; a signal is one line, exit 130/143,
 and the next run resumes. With ``-n 2`` two servers answer at once (one per core)."""
 
@@ -28,14 +28,12 @@ def project(tmp_path) -> Project:
     return Project(make_project(tmp_path / "proj"))
 
 
-def test_a_phase_group_in_worker_processes_stops_every_server_and_counts_their_calls(
-        project):
-    """doit -n 2 -P process runs tasks in worker processes: their servers end with them
-    (they end without atexit), and their calls are counted (the call log, not this
-    process's). (A named task's run is the book test's template change.)"""
-    proc, servers = run_watched(project, "-n", "2", "-P", "process", "plan", timeout=900)
+def test_a_phase_group_with_two_at_once_stops_both_servers_and_counts_their_calls(project):
+    """doit -n 2: two answers at once, so two servers (one per core); both end with the run
+    and every call is counted. (A named task's run is the book test's template change.)"""
+    proc, servers = run_watched(project, "-n", "2", "plan", timeout=900)
     assert proc.returncode == 0, proc.out[-2000:]
-    assert len(servers) == 2  # one per worker
+    assert len(servers) == 2
     assert_servers_stopped(servers)
     assert_line_counts_the_call_log(proc, project, 0)
     assert {c["task"] for c in project.misses()} == {

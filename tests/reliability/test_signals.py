@@ -89,7 +89,7 @@ def _committed(project: Project) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,args", [(signal.SIGINT, ()), (signal.SIGTERM, ()),
                                       (signal.SIGTERM, ("-n", "2")),
-                                      (signal.SIGINT, ("-n", "2", "-P", "thread"))])
+                                      (signal.SIGINT, ("-n", "2"))])
 def test_a_doit_run_stopped_by_a_signal_resumes(project: Project, sig, args):
     env = {**os.environ, "SCENEMAKE_OFFLINE_LATENCY_MS": "300", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "doit", *args], cwd=project.root, env=env,
@@ -106,7 +106,7 @@ def test_a_doit_run_stopped_by_a_signal_resumes(project: Project, sig, args):
     assert err.strip().splitlines()[-1] == (
         f"scenemake: stopped by {interrupt.NAMES[sig]}: what finished is kept, the answers "
         "in flight are lost; run doit again to resume")
-    assert _gone(children)  # doit -n 2's worker processes too
+    assert _gone(children)  # whatever the run started
     done = _committed(project) - {"guard"}
     assert len(done) >= 5
     paid = {c["request_hash"] for c in project.misses()}

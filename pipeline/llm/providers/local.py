@@ -268,6 +268,7 @@ class _Pool:
         self.servers: list[LocalServer] = []
         self.idle: list[LocalServer] = []
         self.starting = 0
+        self.users = 0  # the providers (clients) asking it: the last to close stops it
         self.cond = threading.Condition()
 
     def acquire(self) -> LocalServer:
@@ -376,6 +377,7 @@ class LocalProvider:
         self.limit = min(cores(), int(self.settings.get("max_concurrency", 8)))
         self.limiter = RateLimiter(max_concurrency=self.limit)
         self._asking: dict[LocalServer, object] = {}  # server -> its OpenAICompatProvider
+        self._pools: set[Path] = set()  # the model files whose pools this provider uses
         self._lock = threading.Lock()
 
     def _provider_for(self, server: LocalServer):
@@ -402,6 +404,11 @@ class LocalProvider:
         """Answer ``request`` with a server of its model (started now if need be)."""
         _, path = resolve(request.model)
         pool = _pool_for(path, self.state_dir, self.limit)
+        with self._lock:
+            if path not in self._pools:
+                self._pools.add(path)
+                with _pools_lock:
+                    pool.users += 1
         self.limiter.acquire()
         try:
             server = pool.acquire()
@@ -413,11 +420,23 @@ class LocalProvider:
             self.limiter.release()
 
     def close(self) -> None:
-        """Let go of the HTTP connections (the servers stop when the process ends)."""
+        """Let go of the HTTP connections and of the servers: the last provider using a
+        model's servers stops them (else they stop when the process ends)."""
         with self._lock:
             asking, self._asking = self._asking, {}
+            paths, self._pools = self._pools, set()
         for provider in asking.values():
             provider.close()
+        for path in paths:
+            with _pools_lock:
+                pool = _pools.get(path)
+                if pool is None:
+                    continue
+                pool.users -= 1
+                if pool.users > 0:
+                    continue
+                del _pools[path]
+            pool.stop()
 
 
 class LocalPlugin:
