@@ -291,8 +291,12 @@ class LLMClient:
         if error is not None:
             return None  # e.g. ``validate`` got stricter since: ask again
         latency = (time.perf_counter() - start) * 1000
-        self._log(ctx, request, key, "hit", cached, latency, try_index=0,
-                  seed=cached.seed if cached.seed is not None else _first_seed(request))
+        seed = cached.seed if cached.seed is not None else _first_seed(request)
+        self._log(ctx, request, key, "hit", cached, latency, try_index=0, seed=seed)
+        # how the answer was reached: the tries kept with it, or this one try
+        history = [dict(t) for t in cached.tries] if cached.tries else [
+            {"try": 0, "request_hash": key, "seed": seed, "cache": "hit",
+             "tokens_in": cached.tokens_in, "tokens_out": cached.tokens_out, "finding": None}]
         return LLMResponse(
             text=cached.text,
             data=data,
@@ -304,9 +308,9 @@ class LLMClient:
             tokens_out=cached.tokens_out,
             cost_usd=0.0,
             latency_ms=latency,
-            seed=cached.seed if cached.seed is not None else _first_seed(request),
-            tries=len(cached.tries) if cached.tries else 1,
-            history=[dict(t) for t in cached.tries or ()],
+            seed=seed,
+            tries=len(history),
+            history=history,
         )
 
     def _generate(
