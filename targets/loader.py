@@ -52,7 +52,10 @@ class SceneLoader(DodoTaskLoader):
         try:
             if book_name is not None:
                 backend = getattr(getattr(cmd, "dep_manager", None), "backend", None)
-                run = self.run = BookRun.from_doit(cmd.name, pos_args, options)
+                # a command may build its own run (doit try: a try's side of the book)
+                make = getattr(cmd, "book_run", None)
+                run = self.run = (make(pos_args, options, backend) if make is not None
+                                  else BookRun.from_doit(cmd.name, pos_args, options))
                 if backend is not None:
                     attach(run, backend)
                     # the book's own inputs are compared by content (read when first asked)

@@ -130,7 +130,7 @@ class RunSummary:
         run = self.run
         if run is None:
             return None
-        draft = run.dir / "draft"
+        draft = run.draft
         checked = (found := run.planner.reach()) is not None and found.checked
         if run.fast():
             what = (f"nothing changed: all {checked} task(s) match their build records "
@@ -151,10 +151,14 @@ class RunSummary:
                     f"{st['tokens']} tokens, ${st['cost_usd']:.4f}")
             if stand_in:
                 what += " (text from the offline stand-in model: placeholder prose)"
-        where = [f"{label}: {path.as_posix()}" for label, path in
-                 (("manuscript", draft / "manuscript.md"), ("report", draft / "report.html"))
-                 if path.exists()]
-        return "scenemake: " + what + ("; " + ", ".join(where) if where else "")
+        if run.side is not None:  # a try: what it is, and how to see it against the book
+            return (f"scenemake: try {run.side.name}: {what}; its files: {draft.as_posix()}/, "
+                    f"compare: doit compare {run.side.name}")
+        # the manuscript is a target (rewritten when the prose changes); the report page is
+        # written by `doit report` only, so the line does not point at a page it did not write
+        manuscript = draft / "manuscript.md"
+        return "scenemake: " + what + (f"; manuscript: {manuscript.as_posix()}"
+                                       if manuscript.exists() else "")
 
 
 class LineReporter(ConsoleReporter):

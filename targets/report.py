@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from doit.cmd_base import DoitCmdBase
-
 from pipeline.core.errors import UserError
-from targets.command import command_db
+from targets.command import BookCommand
 
 LAST_DIFFS = 8  # the most recent changes shown with their diff
 
 
 def _calls(book) -> tuple[dict, dict, dict]:
-    """Per phase, per scene and total: calls, hits, tokens paid, cost, cost avoided."""
+    """Per phase, per scene and total: calls, hits, tokens paid, the model's seconds for
+    them, cost, cost avoided."""
     from pipeline.book.workspace import LLM_PHASES
     from pipeline.llm import read_calls
 
@@ -23,10 +22,11 @@ def _calls(book) -> tuple[dict, dict, dict]:
     per_scene: dict[str, dict[str, float]] = {s.id: defaultdict(float) for s in book.scenes}
     total: dict[str, float] = defaultdict(float)
     for c in read_calls(book.workspace.call_log):
-        if c.get("book") != book.name:
-            continue
+        if c.get("book") != book.name or str(c.get("task", "")).startswith(("try:", "judge:")):
+            continue  # a try's calls and the judge's are theirs (doit tries, doit compare)
         hit = c.get("cache") == "hit"
         tokens = 0 if hit else (c.get("tokens_in", 0) + c.get("tokens_out", 0))
+        seconds = 0 if hit else (c.get("latency_ms") or 0) / 1000  # the model's time
         rows = [total, per_phase.setdefault(c.get("phase") or "?", defaultdict(float))]
         if c.get("scene") in per_scene:
             rows.append(per_scene[c["scene"]])
@@ -34,6 +34,7 @@ def _calls(book) -> tuple[dict, dict, dict]:
             row["calls"] += 1
             row["hits"] += hit
             row["tokens"] += tokens
+            row["seconds"] += seconds
             row["cost"] += c.get("cost_usd") or 0.0
             row["avoided"] += c.get("cost_avoided_usd") or 0.0
     return per_phase, per_scene, total
@@ -49,7 +50,7 @@ def gather(book, db, explainer) -> object:
 
     scenes, changes, prose = [], [], {}
     stand_in = False
-    versions = Versions(book.workspace.state_dir, book.name)
+    versions = Versions(book.workspace.state_dir, book.versions_name)
     recent = []
     for scene in book.scenes:
         entries = ledger.build(db, book, scene.id)["phases"]
@@ -105,13 +106,39 @@ def gather(book, db, explainer) -> object:
     per_phase, per_scene, total = _calls(book)
     changes.sort(key=lambda c: c.get("timestamp") or "", reverse=True)
     return ReportData(
+        tries=_tries(book),
         book=book.name, title=book.config.title, phases=list(PHASES), scenes=scenes,
         per_phase={p: dict(r) for p, r in per_phase.items()},
         per_scene={s: dict(r) for s, r in per_scene.items()}, totals=dict(total),
         prompt_changes=changes, diffs=diffs,
         manuscript_html=manuscript.body_html(book, prose, stand_in) if prose else
         "<p>No scene has its final prose yet.</p>",
-        stand_in=stand_in, generated=now_iso())
+        stand_in=stand_in, generated=now_iso(), build=db.generation())
+
+
+def _tries(book) -> list[dict]:
+    """The book's tries, for the report's list (each with its page when written)."""
+    from pipeline.book import tries
+    from pipeline.core.builddb import read_records
+    from targets.book.tries import head
+
+    names = tries.names(book.workspace, book.name)
+    if not names:
+        return []
+    recorded = tries.recorded_templates(read_records(book.workspace.db_path(book.name)))
+    out = []
+    for name in names:
+        area = tries.Area(book.workspace, book.name, name)
+        try:
+            h = head(book, area, area.meta(), recorded)
+        except UserError as exc:
+            out.append({"name": name, "status": exc.bare})
+            continue
+        out.append({"name": name, "reason": h.reason, "scenes": h.scenes,
+                    "templates": h.templates, "calls_paid": h.calls_paid, "cost": h.cost,
+                    "made": h.made, "status": h.status,
+                    "page": f"tries/{name}/report.html" if area.report_path.exists() else ""})
+    return out
 
 
 def _unit_report(args: list[str]) -> Path:
@@ -123,7 +150,8 @@ def _unit_report(args: list[str]) -> Path:
     unit, _, where = args[0].partition(":")
     if len(args) != 1 or unit not in ("l7", "pack") or not where:
         raise UserError(f"doit report: '{' '.join(args)}' is not a unit it can report on",
-                        fix="doit report (the book), doit report l7:OUT_DIR (e.g. "
+                        fix="doit report (the book), doit report try:NAME (a try against "
+                        "the book), doit report l7:OUT_DIR (e.g. "
                         "l7:workspace/l7/l7_run_output) or doit report pack:RUN_DIR (e.g. "
                         "pack:workspace/artifacts/domain_runs/pack-warehouse_basics)")
     folder = Path(where.rstrip("/"))
@@ -141,36 +169,41 @@ def _unit_report(args: list[str]) -> Path:
     return target
 
 
-class Report(DoitCmdBase):
+class Report(BookCommand):
     """``doit report``: one self-contained HTML page for the book."""
 
     name = "report"
     doc_purpose = "write draft/report.html: the book's phases, costs, prompt changes, diffs, text"
-    doc_usage = "[l7:OUT_DIR | pack:RUN_DIR]"
+    doc_usage = "[try:NAME | l7:OUT_DIR | pack:RUN_DIR]"
     doc_description = ("One HTML file, no script and no network. For the book "
-                       "(draft/report.html): the scene x phase matrix "
-                       "(status, cost, cache, why stale), cost and tokens per phase and per "
-                       "scene as SVG charts, cache savings, prompt-change history, the last "
-                       "changes' diffs, the manuscript. For an L7 session (l7:OUT_DIR, written "
+                       "(draft/report.html): the scene x phase matrix (status, cost, cache, "
+                       "why stale), cost and tokens per phase and per scene as SVG charts, "
+                       "cache savings, prompt-change history, the last changes' diffs, the "
+                       "book's tries, the manuscript. For a try (try:NAME, written as "
+                       "draft/tries/NAME/report.html): its scenes against the accepted ones, "
+                       "as doit compare shows them. For an L7 session (l7:OUT_DIR, written "
                        "beside it as OUT_DIR.report.html): each scene's candidates side by "
                        "side with their scores, the winner and why the others lost, the "
                        "continuity findings. For a scenario pack run (pack:RUN_DIR, written "
-                       "beside it as RUN_DIR.report.html): the acceptance gate and each "
-                       "step's truth, business and judge reviews side by side.")
-    cmd_options = ()
+                       "beside it as RUN_DIR.report.html): the acceptance gate and each step's"
+                       " truth, business and judge reviews side by side.")
 
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         from pipeline.book.report import render
         from pipeline.core.store import atomic_write_text
+        from targets.book.run import of_command
         from targets.book.why import Explainer
 
-        with command_db(self.name, self.dep_manager) as db:
-            if pos_args:
-                target = _unit_report(pos_args)
-                self.outstream.write(f"report: {target.as_posix()}\n")
-                return 0
-            from targets.book.run import of_command
+        if args and args[0].startswith("try:"):
+            from targets.book.tries import report_try
 
+            if len(args) != 1:
+                raise UserError("doit report try:NAME takes one try",
+                                fix="e.g. doit report try:terse")
+            target = report_try(of_command(self).book, args[0][4:])
+        elif args:
+            target = _unit_report(args)
+        else:
             book = of_command(self).book
             explainer = Explainer(self.task_list, self.dep_manager, db,
                                   set(book.templates.values()))

@@ -65,8 +65,8 @@ CLI = Cli(interrupted_message="assistant stopped")
 def main(argv: list[str] | None = None) -> int:
     """Start the assistant and serve until interrupted (bad input: one line, exit 2; a bug:
     one line and its traceback in ``<workspace>/.scenemake/assistant/last_error.txt``, 3)."""
-    args = parse_args(argv)
-    return CLI.run(lambda: _serve(args), traceback_dir=args.workspace / ".scenemake" / "assistant")
+    return CLI.main(lambda: parse_args(argv), _serve,
+                    traceback_dir=lambda args: args.workspace / ".scenemake" / "assistant")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -43,7 +43,8 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     if not missing:
         ctx = phases.prompt_context(book, scene, phase, inputs)
         messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
-        schema = phases.schema_for(phase, scene, inputs, book.config.model.max_tokens)
+        schema = phases.schema_for(phase, scene, inputs, book.config.model.max_tokens,
+                                   book.config.lint)
         text = "\n".join(m["content"] for m in messages) + json.dumps(schema)
         return RequestEstimate(estimate_tokens(text), max_out, True)
     system = render(files.templates["system"], phases.prompt_context(book, scene, phase, {}))
@@ -58,3 +59,19 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     text = system + template + known + json.dumps(spec.answer_model.model_json_schema())
     return RequestEstimate(estimate_tokens(text) + unknown, max_out, False)
 
+
+
+def cached_request(book: Book, sid: str, phase: str, attempt: int, cache) -> bool:
+    """Whether the request LLM phase ``phase`` of scene ``sid`` would send now (its inputs as
+    on disk, at ``attempt``) has an answer in ``cache`` (a ``ResponseCache``): then it costs
+    nothing. False when an input is missing or unreadable."""
+    from pipeline.book.runner import phase_request
+
+    files = phases.layout(book, sid)[phase]
+    try:
+        inputs = {i.name: phases.load_input(files.inputs[i.name], phases.INPUT_MODELS[i.name])
+                  for i in PHASE[phase].inputs}
+        request = phase_request(book, book.scene(sid), phase, inputs, files.templates, attempt)
+        return cache.get(request.request_hash()) is not None
+    except (UserError, OSError, ValueError):
+        return False

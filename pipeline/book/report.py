@@ -47,6 +47,8 @@ class ReportData:
     manuscript_html: str = ""
     stand_in: bool = False
     generated: str = ""
+    build: int = 0  # the build DB's generation the page shows (moved by every commit)
+    tries: list[dict] = field(default_factory=list)  # name, scenes, templates, status, page
 
 
 def _e(value) -> str:
@@ -65,17 +67,46 @@ def bar_chart(title: str, items: list[tuple[str, float]], unit: str, css_id: str
     for i, (label, value) in enumerate(items):
         y = 24 + i * (bar_h + gap)
         width = max(1.0, chart_w * value / top) if value else 0
-        shown = f"{value:.4f}" if unit == "$" else f"{int(value)}"
+        shown = (f"{value:.4f}" if unit == "$" else f"{value:.1f}" if unit == "s"
+                 else f"{int(value)}")
         parts.append(f'<text x="0" y="{y + 13}" font-size="12">{_e(label)}</text>')
         parts.append(f'<rect class="bar" x="{label_w}" y="{y}" width="{width:.1f}" '
-                     f'height="{bar_h}" fill="#3b6ea5"><title>{_e(label)}: {unit}{shown}'
+                     f'height="{bar_h}" fill="#3b6ea5"><title>{_e(label)}: {_amount(unit, shown)}'
                      "</title></rect>")
         parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + 13}" font-size="12">'
-                     f"{unit}{shown}</text>")
+                     f"{_amount(unit, shown)}</text>")
     if not items:
         parts.append('<text x="0" y="40" font-size="12">no LLM calls yet</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _amount(unit: str, shown: str) -> str:
+    return f"${shown}" if unit == "$" else f"{shown} s" if unit == "s" else shown
+
+
+def _charts(data: ReportData) -> str:
+    """Cost and tokens per phase and per scene; a free model (nothing spent) shows the
+    model's time instead of dollars: bars of $0 would be labels without bars."""
+    def items(rows: dict[str, dict], key: str) -> list[tuple[str, float]]:
+        return [(name, r.get(key, 0.0)) for name, r in rows.items()]
+
+    if data.totals.get("cost", 0) or not data.totals.get("calls"):
+        money = [("Cost per phase", items(data.per_phase, "cost"), "$", "chart-cost-phase"),
+                 ("Cost per scene", items(data.per_scene, "cost"), "$", "chart-cost-scene")]
+        note = ""
+    else:
+        money = [("Model time per phase (seconds; this model costs nothing)",
+                  items(data.per_phase, "seconds"), "s", "chart-time-phase"),
+                 ("Model time per scene (seconds)", items(data.per_scene, "seconds"), "s",
+                  "chart-time-scene")]
+        note = ('<p class="small">Nothing was spent (a free model): the charts show the '
+                "model's time and the tokens instead of dollars.</p>")
+    charts = [money[0], ("Tokens per phase", items(data.per_phase, "tokens"), "",
+                         "chart-tokens-phase"),
+              money[1], ("Tokens per scene", items(data.per_scene, "tokens"), "",
+                         "chart-tokens-scene")]
+    return note + '<div class="charts">' + "".join(bar_chart(*c) for c in charts) + "</div>"
 
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff}
@@ -165,12 +196,26 @@ def _diffs(data: ReportData) -> str:
     return "".join(parts)
 
 
+def _tries(data: ReportData) -> str:
+    if not data.tries:
+        return ("<p>No try so far (<code>doit try NAME SCENE...</code> builds scenes with "
+                "other templates beside the book).</p>")
+    rows = []
+    for t in data.tries:
+        page = (f'<a href="{_e(t["page"])}">its page</a>' if t.get("page") else
+                f"<code>doit report try:{_e(t['name'])}</code>")
+        rows.append(f'<tr class="try-row" id="try-{_e(t["name"])}"><td>{_e(t["name"])}</td>'
+                    f"<td>{_e(t.get('reason', ''))}</td><td>{_e(', '.join(t.get('scenes', [])))}"
+                    f"</td><td>{'<br>'.join(_e(x) for x in t.get('templates', []))}</td>"
+                    f"<td>{int(t.get('calls_paid', 0))}, ${float(t.get('cost', 0.0)):.4f}</td>"
+                    f"<td>{_e(t.get('status', ''))}</td><td>{page}</td></tr>")
+    return ('<table id="tries"><tr><th>try</th><th>reason</th><th>scenes</th><th>templates '
+            "changed</th><th>calls paid</th><th>status</th><th>against the book</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def render(data: ReportData) -> str:
     """The report page."""
-    phase_items = [(p, r.get("cost", 0.0)) for p, r in data.per_phase.items()]
-    phase_tokens = [(p, r.get("tokens", 0.0)) for p, r in data.per_phase.items()]
-    scene_items = [(s, r.get("cost", 0.0)) for s, r in data.per_scene.items()]
-    scene_tokens = [(s, r.get("tokens", 0.0)) for s, r in data.per_scene.items()]
     stand_in = ('<p class="stand-in"><strong>Text from the offline stand-in model: placeholder '
                 "prose.</strong></p>" if data.stand_in else "")
     t = data.totals
@@ -179,18 +224,17 @@ def render(data: ReportData) -> str:
         f"<title>Report: {_e(data.title)}</title><style>{_STYLE}</style>"
         "</head>\n<body>\n"
         f"<h1>Report: {_e(data.title)}</h1>"
-        f'<p class="small">book <code>{_e(data.book)}</code>, written {_e(data.generated)} by '
-        "<code>doit report</code></p>" + stand_in
+        f'<p class="small" id="made">book <code>{_e(data.book)}</code>, written '
+        f"{_e(data.generated)} by <code>doit report</code> from build {_e(data.build)} of its "
+        "build DB: a later run is not in it until <code>doit report</code> writes it again</p>"
+        + stand_in
         + "<h2>Scenes and phases</h2>" + _matrix(data)
         + "<h2>Cost and tokens</h2>"
         f"<p>{int(t.get('calls', 0))} LLM calls, {int(t.get('hits', 0))} served by the response "
         f"cache; spent ${t.get('cost', 0):.4f}; the cache avoided ${t.get('avoided', 0):.4f}.</p>"
-        + _costs(data) + '<div class="charts">'
-        + bar_chart("Cost per phase", phase_items, "$", "chart-cost-phase")
-        + bar_chart("Tokens per phase", phase_tokens, "", "chart-tokens-phase")
-        + bar_chart("Cost per scene", scene_items, "$", "chart-cost-scene")
-        + bar_chart("Tokens per scene", scene_tokens, "", "chart-tokens-scene")
-        + "</div><h2>Prompt changes</h2>" + _prompt_changes(data)
+        + _costs(data) + _charts(data)
+        + "<h2>Prompt changes</h2>" + _prompt_changes(data)
+        + "<h2>Tries</h2>" + _tries(data)
         + "<h2>Last changes</h2>" + _diffs(data)
         + '<div class="manuscript" id="manuscript">' + data.manuscript_html + "</div>"
         + "\n</body></html>\n")

@@ -120,8 +120,23 @@ def template_report(changes: list[TemplateChange]) -> str:
     return "\n".join(lines)
 
 
+def accepted(change: TemplateChange, rv: RunVars) -> bool:
+    """The change brings in a template that ``doit accept`` made the book's (a try's)."""
+    return (change.path, change.new_hash) in rv.accepted
+
+
+def prompt_update_reason(changes: list[TemplateChange], rv: RunVars) -> str:
+    """The reason a phase's prompt change is recorded with: the accepted try's when every
+    change is one it brought in, else the run's ``reason=``."""
+    if changes and all(accepted(ch, rv) for ch in changes):
+        return rv.accepted_reason
+    return rv.reason
+
+
 def require_prompt_change_allowed(changes: list[TemplateChange], rv: RunVars) -> None:
-    """Refuse template changes unless allowed with a reason (no LLM call happens before)."""
+    """Refuse template changes unless allowed with a reason, or accepted from a try (no LLM
+    call happens before)."""
+    changes = [ch for ch in changes if not accepted(ch, rv)]
     if not changes:
         return
     if not rv.allow_prompt_change:

@@ -19,6 +19,7 @@ from pipeline.book.rules import (
     changed_templates,
     current_templates,
     edit_report,
+    prompt_update_reason,
     require_prompt_change_allowed,
     stale_state_acceptable,
 )
@@ -292,7 +293,8 @@ def _record_templates(run: PhaseRun) -> None:
         require_prompt_change_allowed(changes, run.rv)
         values["prompt_update"] = {
             "prompt_hash_prev": run.prev.get("prompt_hash"), "prompt_hash_new": None,
-            "prompt_update_reason": run.rv.reason, "timestamp": now_iso(),
+            "prompt_update_reason": prompt_update_reason(changes, run.rv),
+            "timestamp": now_iso(),
             "templates": [{"path": c.path, "hash_prev": c.old_hash, "hash_new": c.new_hash}
                           for c in changes]}
     elif run.prev.get("prompt_update"):
@@ -307,18 +309,18 @@ def _record_templates(run: PhaseRun) -> None:
 _ROUND_SEED_SALT = {"repair": 1, "state_repair": 2}
 
 
-def _ask(run: PhaseRun, phase: str, inp: dict, findings: list | None = None,
-         round_number: int = 0):
-    """Ask ``phase``'s prompt (the run's own phase, or one a code phase ``asks`` again) for
-    ``inp``; ``findings`` (a lint round's) go to the model as a last message. Returns the
-    validated response and what was sent: messages, parameters, output schema."""
+def phase_request(book: Book, scene: OutlineScene, phase: str, inp: dict,
+                  templates: dict[str, str], attempt: int, *, role: str = "phase",
+                  findings: list | None = None, round_number: int = 0) -> LLMRequest:
+    """The request an LLM phase sends for its loaded inputs ``inp``: its templates rendered
+    (``templates``: role -> file, ``role`` the phase's own; lint asks ``repair`` and
+    ``state_repair`` under their names), the book's model settings, its answer's schema.
+    A lint round's ``findings`` go to the model as a last message, with a seed of its own."""
     from pipeline.core.rendering import render_messages
     from pipeline.llm.request import derive_seed
 
-    book, scene, files = run.book, run.scene, run.files
     ctx = phases.prompt_context(book, scene, phase, inp)
-    role = "phase" if run.spec.name == phase else phase
-    messages = render_messages(files.templates["system"], files.templates[role], ctx)
+    messages = render_messages(templates["system"], templates[role], ctx)
     if findings:
         messages.append(phases.findings_message(findings))
     model = book.config.model
@@ -327,13 +329,26 @@ def _ask(run: PhaseRun, phase: str, inp: dict, findings: list | None = None,
         seed = derive_seed(model.seed, 0, 1000 * round_number + _ROUND_SEED_SALT[phase])
     params = {"temperature": model.temperature, "max_tokens": model.max_tokens, "seed": seed}
     schema = phases.schema_for(phase, scene, inp, model.max_tokens, book.config.lint)
-    request = LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
-                         params=params, output_schema=schema,
-                         attempt=run.values.get("attempt", 0))
+    return LLMRequest(provider=model.provider, model=model.model, messages=tuple(messages),
+                      params=params, output_schema=schema, attempt=attempt)
+
+
+def _ask(run: PhaseRun, phase: str, inp: dict, findings: list | None = None,
+         round_number: int = 0):
+    """Ask ``phase``'s prompt (the run's own phase, or one a code phase ``asks`` again) for
+    ``inp``. Returns the validated response and what was sent: messages, parameters,
+    output schema."""
+    book, scene = run.book, run.scene
+    request = phase_request(book, scene, phase, inp, run.files.templates,
+                            run.values.get("attempt", 0),
+                            role="phase" if run.spec.name == phase else phase,
+                            findings=findings, round_number=round_number)
+    model = book.config.model
     response = llm_client(book, run.rv).complete(
-        request, CallContext(run=book.name, task=run.task_id, unit=scene.id, step=run.phase),
+        request, CallContext(run=book.name, task=call_task(book, run.task_id), unit=scene.id,
+                             step=run.phase),
         validate=phases.output_validator(phase, inp, book.config.lint, model.max_tokens))
-    return response, messages, params, schema
+    return response, list(request.messages), request.params, request.output_schema
 
 
 def _settle_prompt_hash(values: dict, prompt_hash: str) -> None:
@@ -356,6 +371,12 @@ def _run_llm(run: PhaseRun) -> dict[str, bytes]:
     data["response"] = phases.response_artifact(response.request_hash, response.provider,
                                                 response.model, response.text)
     return data
+
+
+def call_task(book: Book, task_id: str) -> str:
+    """A phase's task as the call log names it: a try's calls are ``try:NAME/PHASE:SCENE``
+    (its answers serve the book as well: the request is the same)."""
+    return f"try:{book.side}/{task_id}" if book.side else task_id
 
 
 # The table's ``run`` -> its step (tests/book/test_phase_table.py checks every one exists).

@@ -20,6 +20,11 @@ KNOWN = {
 }
 
 
+# The build DB setting ``doit accept`` leaves for the next build (pipeline/book/tries.py):
+# the templates it made the book's and the reason; a complete build clears it.
+ACCEPTED_SETTING = "accepted_try"
+
+
 @dataclass(frozen=True)
 class RunVars:
     """The validated command-line variables of one doit run."""
@@ -30,6 +35,10 @@ class RunVars:
     force_resume: bool = False
     budget: float | None = None
     wait: bool = False
+    # Not a variable: the templates ``doit accept`` made the book's, as (path, blake3), and
+    # its reason (the build DB keeps them until a complete build used them).
+    accepted: frozenset[tuple[str, str]] = frozenset()
+    accepted_reason: str = ""
 
 
 def _flag(name: str, value: str | None) -> bool:

@@ -358,6 +358,40 @@ def word_diff(old: str, new: str) -> str:
     return "".join(out)
 
 
+REWRITTEN = 0.5  # below this share of words in common, prose is shown side by side
+COLUMN = 48  # characters per column of a side-by-side diff
+
+
+def prose_diff(old: str, new: str) -> list[str]:
+    """A word diff of two proses; when most words changed (a rewrite, where a word diff
+    interleaves every word), their paragraphs side by side instead."""
+    a, b = old.split(), new.split()
+    if not a or not b or difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() \
+            >= REWRITTEN:
+        return [word_diff(old, new)]
+    return side_by_side(old, new)
+
+
+def side_by_side(old: str, new: str, width: int = COLUMN) -> list[str]:
+    """Old and new paragraphs in two columns, paragraph by paragraph."""
+    import itertools
+    import textwrap
+
+    def paragraphs(text: str) -> list[list[str]]:
+        return [textwrap.wrap(" ".join(p.split()), width) or [""]
+                for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+
+    lines = ["(rewritten: most words changed; old | new, paragraph by paragraph)",
+             f"{'old':<{width}} | new", f"{'-' * width}-+-{'-' * width}"]
+    for i, (left, right) in enumerate(itertools.zip_longest(paragraphs(old), paragraphs(new),
+                                                            fillvalue=[])):
+        if i:
+            lines.append(f"{'':<{width}} |")
+        for l_line, r_line in itertools.zip_longest(left, right, fillvalue=""):
+            lines.append(f"{l_line:<{width}} | {r_line}".rstrip())
+    return lines
+
+
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict) and obj:
         out: dict[str, Any] = {}
@@ -395,7 +429,7 @@ def diff_files(name: str, old: bytes | None, new: bytes | None) -> list[str]:
     if old is None or new is None:
         return [f"{name}: {'added' if old is None else 'removed'}"]
     if name == "prose":
-        return [f"{name}:", word_diff(old.decode("utf-8"), new.decode("utf-8"))]
+        return [f"{name}:", *prose_diff(old.decode("utf-8"), new.decode("utf-8"))]
     try:
         return [f"{name}:"] + ["  " + line for line in json_diff(json.loads(old),
                                                                  json.loads(new))]

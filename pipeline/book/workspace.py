@@ -102,10 +102,20 @@ class Book:
     initial_state: State
     scenes: list[OutlineScene]
     templates: dict[str, str] = field(default_factory=dict)  # name -> path for file_dep
+    # A try of the book (pipeline/book/tries.py): its name, and the folder its artifacts and
+    # ledgers go to instead of ``draft/`` (None: the book's own, e.g. for an estimate).
+    side: str | None = None
+    side_draft: Path | None = None
 
     @property
     def config_path(self) -> Path:
         return self.dir / "book.json"
+
+    @property
+    def versions_name(self) -> str:
+        """Whose kept versions these are (pipeline/book/versions.py): the book's, or a
+        try's apart from them."""
+        return f"{self.name}/tries/{self.side}" if self.side else self.name
 
     @property
     def state_path(self) -> Path:
@@ -113,7 +123,7 @@ class Book:
 
     @property
     def draft(self) -> Path:
-        return self.dir / "draft"
+        return self.side_draft or self.dir / "draft"
 
     @property
     def phase_history(self) -> Path:

@@ -110,9 +110,10 @@ def _sigterm_as_interrupt(signum, frame):  # pragma: no cover - exercised by a s
 
 def move_paths(conn: sqlite3.Connection, old: str, new: str) -> list[str]:
     """The one relocation of a build DB's records (a book's after scenemake moved, a fleet
-    unit's built in another folder): every path recorded under folder ``old`` - a file
-    state's key, the ``deps:`` list, any path among the values - now starts with ``new``.
-    Returns the tasks whose record changed (the caller commits)."""
+    unit's built in another folder, a try's copy of the book's): every path recorded under
+    folder ``old`` - a file state's key, the ``deps:`` list, any path among the values, an
+    artifact's row and an accepted edit's - now starts with ``new``. Returns the tasks whose
+    doit record changed (the caller commits)."""
     # a path begins a JSON string: '"' + the folder as JSON escapes it
     old_json = '"' + json.dumps(old.rstrip("/") + "/")[1:-1]
     new_json = '"' + json.dumps(new.rstrip("/") + "/")[1:-1]
@@ -121,7 +122,70 @@ def move_paths(conn: sqlite3.Connection, old: str, new: str) -> list[str]:
     for task_id, data in rows:
         conn.execute("update doit set task_data = ? where task_id = ?",
                      (data.replace(old_json, new_json), task_id))
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    if "sm_outputs" in tables:  # what each artifact's task wrote, keyed by its path
+        prefix = old.rstrip("/") + "/"
+        moved = conn.execute("select path from sm_outputs where substr(path, 1, ?) = ?",
+                             (len(prefix), prefix)).fetchall()
+        for (path,) in moved:
+            conn.execute("update sm_outputs set path = ? where path = ?",
+                         (new.rstrip("/") + "/" + path[len(prefix):], path))
+    if "sm_events" in tables:  # an accepted hand edit names its file
+        conn.execute("update sm_events set data = replace(data, ?, ?) where instr(data, ?)",
+                     (old_json, new_json, old_json))
     return [task_id for task_id, _ in rows]
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """A connection that can only read the build DB at ``path`` (it must exist)."""
+    from urllib.parse import quote
+
+    if not os.path.isfile(path):
+        raise sqlite3.OperationalError(f"unable to open database file {path}")
+    return sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
+                           timeout=30, check_same_thread=False)
+
+
+def _read_records(conn: sqlite3.Connection) -> Records:
+    conn.execute("begin")
+    try:
+        tasks = dict(conn.execute("select task_id, task_data from doit"))
+        outputs = {path: (task_id, known, state) for path, task_id, known, state in
+                   conn.execute("select path, task_id, known, state from sm_outputs")}
+        row = conn.execute("select n from sm_meta where key='generation'").fetchone()
+        failed = frozenset(r[0] for r in conn.execute("select task_id from sm_failures"))
+        dirty = frozenset(r[0] for r in conn.execute("select task_id from sm_dirty"))
+        attempts = dict(conn.execute("select task_id, n from sm_attempts"))
+    finally:
+        conn.execute("commit")
+    return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts)
+
+
+def read_records(path: str | os.PathLike) -> Records | None:
+    """The records of the build DB at ``path`` as one transaction sees them, read without
+    its run lock and without changing it (None when there is no such DB yet). A BuildDBError
+    when it cannot be read."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        conn = _open_read_only(str(path))
+        conn.isolation_level = None
+        try:
+            return _read_records(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise BuildDBError(f"{path}: the build DB cannot be read ({exc})") from exc
+
+
+def task_values(records: Records, task_id: str) -> dict:
+    """The values a task returned when it last succeeded, from a snapshot ({} if none)."""
+    raw = records.tasks.get(task_id)
+    try:
+        values = json.loads(raw).get("_values_:") if raw else None
+    except (ValueError, AttributeError):
+        return {}
+    return values if isinstance(values, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -356,6 +420,10 @@ class SceneDB:
         with self._lock:
             self._conn.execute("insert or replace into sm_settings values (?, ?)", (key, value))
 
+    def drop_setting(self, key: str) -> None:
+        with self._lock:
+            self._conn.execute("delete from sm_settings where key=?", (key,))
+
     def relocate(self, old: str, new: str) -> int:
         """Files recorded under folder ``old`` are now under ``new``: rename them in every
         task's record (``move_paths``; each moved task's ledger is rewritten). The recorded
@@ -385,22 +453,54 @@ class SceneDB:
         """Every record as stored now, read in one read transaction (a writer committing
         meanwhile is not half-seen)."""
         with self._lock:
+            return _read_records(self._conn)
+
+    def adopt(self, source: str, tasks: list[str], old: str, new: str) -> list[str]:
+        """Copy the records of ``tasks`` from the build DB at ``source`` (read only, never
+        changed): doit's, what each wrote, accepted edits, failures, attempt numbers, and
+        the settings this DB has not got; the paths under folder ``old`` now under ``new``
+        (``move_paths``). Each copied task's views are stale, so the next run writes them.
+        A try starts from the book's records this way. Returns the tasks with a record."""
+        src = _open_read_only(source)
+        try:
+            rows = {}
+            for table, key in (("doit", "task_id"), ("sm_outputs", "task_id"),
+                               ("sm_events", "task_id"), ("sm_failures", "task_id"),
+                               ("sm_attempts", "task_id")):
+                rows[table] = []
+                for i in range(0, len(tasks), 500):
+                    chunk = tasks[i:i + 500]
+                    rows[table] += src.execute(
+                        f"select * from {table} where {key} in "
+                        f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            settings = src.execute("select key, value from sm_settings").fetchall()
+        finally:
+            src.close()
+        copied = [r[0] for r in rows["doit"]]
+        with self._lock, self._conn:
             self._conn.execute("begin")
-            try:
-                tasks = dict(self._conn.execute("select task_id, task_data from doit"))
-                outputs = {path: (task_id, known, state) for path, task_id, known, state in
-                           self._conn.execute("select path, task_id, known, state "
-                                              "from sm_outputs")}
-                row = self._conn.execute(
-                    "select n from sm_meta where key='generation'").fetchone()
-                failed = frozenset(r[0] for r in self._conn.execute(
-                    "select task_id from sm_failures"))
-                dirty = frozenset(r[0] for r in self._conn.execute(
-                    "select task_id from sm_dirty"))
-                attempts = dict(self._conn.execute("select task_id, n from sm_attempts"))
-            finally:
-                self._conn.execute("commit")
-        return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts)
+            conn = self._conn
+            conn.executemany("insert or replace into doit values (?, ?)", rows["doit"])
+            conn.executemany("insert or replace into sm_outputs values (?, ?, ?, ?)",
+                             rows["sm_outputs"])
+            conn.executemany("insert into sm_events(task_id, kind, data, ts) values (?,?,?,?)",
+                             [r[1:] for r in rows["sm_events"]])
+            conn.executemany("insert or replace into sm_failures values (?, ?, ?, ?)",
+                             rows["sm_failures"])
+            conn.executemany("insert or replace into sm_attempts values (?, ?)",
+                             rows["sm_attempts"])
+            conn.executemany("insert or ignore into sm_settings values (?, ?)", settings)
+            move_paths(conn, old, new)
+            conn.executemany("insert or ignore into sm_dirty values (?)",
+                             [(t,) for t in copied])
+            self._bump()
+            self._cache.clear()
+            self._raw_rows = None
+            self._single_reads = 0
+            self._failed = {r[0] for r in conn.execute("select task_id from sm_failures")}
+            self._evented = {r[0] for r in conn.execute("select task_id from sm_events")}
+            self._attempts = dict(conn.execute("select task_id, n from sm_attempts"))
+        return copied
 
     def stale_views(self) -> list[str]:
         """Tasks whose record changed since their views (e.g. the ledger) were rewritten."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import Field
 
+from pipeline.core import score_spec
 from pipeline.core.errors import UserError
 from pipeline.core.jsonio import parse_model
 from pipeline.core.models import StrictModel
@@ -150,13 +151,7 @@ def rubric(spec: ScoreSpec) -> list[dict]:
 
 def judge_schema(criteria: list[dict]) -> dict:
     """JSON Schema of a judgement: per criterion an integer 1..5 and a reason."""
-    one = {"type": "object",
-           # an enum, not minimum/maximum: llama.cpp's grammars enforce enums only
-           "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-                          "reason": {"type": "string", "minLength": 1, "maxLength": 300}},
-           "required": ["score", "reason"], "additionalProperties": False}
-    return {"type": "object", "properties": {c["id"]: one for c in criteria},
-            "required": [c["id"] for c in criteria], "additionalProperties": False}
+    return score_spec.judgement_schema([c["id"] for c in criteria], [1, 2, 3, 4, 5], 300)
 
 
 def _judgement_ok(value):

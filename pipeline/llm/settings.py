@@ -59,19 +59,23 @@ def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
     model = model.model_copy()
     endpoint = endpoint.model_copy()
     spec = os.environ.get("SCENEMAKE_MODEL")
-    where = "field 'model.provider'"
     from . import providers  # the registry (imports no provider until one is used)
 
     if spec:
+        # Whatever is wrong with it is the environment variable's fault, not the config's.
         provider, sep, name = spec.partition(":")
+        plugin = providers.plugin(provider)
         if not sep:  # a bare name: that provider's default model (local: the shipped one)
-            name = getattr(providers.plugin(provider), "default_model", None) or ""
+            name = getattr(plugin, "default_model", None) or ""
         if not name:
             raise UserError(f"SCENEMAKE_MODEL={spec} is not PROVIDER:MODEL",
                             fix="e.g. SCENEMAKE_MODEL=openai:gpt-4o-mini, or "
                                 "SCENEMAKE_MODEL=local")
+        if plugin is None:
+            raise UserError(f"SCENEMAKE_MODEL={spec}: unknown provider '{provider}'",
+                            fix=f"known: {', '.join(providers.names())}; or unset "
+                                f"SCENEMAKE_MODEL to use the model of {cfg_path}")
         model.provider, model.model = provider, name
-        where = "environment variable SCENEMAKE_MODEL"
     if os.environ.get("SCENEMAKE_BASE_URL"):
         endpoint.base_url = os.environ["SCENEMAKE_BASE_URL"]
     if os.environ.get("SCENEMAKE_API_KEY_ENV"):
@@ -86,9 +90,15 @@ def apply_env_overrides(model: ModelSettings, endpoint: Endpoint,
                         field="endpoint.base_url", fix=fix)
     plugin = providers.plugin(model.provider)
     if plugin is None:
-        raise UserError(f"unknown provider '{model.provider}' in {where}", path=cfg_path,
-                        fix=f"known: {', '.join(providers.names())}")
+        raise UserError(f"unknown provider '{model.provider}'", path=cfg_path,
+                        field="model.provider", fix=f"known: {', '.join(providers.names())}")
     configure = getattr(plugin, "configure", None)
     if configure is not None:  # the provider's own defaults (a base URL, a model's name)
-        model, endpoint = configure(model, endpoint)
+        try:
+            model, endpoint = configure(model, endpoint)
+        except UserError as exc:
+            if not spec or exc.path:
+                raise
+            raise UserError(f"SCENEMAKE_MODEL={spec}: {exc.bare}", field=exc.field,
+                            fix=exc.fix) from None
     return model, endpoint

@@ -9,9 +9,9 @@ task ``review_judge:<run_id>``, and made at all only when the review task is sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from pipeline.core import score_spec
 from pipeline.core.errors import UserError
@@ -23,23 +23,13 @@ from .contracts import parse
 from .layout import RunLayout, StepRef
 
 
-class Criterion(score_spec.Criterion):
+class Criterion(score_spec.DescribedCriterion):
     """A criterion the judge scores 0-100; it must say what it asks for."""
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    weight: float = Field(gt=0)
-    description: str = Field(min_length=1)
 
-
-class ScoreSpec(score_spec.ScoreSpec):
+class ScoreSpec(score_spec.Rubric):
     """A weighted rubric and the model that applies it."""
 
-    model_config = ConfigDict(populate_by_name=True)
-    duplicate_id_message: ClassVar[str] = "criteria ids must be unique"
-
-    comment: str | list[str] = Field("", alias="$comment")
-    name: str = Field(min_length=1)
-    description: str = ""
     pass_score: float = Field(80, ge=0, le=100)
     model: ModelSettings = ModelSettings(temperature=0.0, max_tokens=600)
     endpoint: Endpoint = Endpoint()

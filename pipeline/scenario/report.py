@@ -2,7 +2,11 @@
 
 A pack run: its status and acceptance gate (each condition with its detail), then one row
 per step with its question, its status, and the three reviews side by side: truth (facts
-passed / checked), business (status, findings) and the judge (score, per criterion).
+passed / checked), business (status, findings) and the judge (score, per criterion; its
+colour says whether the score meets the pack's ``min_judge_score``, and stays neutral when
+the pack sets none: the judge's own pass mark is not part of the gate). Every run the loop
+produces renders: clean, with findings, blocked, partial, interrupted (steps not captured
+or not reviewed yet are shown as such).
 A pack loop (a folder with ``loop_state.json``): its iterations side by side (score,
 verdict, each score component, each gate condition, repair targets), then each
 iteration's pack run as above. Read only from the files the run wrote, so it changes
@@ -24,7 +28,7 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;
 padding:3px 6px;vertical-align:top;text-align:left;font-size:13px}
 .pass,.accepted{background:#e6f4e6}
 .fail,.blocked,.below{background:#f8d7d7}.partial,.needs_exact_capability{background:#fff3cd}
-.small{font-size:11px;color:#555}"""
+.small{font-size:11px;color:#555}.judge{background:#f4f4f4}"""
 
 
 def _e(value) -> str:
@@ -57,16 +61,60 @@ def _gate(state: dict) -> str:
             + "</table>")
 
 
+def _findings(business: dict) -> dict[str, dict]:
+    """The business review's findings by id (a step lists the ids of its own)."""
+    return {f["id"]: f for f in business.get("findings", [])
+            if isinstance(f, dict) and isinstance(f.get("id"), str)}
+
+
+def _finding_text(ref, by_id: dict[str, dict]) -> str:
+    finding = by_id.get(ref) if isinstance(ref, str) else ref
+    if not isinstance(finding, dict):
+        return str(ref)
+    text = f"{finding.get('severity', '')} {finding.get('message', '')}".strip()
+    return text + (" (resolved)" if finding.get("resolved") else "")
+
+
+def min_judge_score(run_dir: Path) -> float | None:
+    """The pack's ``acceptance_gate.min_judge_score`` as the run recorded it (None: unset)."""
+    path = run_dir / "pack_manifest.json"
+    manifest = read_json(path, "pack manifest") if path.exists() else {}
+    value = ((manifest or {}).get("acceptance_gate") or {}).get("min_judge_score")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _judge_cell(j: dict | None, threshold: float | None) -> str:
+    if not j:
+        return "<td>not judged</td>"
+    score = j.get("score")
+    if threshold is None or not isinstance(score, int | float):
+        css, note = "judge", "" if threshold is None else " (no score)"
+    else:
+        css = "pass" if score >= threshold else "fail"
+        note = f" (gate: >= {threshold:g})"
+    crit = ", ".join(f"{name} {c.get('score')}" for name, c in
+                     (j.get("criteria") or {}).items() if isinstance(c, dict))
+    return (f'<td class="{css}">{_e(score)}{_e(note)}<br>'
+            f'<span class="small">{_e(crit)}</span></td>')
+
+
 def _steps(run_dir: Path, state: dict, reviews: dict[str, dict]) -> str:
     truth = {_key(s): s for s in reviews.get("truth_review.json", {}).get("steps", [])}
-    business = {_key(s): s for s in reviews.get("business_review.json", {}).get("steps", [])}
+    business_review = reviews.get("business_review.json", {})
+    business = {_key(s): s for s in business_review.get("steps", [])}
+    by_id = _findings(business_review)
     judge = {_key(s): s for s in reviews.get("judge_review.json", {}).get("steps", [])}
+    threshold = min_judge_score(run_dir)
     rows = []
     for scenario in state.get("scenarios", []):
         sid = scenario["scenario_id"]
         path = run_dir / "scenarios" / sid / "scenario_state.json"
         steps = (read_json(path, "scenario state", max_text=None).get("steps", [])
                  if path.exists() else [])
+        if not steps:
+            rows.append(f'<tr class="step-row" id="scenario-{_e(sid)}"><td>{_e(sid)}</td>'
+                        '<td colspan="6">not captured yet (the run stopped before it: run '
+                        "the same command again to resume)</td></tr>")
         for step in steps:
             key = (sid, step["step_id"])
             t, b, j = truth.get(key), business.get(key), judge.get(key)
@@ -74,20 +122,18 @@ def _steps(run_dir: Path, state: dict, reviews: dict[str, dict]) -> str:
             t_cell = (f'<td class="{_e(t["status"])}">{_e(t["status"])}<br><span class="small">'
                       f'{sum(f["status"] == "pass" for f in facts)}/{len(facts)} facts</span></td>'
                       if t else "<td>not reviewed</td>")
-            findings = "; ".join(f"{f.get('severity', '')} {f.get('message', '')}".strip()
-                                 for f in (b or {}).get("findings", []))
+            findings = "; ".join(_finding_text(f, by_id) for f in (b or {}).get("findings", []))
             b_cell = (f'<td class="{_e(b["business_status"])}">{_e(b["business_status"])}'
                       f'<br><span class="small">{_e(findings)}</span></td>'
                       if b else "<td>not reviewed</td>")
-            crit = ", ".join(f"{name} {c.get('score')}" for name, c in
-                             ((j or {}).get("criteria") or {}).items())
-            j_cell = (f'<td class="{_e(j.get("status", ""))}">{_e(j.get("score"))}<br>'
-                      f'<span class="small">{_e(crit)}</span></td>' if j else "<td>not judged</td>")
+            # a step the run never reached (it was stopped): not a blocked answer
+            status = (step.get("status") or "") if step.get("finished", True) else \
+                "not captured yet"
             rows.append(f'<tr class="step-row" id="step-{_e(sid)}-{_e(step["step_id"])}">'
                         f"<td>{_e(sid)}</td><td>{_e(step['step_id'])}</td>"
-                        f"<td>{_e(step.get('question', ''))}</td>"
-                        f'<td class="{_e(step.get("status", ""))}">{_e(step.get("status", ""))}'
-                        f"</td>{t_cell}{b_cell}{j_cell}</tr>")
+                        f"<td>{_e(step.get('question') or '')}</td>"
+                        f'<td class="{_e(status)}">{_e(status)}</td>'
+                        f"{t_cell}{b_cell}{_judge_cell(j, threshold)}</tr>")
     return ('<table id="steps"><tr><th>scenario</th><th>step</th><th>question</th><th>status</th>'
             "<th>truth</th><th>business</th><th>judge</th></tr>" + "".join(rows) + "</table>")
 

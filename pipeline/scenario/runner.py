@@ -159,7 +159,8 @@ def capture(opts: CaptureOptions, kind: str, spec: Pack | Scenario, run_id: str,
         capturer = Capturer(client)
         try:
             layout = prepare(kind, spec, run_id, run_dir, source, capturer)
-            name = f"{kind} {layout.manifest.get('pack_id') or layout.scenarios[0].scenario_id}"
+            ident = layout.manifest.get("pack_id") or layout.scenarios[0].scenario_id
+            name = kind if ident == kind else f"{kind} {ident}"  # a --question case: "case"
             print(f"{name}: run {run_id} -> {display_path(run_dir)}")
             scenarios = spec.scenarios if isinstance(spec, Pack) else [spec]
             for scenario, ref in zip(scenarios, layout.scenarios, strict=True):

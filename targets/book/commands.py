@@ -11,25 +11,15 @@ import shutil
 import time
 from collections import defaultdict, deque
 
-from doit.cmd_base import DoitCmdBase
 from doit.cmd_run import Run
-from doit.exceptions import InvalidCommand
 
 from pipeline.core.errors import UserError
+from targets.command import BookCommand, CommandBase
 
 opt_dry_run = {"name": "rerun_dry_run", "long": "dry-run", "type": bool, "default": False,
                "help": "list the tasks that would be forgotten, forget nothing, run nothing"}
 opt_all = {"name": "rerun_all", "long": "all", "type": bool, "default": False,
            "help": "rerun every phase of the book (fresh samples: new attempt numbers)"}
-
-
-def _scene_db(dep_manager):
-    from pipeline.core.builddb import SceneDB
-
-    backend = dep_manager.backend
-    if not isinstance(backend, SceneDB):
-        raise InvalidCommand("this command needs the scenemake backend (DOIT_CONFIG backend)")
-    return backend
 
 
 def downstream(task_list, start: list[str]) -> list[str]:
@@ -61,7 +51,7 @@ def _scene_then_phase(name: str) -> tuple:
     return (sid, PHASES.index(phase) if phase in PHASES else -1, name)
 
 
-class RerunFrom(Run):
+class RerunFrom(CommandBase, Run):
     """Forget a phase and everything downstream of it, then build (fresh LLM samples)."""
 
     name = "rerun-from"
@@ -75,53 +65,20 @@ class RerunFrom(Run):
                  reporter="console", num_process=0, par_type="process", single=False,
                  auto_delayed_regex=False, force_verbosity=False, failure_verbosity=0,
                  pdb=False, rerun_dry_run=False, rerun_all=False, pos_args=None):
-        from targets.command import require_scenemake
-
-        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-        from pipeline.book.phase_table import ASKING_PHASES
-        from pipeline.book.workspace import PHASES, check_scene_id
-
-        phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
-                       and ":" in t.name]
-        by_name = {t.name: t for t in self.task_list}
-        if rerun_all:
-            if pos_args:
-                raise InvalidCommand("rerun-from --all takes no task names")
-            start = [t.name for t in phase_tasks]
-        else:
-            if not pos_args:
-                raise InvalidCommand("rerun-from needs PHASE:SCENE (e.g. write:ch001_sc002) "
-                                     "or --all")
-            start = []
-            for arg in pos_args:
-                phase, _, sid = arg.partition(":")
-                if arg == "manuscript":  # the book's one text, regenerated from the prose
-                    start.append(arg)
-                    continue
-                if phase not in PHASES:
-                    raise InvalidCommand(f"'{arg}': unknown phase '{phase}' "
-                                         f"(phases: {', '.join(PHASES)})")
-                if sid:
-                    try:
-                        check_scene_id(sid)
-                    except UserError as exc:
-                        raise InvalidCommand(str(exc)) from None
-                    if arg not in by_name:
-                        raise InvalidCommand(f"'{arg}': no such scene in this book")
-                    start.append(arg)
-                else:
-                    start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
-        # the manuscript is rebuilt when a prose it reads changes (doit's own check); it is
-        # forgotten only when named, so its record still tells its hand edits from its own
-        forget = [n for n in downstream(self.task_list, start)
-                  if n in by_name and (":" in n or (n == "manuscript" and n in start))]
+        db = self.scene_db()  # elsewhere: one line, nothing done
+        try:
+            forget = self._to_forget(pos_args or [], rerun_all)
+        except BaseException:
+            self.dep_manager.close()
+            raise
         if rerun_dry_run:
             for name in forget:
                 self.outstream.write(f"would forget {name}\n")
             self.outstream.write(f"{len(forget)} task(s); nothing changed\n")
             self.dep_manager.close()
             return 0
-        db = _scene_db(self.dep_manager)
+        from pipeline.book.phase_table import ASKING_PHASES  # lint too: its repair rounds
+
         for name in forget:
             note = ""
             if name.partition(":")[0] in ASKING_PHASES:
@@ -136,12 +93,51 @@ class RerunFrom(Run):
                                 par_type, single, auto_delayed_regex, force_verbosity,
                                 failure_verbosity, pdb)
 
+    def _to_forget(self, args: list[str], rerun_all: bool) -> list[str]:
+        """The tasks ``rerun-from ARGS`` forgets, in scene then phase order."""
+        from pipeline.book.workspace import PHASES, check_scene_id
+        from targets.command import close_matches
+
+        phase_tasks = [t for t in self.task_list if t.name.partition(":")[0] in PHASES
+                       and ":" in t.name]
+        by_name = {t.name: t for t in self.task_list}
+        if rerun_all:
+            if args:
+                raise UserError("rerun-from --all takes no task names",
+                                fix="doit rerun-from --all, or doit rerun-from PHASE:SCENE")
+            start = [t.name for t in phase_tasks]
+        else:
+            if not args:
+                raise UserError("rerun-from needs PHASE:SCENE or --all",
+                                fix="e.g. doit rerun-from write:ch001_sc002")
+            start = []
+            for arg in args:
+                phase, _, sid = arg.partition(":")
+                if arg == "manuscript":  # the book's one text, regenerated from the prose
+                    start.append(arg)
+                    continue
+                if phase not in PHASES:
+                    raise UserError(f"'{arg}': unknown phase '{phase}'",
+                                    fix=f"phases: {', '.join(PHASES)}, or manuscript")
+                if sid:
+                    check_scene_id(sid)
+                    if arg not in by_name:
+                        raise UserError(f"'{arg}': no such scene in this book"
+                                        + close_matches(arg, sorted(by_name)))
+                    start.append(arg)
+                else:
+                    start.extend(t.name for t in phase_tasks if t.name.startswith(phase + ":"))
+        # the manuscript is rebuilt when a prose it reads changes (doit's own check); it is
+        # forgotten only when named, so its record still tells its hand edits from its own
+        return [n for n in downstream(self.task_list, start)
+                if n in by_name and (":" in n or (n == "manuscript" and n in start))]
+
 
 opt_json = {"name": "as_json", "long": "json", "type": bool, "default": False,
             "help": "print the ledger file's JSON instead of the table"}
 
 
-class Ledger(DoitCmdBase):
+class Ledger(BookCommand):
     """Print a scene's phase ledger, rewritten from the build DB."""
 
     name = "ledger"
@@ -151,28 +147,24 @@ class Ledger(DoitCmdBase):
                        "change and its reason; --json prints the ledger file's JSON.")
     cmd_options = (opt_json,)
 
-    def _execute(self, pos_args=None, as_json=False):
+    def run(self, db, args, as_json=False) -> int:
         from pipeline.book import ledger
         from pipeline.book.workspace import check_scene_id
-        from targets.command import command_db
-
-        with command_db(self.name, self.dep_manager) as db:
-            from targets.book.run import of_command
-
-            if not pos_args or len(pos_args) != 1:
-                raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
-            sid = check_scene_id(pos_args[0])
-            book = of_command(self).book
-            book.scene(sid)
-            data = ledger.export(db, book, sid)
         from pipeline.core.store import dump_json
+        from targets.book.run import of_command
 
+        if len(args) != 1:
+            raise UserError("ledger needs one scene id", fix="e.g. doit ledger ch001_sc001")
+        sid = check_scene_id(args[0])
+        book = of_command(self).book
+        book.scene(sid)
+        data = ledger.export(db, book, sid)
         # --json: the same text as the ledger file
         self.outstream.write(dump_json(data) if as_json else ledger.table(data))
         return 0
 
 
-class Reset(DoitCmdBase):
+class Reset(BookCommand):
     """Archive the book's phase history and forget its tasks."""
 
     name = "reset"
@@ -180,42 +172,36 @@ class Reset(DoitCmdBase):
     doc_usage = ""
     doc_description = ("Artifacts stay on disk; the next doit rebuilds every phase (identical "
                        "requests are served from the response cache).")
-    cmd_options = ()
 
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         from pipeline.book.workspace import PHASES
-        from targets.command import require_scenemake
-
-        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
         from targets.book.run import of_command
 
+        if args:
+            raise UserError("reset takes no arguments", fix="doit reset")
         book = of_command(self).book
-        db = _scene_db(self.dep_manager)
         archived = None
-        try:
-            if book.phase_history.exists() and any(book.phase_history.iterdir()):
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                archived = book.phase_history.parent / "phase_history_archive" / stamp
-                archived.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(book.phase_history), str(archived))
-            count = 0
-            for name in db.task_ids():
-                if name.partition(":")[0] in PHASES or name == "guard":
-                    db.forget(name)
-                    count += 1
-            # Forgetting re-exported empty ledgers; they belong to no run, drop them.
-            db.flush_views()
-            if book.phase_history.exists():
-                shutil.rmtree(book.phase_history)
-            book.phase_history.mkdir(parents=True, exist_ok=True)
-        finally:
-            self.dep_manager.close()
+        if book.phase_history.exists() and any(book.phase_history.iterdir()):
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            archived = book.phase_history.parent / "phase_history_archive" / stamp
+            archived.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(book.phase_history), str(archived))
+        count = 0
+        for name in db.task_ids():
+            if name.partition(":")[0] in PHASES or name == "guard":
+                db.forget(name)
+                count += 1
+        # Forgetting re-exported empty ledgers; they belong to no run, drop them.
+        db.flush_views()
+        if book.phase_history.exists():
+            shutil.rmtree(book.phase_history)
+        book.phase_history.mkdir(parents=True, exist_ok=True)
         where = f"; phase history archived to {archived}" if archived else ""
         self.outstream.write(f"forgot {count} task(s) of book '{book.name}'{where}\n")
         return 0
 
 
-class Verify(DoitCmdBase):
+class Verify(BookCommand):
     """Re-hash every file the build DB recorded, whatever its mtime says."""
 
     name = "verify"
@@ -231,24 +217,18 @@ class Verify(DoitCmdBase):
         "next plain doit also takes the full path, which reads book.json, outline.json and "
         "state.json by content. It also reads back every kept version (doit history) and "
         "lists those whose content no longer matches its hash. Exit 1 when it found any.")
-    cmd_options = ()
 
-    def _execute(self, pos_args=None):
+    def run(self, db, args) -> int:
         import os
 
         from pipeline.book import stamp
         from pipeline.core.hashing import hash_file
         from targets.book.run import of_command
 
-        if pos_args:
-            raise InvalidCommand("verify takes no arguments")
+        if args:
+            raise UserError("verify takes no arguments", fix="doit verify")
         book = of_command(self).book  # a bad book is one line before anything is read
-        db = _scene_db(self.dep_manager)
-        try:
-            _verify_build_db(db)
-        except BaseException:
-            self.dep_manager.close()
-            raise
+        _verify_build_db(db)
         hidden: dict[str, str] = {}  # path -> the task that recorded it
 
         def hidden_edit(path: str, state) -> bool:
@@ -262,24 +242,21 @@ class Verify(DoitCmdBase):
                 return False  # the stat check sees it already
             return hash_file(path, st) != state[2]
 
-        try:
-            for path, task_id, _known, state_raw in db.output_rows():
-                state = json.loads(state_raw) if state_raw else None
+        for path, task_id, _known, state_raw in db.output_rows():
+            state = json.loads(state_raw) if state_raw else None
+            if hidden_edit(path, state):
+                # mtime 0: the next check hashes the file and finds the change
+                db.settle_outputs(task_id, {path: [0, state[1], state[2]]})
+                hidden.setdefault(path, task_id)
+        for task_id in db.task_ids():
+            for path in db.get(task_id, "deps:") or []:
+                state = db.get(task_id, path)
                 if hidden_edit(path, state):
-                    # mtime 0: the next check hashes the file and finds the change
-                    db.settle_outputs(task_id, {path: [0, state[1], state[2]]})
+                    db.set(task_id, path, [0, state[1], state[2]])
                     hidden.setdefault(path, task_id)
-            for task_id in db.task_ids():
-                for path in db.get(task_id, "deps:") or []:
-                    state = db.get(task_id, path)
-                    if hidden_edit(path, state):
-                        db.set(task_id, path, [0, state[1], state[2]])
-                        hidden.setdefault(path, task_id)
-            # The next plain doit takes the full path, which reads the book's own inputs
-            # (book.json, outline.json, state.json) by content, whatever their mtime.
-            stamp.drop(of_command(self).stamp_path)
-        finally:
-            self.dep_manager.close()
+        # The next plain doit takes the full path, which reads the book's own inputs
+        # (book.json, outline.json, state.json) by content, whatever their mtime.
+        stamp.drop(of_command(self).stamp_path)
         for path, task_id in sorted(hidden.items()):
             self.outstream.write(f"changed behind its mtime: {path} (recorded by {task_id})\n")
         if hidden:
@@ -314,58 +291,3 @@ def _verify_versions(book, out) -> int:
         out.write(f"{len(damaged)} kept file(s) damaged: doit diff and restore refuse them "
                   "(the files in the book are not affected)\n")
     return len(damaged)
-
-
-# -- a closed pipe ends a command quietly --------------------------------------------------
-def _pipe_closed() -> int:
-    """``doit list | head``: the reader went away. Like other command-line tools, stop
-    without a word: no traceback, and no "Exception ignored" when Python flushes stdout at
-    exit (stdout now points at /dev/null). The exit code is the shell's for SIGPIPE."""
-    import os
-    import sys
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
-        pass
-    finally:
-        os.close(devnull)
-    return 128 + 13  # SIGPIPE
-
-
-def quiet_pipe(cls: type) -> type:
-    """A doit command class whose output to a closed pipe ends it quietly."""
-
-    class Quiet(cls):  # type: ignore[valid-type, misc]
-        __doc__ = cls.__doc__
-
-        def execute(self, params, args):
-            import sys
-
-            try:
-                code = super().execute(params, args)
-                sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
-                return code
-            except BrokenPipeError:
-                return _pipe_closed()
-
-    Quiet.__name__ = Quiet.__qualname__ = cls.__name__
-    return Quiet
-
-
-def _doit_command(module: str, name: str) -> type:
-    import importlib
-
-    return quiet_pipe(getattr(importlib.import_module(module), name))
-
-
-# doit's own read-only commands, registered under their own names (a plugin command replaces
-# the built-in one of the same name), and scenemake's.
-List = _doit_command("doit.cmd_list", "List")
-Info = _doit_command("doit.cmd_info", "Info")
-Help = _doit_command("doit.cmd_help", "Help")
-RerunFrom = quiet_pipe(RerunFrom)
-Ledger = quiet_pipe(Ledger)
-Reset = quiet_pipe(Reset)
-Verify = quiet_pipe(Verify)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from doit.cmd_base import DoitCmdBase
+from pipeline.core.errors import UserError
+from targets.book.tries import opt_templates
+from targets.command import BookCommand
 
 
 def _console(outstream):
@@ -15,7 +17,7 @@ def _console(outstream):
     return Console(file=outstream, width=120)
 
 
-class Cost(DoitCmdBase):
+class Cost(BookCommand):
     """Calls, cache hits, tokens, dollars spent and dollars the cache saved, per phase."""
 
     name = "cost"
@@ -28,35 +30,38 @@ class Cost(DoitCmdBase):
                     "default": False,
                     "help": "spend and savings of every machine on the shared cache"},)
 
-    def _execute(self, all_machines=False, pos_args=None):
-        from doit.exceptions import InvalidCommand
+    def run(self, db, args, all_machines=False) -> int:
         from rich.table import Table
 
-        from targets.command import require_scenemake
-
-        require_scenemake(self.name, self.dep_manager)  # elsewhere: one line, nothing done
-
         from pipeline.book.workspace import LLM_PHASES
-        from pipeline.core.errors import UserError
+        from pipeline.core.jsonio import display_path
         from pipeline.llm import read_calls
         from pipeline.llm.shared import read_shared_calls
         from targets.book.run import of_command
 
+        if args:
+            raise UserError("cost takes no arguments", fix="doit cost, or doit cost "
+                            "--all-machines")
         book = of_command(self).book
-        self.dep_manager.close()
-        try:
-            shared = read_shared_calls(book.workspace.root, book.name, all_machines)
-        except UserError as exc:
-            raise InvalidCommand(str(exc)) from None
+        shared = read_shared_calls(book.workspace.root, book.name, all_machines)
         if shared is None and all_machines:
-            raise InvalidCommand("cost --all-machines reads the shared call log: set "
-                                 "SCENEMAKE_CACHE_URL (or cache_url in workspace/scenemake.json)")
+            raise UserError("cost --all-machines reads the shared call log",
+                            fix="set SCENEMAKE_CACHE_URL, or cache_url in "
+                                "workspace/scenemake.json")
         if shared is not None:
             calls = shared
         else:
             calls = [c for c in read_calls(book.workspace.call_log)
                      if c.get("book") == book.name]
         rows = _tally(calls, lambda c: c.get("phase") or "?", "total")
+        if not calls:  # say so, rather than print tables with no rows
+            where = ("the shared call log (every machine)" if all_machines else
+                     "the shared call log (this machine)" if shared is not None else
+                     display_path(book.workspace.call_log))
+            self.outstream.write(f"cost: no LLM calls of book '{book.name}' yet in {where}; "
+                                 "a build (doit) makes them\n")
+            if all_machines:
+                return 0
         table = Table(title=f"LLM cost of book '{book.name}'")
         for col in ("phase", "calls", "cache hits", "tokens in", "tokens out", "spent $",
                     "avoided by cache $"):
@@ -69,7 +74,8 @@ class Cost(DoitCmdBase):
                           f"{int(r['tokens_in'])}", f"{int(r['tokens_out'])}",
                           f"{r['spent']:.4f}", f"{r['avoided']:.4f}",
                           style="bold" if key == "total" else None)
-        _console(self.outstream).print(table)
+        if calls:
+            _console(self.outstream).print(table)
         if all_machines:
             _console(self.outstream).print(_per_machine(calls, book.name))
         # the book's totals beside its phase ledgers, for tools that read files
@@ -116,54 +122,98 @@ def _per_machine(calls: list[dict], book: str):
     return table
 
 
-class Estimate(DoitCmdBase):
+class Estimate(BookCommand):
     """Before a run: the stale tasks, the LLM calls they need, their cost and time."""
 
     name = "estimate"
     doc_purpose = "estimate the next run: stale tasks, LLM calls, cost and time, before running"
-    doc_usage = "[TASK ...]"
+    doc_usage = "[TASK ...] | [try:NAME [SCENE ...] [--templates DIR]]"
     doc_description = ("Tokens per call come from this book's earlier calls of the same phase "
-                       "and model; calls served from the response cache would cost nothing. "
+                       "and model; a request already in the response cache costs nothing. "
                        "Time comes from the tokens per second the model was measured at on "
                        "this machine (workspace/.scenemake/endpoints.json), or is unknown. "
-                       "With TASK names (write:ch001_sc002, a phase group), only what they "
-                       "need.")
-    cmd_options = ()
+                       "TASK names (write:ch001_sc002, a phase group): only what they need. "
+                       "try:NAME: the next run of that try (doit try NAME ...), or of a try "
+                       "not made yet with the SCENEs and --templates DIR it would be made "
+                       "with; nothing is written.")
+    cmd_options = (opt_templates,)
 
-    def _execute(self, pos_args=None):
-        from doit.exceptions import InvalidCommand
+    def execute(self, params, args):
+        self.area = None
+        if args and args[0].startswith("try:"):
+            from targets.book.tries import accepted_run, area_of
+
+            try:
+                self.area = area_of(accepted_run(), args[0][4:])
+            except UserError as exc:
+                from doit.exceptions import InvalidCommand
+
+                raise InvalidCommand(str(exc)) from None
+            if self.area.exists():  # its own records; else the book's (read only)
+                params["dep_file"] = str(self.area.db_path)
+        return super().execute(params, args)
+
+    def book_run(self, pos_args, options, db):
+        """The run whose next build is estimated: the book's, or a try's (targets/loader.py)."""
+        from pipeline.book import tries
+        from targets.book.run import BookRun, Selection
+        from targets.book.tries import accepted_run, try_run
+
+        if self.area is None:
+            return BookRun.from_doit(self.name, pos_args, options)
+        run = accepted_run()
+        book = run.book
+        templates = self.options.get("try_templates") or None
+        if self.area.exists():
+            meta, _variants = tries.plan(book, self.area, pos_args[1:], templates,
+                                         run.vars.reason)
+            return try_run(run, self.area, meta)
+        scenes = [book.scene(s).id for s in pos_args[1:]] or [s.id for s in book.scenes]
+        return BookRun(run.workspace, run.name, run.vars,
+                       Selection("run", tuple(tries.try_tasks(book, scenes))),
+                       side=tries.planned_side(self.area, book, templates))
+
+    def run(self, db, args, try_templates="") -> int:
         from rich.table import Table
 
-        from targets.command import require_scenemake
-
-        db = require_scenemake(self.name, self.dep_manager)  # elsewhere: one line
-
-        from pipeline.book.estimate import request_estimate
-        from pipeline.book.phase_table import LLM_PHASES, PHASES
-        from pipeline.llm import providers, read_calls
+        from pipeline.book.estimate import cached_request, request_estimate
+        from pipeline.book.workspace import LLM_PHASES, PHASES
+        from pipeline.llm import ResponseCache, providers, read_calls
         from pipeline.llm.endpoints import estimate_seconds
         from pipeline.llm.pricing import PriceTable
         from targets.book.commands import downstream
         from targets.book.run import of_command
 
+        if try_templates and self.area is None:
+            raise UserError("--templates goes with try:NAME",
+                            fix="doit estimate try:NAME SCENE... --templates DIR")
         book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
+        named = list(args) if args and self.area is None else []
         needed = set(phase_tasks)
-        if pos_args:
-            unknown = [n for n in pos_args if n not in tasks]
+        if named:  # only what those tasks need
+            unknown = [n for n in named if n not in tasks]
             if unknown:
-                self.dep_manager.close()
-                raise InvalidCommand(f"estimate: no task '{unknown[0]}' (e.g. write:"
-                                     f"{book.scenes[0].id}, or a phase: {', '.join(PHASES)})")
-            needed = set(upstream(self.task_list, pos_args))
-        try:
-            stale = [n for n in phase_tasks if n in needed
-                     and self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
-            why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
-        finally:
-            self.dep_manager.close()
+                raise UserError(f"estimate: no task '{unknown[0]}'",
+                                fix=f"name a task (write:{book.scenes[0].id}), a phase "
+                                    f"({', '.join(PHASES)}), or try:NAME")
+            needed = set(upstream(self.task_list, named))
+        stale = [n for n in phase_tasks if n in needed
+                 and self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
+        why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
         affected = set(downstream(self.task_list, stale)) & set(phase_tasks) & needed
+        # a stale task whose inputs no other task rewrites sends the request it would send
+        # now: if the response cache has it, it is served, not paid
+        producer = {target: t.name for t in self.task_list for target in t.targets}
+        cache = ResponseCache(book.workspace.cache_dir)
+        served: set[str] = set()
+        for name in sorted(affected):
+            phase, _, sid = name.partition(":")
+            makers = {producer.get(d) for d in tasks[name].file_dep} - {None, name}
+            if (phase in LLM_PHASES and not makers & affected
+                    and cached_request(book, sid, phase, db.attempt(name), cache)):
+                served.add(name)
         model = book.config.model
         history: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for c in read_calls(book.workspace.call_log):
@@ -175,17 +225,22 @@ class Estimate(DoitCmdBase):
         # a model on this machine costs nothing: no price entry, no warning
         free = bool(getattr(providers.plugin(model.provider), "free", False))
         endpoint = book.config.endpoint.model_dump()
-        table = Table(title=f"Next run of book '{book.name}' ({model.provider}:{model.model})"
-                      + (f", for {' '.join(pos_args)}" if pos_args else ""))
+        what = (f"Next run of try '{book.side}' of book '{book.name}'" if book.side else
+                f"Next run of book '{book.name}'")
+        table = Table(title=f"{what} ({model.provider}:{model.model})"
+                      + (f", for {' '.join(named)}" if named else ""))
         for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
-                    "est. cost $", "est. time"):
+                    "est. cost $", "from the cache", "est. time"):
             table.add_column(col, justify="left" if col == "phase" else "right")
         total_calls, total_tokens, total_cost, bound = 0, 0, 0.0, False
+        total_served = 0
         total_s: float | None = 0.0
         for phase in PHASES:
             now = sum(1 for n in stale if n.startswith(phase + ":"))
             may = sorted(n for n in affected if n.startswith(phase + ":"))
-            calls = len(may) if phase in LLM_PHASES else 0
+            hits = sum(1 for n in may if n in served)
+            paid = [n for n in may if n not in served]
+            calls = len(paid) if phase in LLM_PHASES else 0
             tokens, cost, took = "-", "-", "-"
             if calls:
                 runs = history.get(phase) or every
@@ -194,7 +249,7 @@ class Estimate(DoitCmdBase):
                     t_out = sum(r[1] for r in runs) / len(runs) * calls
                 else:  # this model was never called: count the prompts as they would render
                     t_in = t_out = 0
-                    for name in may:
+                    for name in paid:
                         guess = request_estimate(book, name.partition(":")[2], phase)
                         t_in += guess.tokens_in
                         t_out += guess.tokens_out
@@ -208,9 +263,11 @@ class Estimate(DoitCmdBase):
                 total_cost += c
                 total_s = None if seconds is None or total_s is None else total_s + seconds
             total_calls += calls
-            table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost, took)
+            total_served += hits
+            table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost,
+                          str(hits) if phase in LLM_PHASES else "-", took)
         table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
-                      str(total_tokens), f"{total_cost:.4f}",
+                      str(total_tokens), f"{total_cost:.4f}", str(total_served),
                       _duration(total_s) if total_calls else "-", style="bold")
         con = _console(self.outstream)
         con.print(table)
@@ -267,7 +324,7 @@ def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 
     """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
     from targets.book.why import Explainer
 
-    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()))
+    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()), book.side)
     lines = []
     for name in stale[:shown]:
         verdict = explainer.verdict(name)

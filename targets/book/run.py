@@ -26,6 +26,7 @@ from pipeline.core.errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.book.phases import PhaseFiles
+    from pipeline.book.tries import Side
     from pipeline.core.builddb import SceneDB
     from targets.book.planner import Planner
 
@@ -79,12 +80,15 @@ class BookRun:
     """One doit command on one book (see the module docstring)."""
 
     def __init__(self, workspace: Workspace, name: str, variables: RunVars,
-                 selection: Selection | None = None, db: SceneDB | None = None):
+                 selection: Selection | None = None, db: SceneDB | None = None,
+                 side: Side | None = None):
         self.workspace = workspace
         self.name = name
         self.vars = variables
         self.selection = selection or Selection()
         self.db = db
+        # a try's view of the book (pipeline/book/tries.py): its draft and templates
+        self.side = side
         self._book: Book | None = None
         self._layouts: dict[str, dict[str, PhaseFiles]] = {}
         self._inputs_hashes: dict[tuple[str, str | None], str] = {}
@@ -125,7 +129,16 @@ class BookRun:
 
     @property
     def stamp_path(self) -> Path:
+        if self.side is not None:  # a try never writes the book's stamp
+            return self.workspace.state_dir / "tries" / self.name / f"{self.side.name}.stamp"
         return self.workspace.state_dir / "books" / f"{self.name}.stamp.json"
+
+    @property
+    def draft(self) -> Path:
+        """Where this run's artifacts go: the book's ``draft/`` or a try's folder."""
+        if self.side is not None and self.side.draft is not None:
+            return self.side.draft
+        return self.dir / "draft"
 
     def input_paths(self) -> list[Path]:
         """The book's own inputs besides its templates (compared by content)."""
@@ -143,6 +156,8 @@ class BookRun:
                     self.inputs[p.as_posix()] = state
             try:
                 book = load_book(self.workspace, self.name)
+                if self.side is not None:
+                    book = self.side.book(book)
                 from pipeline.llm.providers import model_files
 
                 for path in model_files(book.config.model):

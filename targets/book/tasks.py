@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
-from pipeline.book.runvars import parse
+from pipeline.book.runvars import ACCEPTED_SETTING, parse
 from pipeline.book.workspace import (
     OLD_TEMPLATES_FOLDER,
     PACKAGE_DIR,
@@ -91,7 +91,28 @@ def attach(run: BookRun, db: SceneDB) -> None:
     committed task rewrites its scene's ledger."""
     run.db = db
     follow_package(db)
+    if run.side is None:
+        _take_acceptance(run, db)
     db.subscribe(lambda task_id, what: _on_task_recorded(run, task_id, what))
+
+
+def _take_acceptance(run: BookRun, db: SceneDB) -> None:
+    """The templates ``doit accept`` made the book's: this run records them as accepted
+    prompt changes (with the try's reason), as ``allow_prompt_change`` would."""
+    raw = db.setting(ACCEPTED_SETTING)
+    if raw:
+        import dataclasses
+
+        from pipeline.book.tries import accepted_vars
+
+        run.vars = dataclasses.replace(run.vars, **accepted_vars(raw))
+
+
+def _acceptance_used(run: BookRun) -> None:
+    """A complete build used the accepted templates: the acceptance is done (a later change
+    back to them is a change like any other)."""
+    if run.vars.accepted:
+        run.db.drop_setting(ACCEPTED_SETTING)
 
 
 def follow_package(db: SceneDB) -> None:
@@ -157,7 +178,7 @@ def _on_task_recorded(run: BookRun, task_id: str, what: str) -> None:
 def _versions(book: Book):
     from pipeline.book.versions import Versions
 
-    return Versions(book.workspace.state_dir, book.name)
+    return Versions(book.workspace.state_dir, book.versions_name)
 
 
 def _keep_version(book: Book, db, task_id: str) -> None:
@@ -337,7 +358,7 @@ def _guard_task(run: BookRun) -> dict:
 def _stamp_task(run: BookRun) -> dict:
     if run.selection.plans_only() or run.partial():
         return {"basename": "_stamp", "actions": None, "uptodate": [True]}
-    return {"basename": "_stamp", "actions": [run.planner.save_index],
+    return {"basename": "_stamp", "actions": [(_acceptance_used, [run]), run.planner.save_index],
             "task_dep": list(PHASES) + ["manuscript"], "uptodate": [False], "verbosity": 2}
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from doit.cmd_base import DoitCmdBase
-from doit.exceptions import InvalidCommand
-
 from pipeline.core.builddb import SceneDB
+from pipeline.core.errors import UserError
 from targets.book.uptodate import InputsUnchanged
-from targets.command import scene_db
+from targets.command import BookCommand, close_matches
 
 _PRE_STATES = ("post_state.json", "state.json")
 SHOWN = 12  # causes printed per task; a group of a big book has one per stale scene
@@ -59,7 +57,9 @@ def _short(digest: str | None) -> str:
 class Explainer:
     """Causes of staleness for the tasks of one loaded project, memoised per task."""
 
-    def __init__(self, task_list, dep_manager, db: SceneDB, templates: set[str]):
+    def __init__(self, task_list, dep_manager, db: SceneDB, templates: set[str],
+                 side: str | None = None):
+        self.side = side  # a try's name: it builds with any template (doit try)
         self.tasks = {t.name: t for t in task_list}
         self.dep_manager = dep_manager
         self.db = db
@@ -111,7 +111,7 @@ class Explainer:
         for path in reasons.get("added_file_dep", []):
             if path in self.templates:
                 out.append(f"template {path} is used now (a new override or another path), "
-                           'needs allow_prompt_change=1 reason="..."')
+                           + self._needs(path))
             else:
                 out.append(f"it reads a new input: {path}")
         for path in reasons.get("removed_file_dep", []):
@@ -129,8 +129,8 @@ class Explainer:
                 new = hash_file(path)
             except OSError:
                 new = None
-            return (f"template {path} changed ({_short(old)} -> {_short(new)}), needs "
-                    'allow_prompt_change=1 reason="..."')
+            return (f"template {path} changed ({_short(old)} -> {_short(new)}), "
+                    + self._needs(path, new))
         edits = self._hand_edits(name, [path])
         if edits:
             return edits[0]
@@ -140,6 +140,29 @@ class Explainer:
         if maker:
             return f"{path} changed: {maker} wrote a new version"
         return f"{path} changed"
+
+    def _needs(self, path: str, digest: str | None = None) -> str:
+        """What a changed template needs: ``allow_prompt_change``, unless a try that
+        brought it in was accepted (``doit accept``)."""
+        import json
+
+        from pipeline.book.runvars import ACCEPTED_SETTING
+        from pipeline.core.hashing import hash_file
+
+        if self.side:
+            return f"try {self.side} builds with it"
+        raw = self.db.setting(ACCEPTED_SETTING)
+        if raw:
+            try:
+                if digest is None:
+                    digest = hash_file(path)
+                accepted = json.loads(raw)
+                if [path, digest] in accepted["templates"]:
+                    return (f"accepted with doit accept {accepted['try']} "
+                            f"({accepted['reason']}): the next doit rebuilds with it")
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return 'needs allow_prompt_change=1 reason="..."'
 
     def _hand_edits(self, name: str, paths: list[str]) -> list[str]:
         from pipeline.book.rules import find_edits
@@ -203,8 +226,8 @@ class Explainer:
         verdict = self.verdict(name)
         if verdict.own:
             return f"{name}: {verdict.own[0]}"
-        for path in self.tasks[name].file_dep:
-            maker = self.producer.get(path)
+        for path in sorted(self.tasks[name].file_dep):  # doit's is a set: the same answer
+            maker = self.producer.get(path)          # every time, whatever the hash seed
             if maker and maker != name and self.verdict(maker).active:
                 return self.root_cause(maker)
         return f"{name} would run"
@@ -231,7 +254,7 @@ def report(verdict: Verdict) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Why(DoitCmdBase):
+class Why(BookCommand):
     """``doit why TASK``: why a task would run, in the user's terms."""
 
     name = "why"
@@ -241,23 +264,21 @@ class Why(DoitCmdBase):
                        "new hash), a hand edit, a pre-state an upstream task will rewrite, a "
                        "task never built or forgotten by rerun-from. Exit 0 (up to date or "
                        "not), 3 for an unknown task.")
-    cmd_options = ()
 
-    def _execute(self, pos_args=None):
-        try:
-            db = scene_db(self.name, self.dep_manager)
-            if not pos_args:
-                raise InvalidCommand("doit why needs a task, e.g. doit why write:ch001_sc001")
-            from targets.book.run import of_command
+    def run(self, db, args) -> int:
+        from targets.book.run import of_command
 
-            book = of_command(self).book
-            explainer = Explainer(self.task_list, self.dep_manager, db,
-                                  set(book.templates.values()))
-            for name in pos_args:
-                if name not in explainer.tasks:
-                    raise InvalidCommand(f"doit why: no task '{name}' (doit list shows them)")
-            for name in pos_args:
-                self.outstream.write(report(explainer.verdict(name)))
-        finally:
-            self.dep_manager.close()
+        if not args:
+            raise UserError("doit why needs a task", fix="e.g. doit why write:ch001_sc001")
+        book = of_command(self).book
+        explainer = Explainer(self.task_list, self.dep_manager, db,
+                              set(book.templates.values()))
+        for name in args:
+            if name not in explainer.tasks:
+                raise UserError(f"doit why: no task '{name}'"
+                                + close_matches(name, sorted(explainer.tasks)),
+                                fix="doit list shows the tasks")
+        for name in args:
+            self.outstream.write(report(explainer.verdict(name)))
         return 0
+

@@ -20,10 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-from doit.cmd_base import Command
-from doit.exceptions import InvalidCommand
-
 from pipeline.core.errors import UserError
+from targets.command import PlainCommand
 
 opt_local = {"name": "local", "long": "local", "type": int, "default": 0,
              "help": "start a local Dask cluster of N worker processes"}
@@ -37,7 +35,7 @@ opt_scheduler = {"name": "scheduler", "long": "scheduler", "type": str, "default
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 3
 
 
-class Fleet(Command):
+class Fleet(PlainCommand):
     """Build units on a Dask cluster with the shared LLM cache."""
 
     name = "fleet"
@@ -55,17 +53,15 @@ class Fleet(Command):
                        "this folder there refuses the unit).")
     cmd_options = (opt_local, opt_scheduler, opt_shared_fs)
 
-    def execute(self, params, args):
-        """Parse, check, build; returns the exit code."""
-        out = self.outstream if hasattr(self, "outstream") else None
+    def run(self, args, local=0, scheduler="", shared_fs=False) -> int:
+        """Check, build; returns the exit code."""
         import sys
 
-        out = out or sys.stdout
         try:
-            return _fleet(Path.cwd(), args, int(params["local"] or 0),
-                          params["scheduler"] or "", out, bool(params["shared_fs"]))
+            return _fleet(Path.cwd(), args, int(local or 0), scheduler or "", sys.stdout,
+                          bool(shared_fs))
         except UserError as exc:
-            raise InvalidCommand(f"fleet: {exc}") from None
+            raise UserError(f"fleet: {exc}") from None
 
 
 def _fleet(root: Path, names: list[str], local: int, scheduler: str, out,
@@ -177,7 +173,7 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
                                origin, shared, key=f"scenemake-{unit.name}-{uuid.uuid4().hex[:8]}",
                                pure=False)
         futures[future] = unit
-        print(f"fleet: {unit.name}: queued", file=out, flush=True)
+        print(f"fleet: {unit.name}: queued ({unit.means})", file=out, flush=True)
     totals = {"done": 0, "failed": 0, "calls": 0, "paid": 0, "cost_usd": 0.0}
     skew = ""
     for future in as_completed(futures):
@@ -214,7 +210,8 @@ def _run(client, as_completed, build_unit, units, payloads, fingerprint, cache, 
               f"{result['paid']} paid, ${result['cost_usd']:.4f}, {_size(back)} back",
               file=out, flush=True)
     took = time.monotonic() - started
-    print(f"fleet: {len(units)} units: {totals['done']} done, {totals['failed']} failed; "
+    count = f"{len(units)} unit{'' if len(units) == 1 else 's'}"
+    print(f"fleet: {count}: {totals['done']} done, {totals['failed']} failed; "
           f"{totals['calls']} calls, {totals['paid']} paid, ${totals['cost_usd']:.4f}; "
           f"{took:.1f} s", file=out, flush=True)
     if skew:

@@ -31,6 +31,7 @@ class Unit:
     outputs: tuple[str, ...]
     command: tuple[str, ...]  # run in the worker's copy; "{python}" = the worker's python
     optional: tuple[str, ...] = field(default=())  # sent and returned when present
+    means: str = ""  # what the name stands for, in words (printed when it is queued)
 
     def lock_key(self) -> str:
         """What the fleet's advisory lock is taken on."""
@@ -60,18 +61,31 @@ def _book(text: str, name: str, root: Path) -> Unit:
         raise UnitError(f"'{text}': no book there", path=f"{folder}/book.json",
                         fix="name a folder of workspace/books")
     state = f"workspace/.scenemake/books/{name}"
-    # doit.cfg: scenemake's task loader, which a book's doit needs (targets/book/run.py)
-    return Unit(text, inputs=("dodo.py", folder), outputs=(f"{folder}/draft",),
+    return Unit(text, means=f"book {name} in {folder}", inputs=("dodo.py", folder),
+                outputs=(f"{folder}/draft",),
+                # doit.cfg names scenemake's task loader, which the book's dodo.py needs
                 optional=("doit.cfg", "workspace/scenemake.json", f"{state}.sqlite",
-                          f"{state}.sqlite-wal", f"{state}.stamp.json"),
+                          f"{state}.sqlite-wal",
+                          f"{state}.stamp.json"),
                 command=("{python}", "-m", "doit", f"book={name}", "-n", "2", "-P", "thread"))
 
 
+def _l7_outputs(folder: Path) -> set[Path]:
+    """Folders under ``folder`` that hold an L7 run's output set (not inputs of a session)."""
+    return {p.parent for name in ("session_output.json", "prompt_map_pack.json")
+            for p in folder.rglob(name)}
+
+
 def _single(folder: Path, pattern: str, text: str, what: str) -> Path:
-    found = sorted(p for p in folder.rglob(pattern) if "l7_run_output" not in p.parts)
+    outputs = _l7_outputs(folder)
+    found = sorted(p for p in folder.rglob(pattern)
+                   if not any(out == p.parent or out in p.parents for out in outputs))
     if len(found) != 1:
-        raise UnitError(f"'{text}': expected one {what} ({pattern}) in the folder, found "
-                        f"{len(found)}", path=str(folder))
+        listed = f": {', '.join(str(p.relative_to(folder)) for p in found)}" if found else ""
+        raise UnitError(f"'{text}': expected one {what} ({pattern}) in the folder, not "
+                        f"counting L7 output folders; found {len(found)}{listed}",
+                        path=str(folder), fix="an l7: unit is a folder holding one L7 "
+                        "session's input, objective and scenes_v2.json")
     return found[0]
 
 
@@ -88,7 +102,8 @@ def _l7(text: str, arg: str, root: Path) -> Unit:
     scenes = _single(folder, "scenes_v2.json", text, "scenes_v2.json")
     top = root.resolve()
     out = f"{rel}/l7_run_output"
-    return Unit(text, inputs=(str(rel), "score_specs"),
+    means = (f"L7 session of {rel}: {scenes.relative_to(top)} -> {rel}/l7_run_output")
+    return Unit(text, means=means, inputs=(str(rel), "score_specs"),
                 outputs=(out,), optional=("workspace/.scenemake/l7",),
                 command=("{python}", "-m", "pipeline.l7",
                          "--session-input", str(session_input.relative_to(top)),
@@ -112,7 +127,8 @@ def _pack(text: str, arg: str, root: Path) -> Unit:
     run = f"workspace/artifacts/domain_runs/pack-{pack_id}"
     db = f"workspace/.scenemake/scenarios/pack-{pack_id}"
     # The reference assistant on a free port of the worker, started for the run.
-    return Unit(text, inputs=("workspace/scenarios", str(rel), "score_specs"),
+    return Unit(text, means=f"scenario pack {pack_id} ({rel}) -> {run}",
+                inputs=("workspace/scenarios", str(rel), "score_specs"),
                 outputs=(run,), optional=(run, f"{db}.sqlite", f"{db}.sqlite-wal"),
                 command=("{python}", "-m", "pipeline.scenario", "run-pack", "--pack", str(rel),
                          "--base-url", "http://127.0.0.1:{port}", "--start-assistant"))

@@ -101,6 +101,5 @@ CLI = Cli(prefix="scenemake-l7: ", bug=ERROR,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scenemake-l7``; returns the exit code."""
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = config(args)
-    return CLI.run(lambda: run(cfg), traceback_dir=Path(cfg.state_dir) / "l7")
+    return CLI.main(lambda: config(parser().parse_args(sys.argv[1:] if argv is None else argv)),
+                    run, traceback_dir=lambda cfg: Path(cfg.state_dir) / "l7")

@@ -484,10 +484,11 @@ CLI = Cli(interrupted_message="interrupted: finished steps are kept; rerun the s
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on every error, never a traceback (codes in the docstring)."""
-    args = build_parser().parse_args(argv)
     # a bug's traceback goes beside the runs of the workspace the command was given
-    log = Path(getattr(args, "workspace", Path("workspace"))) / ".scenemake" / "scenarios"
-    return CLI.run(lambda: COMMANDS[args.command](args), traceback_dir=log)
+    return CLI.main(lambda: build_parser().parse_args(argv),
+                    lambda args: COMMANDS[args.command](args),
+                    traceback_dir=lambda args: Path(getattr(args, "workspace", Path(
+                        "workspace"))) / ".scenemake" / "scenarios")
 
 
 def stage_main(argv: list[str] | None = None) -> int:

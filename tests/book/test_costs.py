@@ -101,7 +101,9 @@ def test_estimate_before_a_run(built):
 def test_unknown_model_costs_nothing_with_one_warning(project):
     proc = project.build(env={"SCENEMAKE_MODEL": "offline:mystery-9"})
     assert proc.stderr.count("no price for model 'mystery-9'") == 1
-    assert all(c["cost_usd"] == 0 and c["model"] == "mystery-9" for c in project.calls())
+    calls = project.calls()
+    assert len(calls) == 30
+    assert all(c["cost_usd"] == 0 and c["model"] == "mystery-9" for c in calls)
 
 
 @pytest.mark.slow
@@ -145,3 +147,9 @@ def test_estimate_says_why_the_stale_tasks_run(built):
     out = " ".join(built.build("estimate").stdout.split())
     assert "why they run" in out
     assert "plan:ch001_sc001: outline.json: scene ch001_sc001 `brief` changed" in out
+
+
+def test_cost_before_any_call_says_there_were_none(project):
+    proc = project.build("cost")
+    assert proc.stdout == ("cost: no LLM calls of book 'example' yet in "
+                           "workspace/.scenemake/llm_calls.jsonl; a build (doit) makes them\n")

@@ -13,9 +13,8 @@ from support.smollm import LOCAL, require_smollm
 
 from pipeline.llm.endpoints import EndpointMemory, estimate_seconds
 
-COLUMNS = ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
-           "est. cost $", "est. time")
-
+# the table's columns: phase, stale now, may rerun, LLM calls, est. tokens, est. cost $,
+# from the cache, est. time
 
 def _rows(out: str) -> dict[str, list[str]]:
     rows = {}
@@ -47,8 +46,8 @@ def test_a_local_model_never_run_costs_nothing_and_its_time_is_unknown(project: 
     assert "no price" not in proc.out and project.calls() == []
     rows = _rows(proc.stdout)
     assert rows["total"][3] == "30" and rows["total"][5] == "0.0000"
-    assert rows["total"][6] == "unknown" and rows["plan"][6] == "unknown"
-    assert rows["lint"][6] == "-"  # no call expected: no time
+    assert rows["total"][7] == "unknown" and rows["plan"][7] == "unknown"
+    assert rows["lint"][7] == "-"  # no call expected: no time
     assert "time unknown: this model never answered on this machine" in " ".join(
         proc.stdout.split())
 
@@ -60,7 +59,7 @@ def test_time_comes_from_the_speed_measured_here(project: Project):
     proc = project.build("estimate", env=LOCAL)
     rows = _rows(proc.stdout)
     tokens_plan = int(rows["plan"][4])
-    assert rows["plan"][6] != "unknown" and rows["total"][6] != "unknown"
+    assert rows["plan"][7] != "unknown" and rows["total"][7] != "unknown"
     # the figure is the one the measured speed gives for those tokens
     seconds = estimate_seconds(project.root / "workspace" / ".scenemake", "local", model, {},
                                6, 0, tokens_plan)

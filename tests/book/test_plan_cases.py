@@ -181,3 +181,28 @@ def test_a_hand_edited_manuscript_is_kept_on_every_path(built, tmp_path):
     plain, outcome, _, _ = twin_runs(built, tmp_path)
     assert outcome.code == 0 and not outcome.edits
     assert (plain.draft / "manuscript.md").read_text().endswith("A note by hand.\n")
+
+
+def _status(project: Project) -> dict[str, str]:
+    proc = project.doit("list", "--all", "--status")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
+            if line[:2] in ("R ", "U ", "M ", "I ")}
+
+
+def test_list_status_says_what_the_run_will_do(built):
+    """``doit list --status`` asks the same explanation as ``doit why``: downstream of a
+    changed template runs too (doit's own status said U), downstream of a regenerated file
+    only if it comes out different (doit's said R)."""
+    built.artifact("ch002_sc003", "write/prose.md").unlink()
+    status = _status(built)
+    assert status["write:ch002_sc003"] == "R" and status["repair:ch002_sc003"] == "M"
+    assert status["plan:ch002_sc003"] == "U" and status["write:ch001_sc001"] == "U"
+    ran = executed(built.build())
+    assert "write:ch002_sc003" in ran and "repair:ch002_sc003" not in ran
+    built.edit_json(OUTLINE, lambda d: d["chapters"][1]["scenes"][2].update(
+        brief="Wren climbs to the lamp room alone."))
+    status = _status(built)
+    assert status["plan:ch002_sc003"] == "R"
+    assert status["write:ch002_sc003"] == "R" and status["commit:ch002_sc003"] == "R"
+    assert status["plan:ch002_sc002"] == "U"

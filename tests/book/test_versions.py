@@ -27,7 +27,8 @@ def test_diff_after_rerun_from(built: Project):
     assert len(rows) == 2 and rows[1].startswith("* v2") and "rerun-from (attempt 1" in rows[1]
     out = built.build("diff", f"write:{SID}").stdout
     assert out.startswith(f"write:{SID}: version 1 -> 2 (rerun-from (attempt 1")
-    assert "\nprose:\n" in out and ("[-" in out or "{+" in out)
+    # the stand-in writes new prose on a rerun: most words change, so old and new side by side
+    assert "\nprose:\n(rewritten: most words changed; old | new" in out
     assert "prompt:" not in out and "response:" not in out  # only with --all
     assert "response:" in built.build("diff", "--all", f"write:{SID}", "1", "2").stdout
 
@@ -88,3 +89,22 @@ def test_word_and_json_diffs():
     assert json_diff({"a": 1, "b": [1, 2]}, {"a": 2, "b": [1], "c": "x"}) == [
         "~ a: 1 -> 2", "- b[1]: 2", '+ c: "x"']
     assert json.dumps(json_diff({}, {})) == "[]"
+
+
+def test_a_rewritten_prose_is_shown_side_by_side_not_interleaved():
+    from pipeline.book.versions import COLUMN, diff_files
+
+    old = ("The ferry left the harbour at dawn. Mara watched the gulls.\n\n"
+           "She counted the crates twice, because the manifest was wrong.")
+    new = ("Night fell over the quiet station while the engineer slept.\n\n"
+           "Nobody came; the radio hissed with static until morning.")
+    lines = diff_files("prose", old.encode(), new.encode())
+    assert lines[0] == "prose:" and lines[1].startswith("(rewritten: most words changed")
+    assert not any("[-" in line or "{+" in line for line in lines)  # no word-by-word marks
+    body = lines[4:]
+    assert body[0].startswith("The ferry left") and "| Night fell over" in body[0]
+    assert all(line[COLUMN:COLUMN + 2] == " |" for line in body)
+    assert any(line.startswith("She counted") and "| Nobody came" in line for line in body)
+    # a small edit stays a word diff
+    small = diff_files("prose", old.encode(), old.replace("dawn", "noon").encode())
+    assert small == ["prose:", old.replace("dawn.", "[-dawn.-]{+noon.+}")]

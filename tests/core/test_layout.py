@@ -1,4 +1,4 @@
-"""The import rules of the layout (README, "Code layout"), function-local imports included:
+"""The import rules of the layout (docs/design.md, "Code layout"), function-local imports included:
 nothing under pipeline/ imports targets/ (a package's ``__main__.py`` is an entry point and
 may); core/ and llm/ import no family and core/ imports no llm/; no family imports another
 (the scenario loop may use the assistant's contract); no import cycle."""

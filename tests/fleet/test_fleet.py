@@ -395,7 +395,7 @@ def test_shared_fs_worker_seeing_another_folder_refuses_in_one_line(pg, fleet_pr
     lines = [ln for ln in proc.out.splitlines() if "sees another folder" in ln]
     assert len(lines) == 1, proc.out
     assert str(proj.root.resolve()) in lines[0] and "worker " in lines[0]
-    assert "fleet: 1 units: 0 done, 1 failed" in proc.out
+    assert "fleet: 1 unit: 0 done, 1 failed" in proc.out
     # nothing lost or changed on either side, nothing asked
     assert snapshot(proj.root / "workspace") == here and snapshot(other) == there
     assert _count(url, "SELECT count(*) FROM llm_calls") == 0

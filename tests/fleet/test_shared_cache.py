@@ -199,6 +199,10 @@ def test_cost_reads_the_shared_log_and_all_machines_shows_the_team(pg, tmp_path)
     assert f"{spent:.4f}" in per_machine["one"].split("│")[4]  # one paid
     assert f"{spent:.4f}" in per_machine["two"].split("│")[5]  # two was served for free
     assert "60" in per_machine["all machines"].split("│")[2]
+    # a database no machine has called through yet: said, not two empty tables
+    empty = two.build("cost", "--all-machines", env=env(fresh_db(pg))).stdout
+    assert empty.startswith("cost: no LLM calls of book 'example' yet in the shared call log "
+                            "(every machine)")
     # without a shared cache, --all-machines says what it needs in one line
     alone = two.doit("cost", "--all-machines")
     assert alone.returncode != 0 and "SCENEMAKE_CACHE_URL" in alone.out

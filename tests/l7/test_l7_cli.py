@@ -10,9 +10,11 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support.l7 import INPUT, OBJECTIVE, OUT, OUTPUTS, SCENES, SPEC, clean_env, one_line_error
+from support.parts import require
 
 FLAGS = ["--session-input", "--session-objective", "--scenes-v2", "--out-dir",
          "--allow-cross-session", "--score-spec", "--allow-score-spec-override",
@@ -29,9 +31,9 @@ def test_help_explains_every_flag_and_the_exit_codes(l7):
 
 
 def test_installed_console_command_is_the_same_cli(l7):
-    exe = shutil.which("scenemake-l7")
-    if exe is None:
-        pytest.skip("scenemake-l7 is not on PATH (pip install -e . installs it)")
+    beside = Path(sys.executable).parent / "scenemake-l7"  # the venv's, even off PATH
+    exe = str(beside) if beside.exists() else shutil.which("scenemake-l7")
+    require(exe is not None, "the scenemake-l7 console script", "pip install -e . installs it")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, env=clean_env())
     assert proc.returncode == 0 and "--base-prompt-map-pack" in proc.stdout
 

@@ -52,15 +52,22 @@ def test_example_session_passes_the_gates_with_every_output_schema_valid(l7):
 
     # N candidates per scene, from the objective; each scored on every criterion, with reasons
     cands = l7.out("candidates_prompt.json")["scenes"]
+    assert [s["scene_id"] for s in cands] == SCENE_IDS
     assert all(sum(c["kind"] == "initial" for c in s["candidates"]) == 3 for s in cands)
     spec = json.loads(l7.path(SPEC).read_text())
-    for scene in l7.out("evaluation_report_prompt.json")["scenes"]:
+    evaluated = l7.out("evaluation_report_prompt.json")["scenes"]
+    assert [s["scene_id"] for s in evaluated] == SCENE_IDS
+    for scene in evaluated:
+        assert scene["evaluations"]
         for ev in scene["evaluations"]:
             assert [c["criterion_id"] for c in ev["criteria"]] == \
                 [c["id"] for c in spec["criteria"]]
             assert all(c["reason"] for c in ev["criteria"])
     # every candidate's fate is explained
-    for scene in l7.out("selection_trace_prompt.json")["scenes"]:
+    traces = l7.out("selection_trace_prompt.json")["scenes"]
+    assert [s["scene_id"] for s in traces] == SCENE_IDS
+    for scene in traces:
+        assert scene["rounds"]
         for rnd in scene["rounds"]:
             assert all(e["reason"].startswith(("won:", "lost:")) for e in rnd["ranking"])
             assert sum(e["outcome"] == "won" for e in rnd["ranking"]) <= 1
@@ -166,6 +173,7 @@ def test_more_candidates_asks_only_the_new_ones(l7_built):
     new = [c for c in l7_built.misses(n) if c["phase"] == "candidates"]
     assert sorted(c["scene"] for c in new) == SCENE_IDS  # one new candidate per scene
     cands = l7_built.out("candidates_prompt.json")["scenes"]
+    assert [s["scene_id"] for s in cands] == SCENE_IDS
     assert all(sum(c["kind"] == "initial" for c in s["candidates"]) == 4 for s in cands)
 
 
@@ -241,7 +249,9 @@ def test_no_candidate_can_meet_a_hard_constraint_is_exit_1(l7_built):
     assert (out["status"], out["exit_code"], out["failed_gate"]) == ("gate_failed", 1, "gate_out")
     trace = l7_built.out("selection_trace_prompt.json")["scenes"][0]["rounds"][0]
     assert trace["status"] == "rejected" and "prompt_length" in trace["ranking"][0]["reason"]
-    assert all(s["status"] == "rejected" for s in l7_built.out("prompt_map_pack.json")["scenes"])
+    rejected = l7_built.out("prompt_map_pack.json")["scenes"]
+    assert [s["scene_id"] for s in rejected] == SCENE_IDS
+    assert all(s["status"] == "rejected" for s in rejected)
 
 
 def test_gate_in_failure_writes_its_report_and_exits_1(l7):

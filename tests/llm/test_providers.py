@@ -122,3 +122,16 @@ def test_the_registry_imports_no_provider_until_one_is_used():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("nonsense:thing", "SCENEMAKE_MODEL=nonsense:thing: unknown provider 'nonsense'"),
+    ("nonsense", "SCENEMAKE_MODEL=nonsense is not PROVIDER:MODEL"),
+    ("local:/no/such/model.gguf", "SCENEMAKE_MODEL=local:/no/such/model.gguf: model file "),
+])
+def test_a_bad_scenemake_model_blames_the_variable_not_the_book(project, spec, says):
+    proc = project.doit(env={"SCENEMAKE_MODEL": spec})
+    assert proc.returncode == 3 and "Traceback" not in proc.out
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith(f"ERROR: {says}"), line
+    assert "book.json:" not in line  # the book is fine; it is named only as the way back

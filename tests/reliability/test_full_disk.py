@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.parts import require
 from support.project import Project, make_project
 
 from pipeline.core import store
@@ -28,8 +29,8 @@ def _messages(out: str) -> list[str]:
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A tmpfs of the given size (root only: CI runs as root; a developer may not)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
+    require(os.geteuid() == 0 and shutil.which("mount") is not None, "a small tmpfs",
+            "mounting one needs root and mount")
     mounted: list[Path] = []
 
     def mount(size_kb: int) -> Path:
@@ -37,8 +38,8 @@ def small_disk(tmp_path: Path):
         where.mkdir()
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs",
                                str(where)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        require(done.returncode == 0, "a small tmpfs",
+                f"mount -t tmpfs failed: {done.stderr.strip()}")
         mounted.append(where)
         return where
 
@@ -111,8 +112,8 @@ def test_an_immutable_artifact_folder_fails_its_task_in_one_line(project: Projec
     project.build("plan")
     folder = project.artifact("ch001_sc001", "write")
     folder.mkdir(parents=True)
-    if not _chattr("+i", folder):
-        pytest.skip("chattr +i is not available here")
+    require(_chattr("+i", folder), "chattr +i (an immutable folder)",
+            "e2fsprogs' chattr on a file system that supports it")
     try:
         failed = project.doit()
     finally:

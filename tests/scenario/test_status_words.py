@@ -35,6 +35,8 @@ def test_one_status_line_with_the_gate_verdict_and_the_steps_of_final_status(
     assert ("final status: accepted, gate not passed: truth not checked "
             "(no facts in this case)") in proc.out.splitlines(), proc.out
     run = next(p for p in sproject.runs.iterdir() if p.name.startswith("case-How-many"))
+    assert proc.stdout.splitlines()[0] == (  # not "case case: run ..."
+        f"case: run {run.name} -> workspace/artifacts/domain_runs/{run.name}")
     steps, text = _final_steps(run)
     assert steps == [("case/step_01", "accepted")], text
     assert "Verdict: accepted, gate not passed: truth not checked (no facts in this case)." \
@@ -47,6 +49,7 @@ def test_one_status_line_with_the_gate_verdict_and_the_steps_of_final_status(
                       "--base-url", a.url, "--no-judge")
     assert ok.returncode == 0, ok.out
     assert "final status: accepted, gate passed" in ok.out.splitlines(), ok.out
+    assert ok.stdout.startswith("case tape_stock: run case-tape_stock -> ")
 
 
 def test_console_lists_each_step_with_its_final_status(sproject):  # noqa: F811
