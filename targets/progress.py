@@ -10,7 +10,10 @@ from the offline stand-in model.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 from doit.reporter import ConsoleReporter
 
@@ -23,16 +26,68 @@ def _llm_stats() -> dict:
     return llm_stats()
 
 
-def _calls_made() -> tuple[dict, bool]:
-    """This process's LLM totals and whether the offline stand-in answered; nothing is
-    imported when no phase ran (the no-op fast path stays light)."""
-    runner = sys.modules.get("pipeline.book.runner")
-    if runner is None:
-        return {"calls": 0, "hits": 0, "misses": 0, "tokens_in": 0, "tokens_out": 0,
-                "cost_usd": 0.0}, False
-    with runner._clients_lock:
-        providers = {name for c in runner._clients.values() for name in c.providers}
-    return runner.llm_stats(), "offline" in providers
+def watch_signals() -> None:
+    """On doit's command line, Ctrl-C or SIGTERM end the run in one line, exit 130/143, its
+    model servers and worker processes stopped (``pipeline.core.interrupt``). Installed when
+    dodo.py is read and again by the reporter, after the build DB opened (it makes SIGTERM a
+    KeyboardInterrupt); doit run in-process by other code keeps its own handlers."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "doit" or argv0.endswith(f"doit{os.sep}__main__.py"):
+        from pipeline.core import interrupt
+
+        interrupt.install()
+
+
+class RunCalls:
+    """The LLM calls of this run, as the call log counts them: the lines the book's calls
+    added to ``llm_calls.jsonl`` since the run began, whichever process made them (a
+    ``doit -n N`` worker process counts too)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.book = ""
+        self.offset = 0
+
+    def start(self, run) -> None:
+        """Remember where the call log of ``run`` (the book's run) ends now."""
+        if run is None:  # not a book run: nothing to count
+            return
+        self.path, self.book = run.workspace.state_dir / "llm_calls.jsonl", run.name
+        try:
+            self.offset = self.path.stat().st_size
+        except OSError:
+            self.offset = 0
+
+    def read(self) -> list[dict]:
+        """The book's call-log lines written since ``start``."""
+        if self.path is None:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                raw = fh.read()
+        except OSError:
+            return []
+        calls = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            try:
+                call = json.loads(line)
+            except ValueError:
+                continue  # (a line still being written by another process)
+            if isinstance(call, dict) and call.get("book") == self.book:
+                calls.append(call)
+        return calls
+
+    def totals(self) -> tuple[dict, bool]:
+        """Paid calls, cache hits, tokens and cost of this run, and whether the offline
+        stand-in answered."""
+        calls = self.read()
+        paid = [c for c in calls if c.get("cache") == "miss"]
+        st = {"misses": len(paid), "hits": len(calls) - len(paid),
+              "tokens": sum(int(c.get("tokens_in") or 0) + int(c.get("tokens_out") or 0)
+                            for c in calls),
+              "cost_usd": sum(float(c.get("cost_usd") or 0.0) for c in paid)}
+        return st, any(c.get("provider") == "offline" for c in calls)
 
 
 class RunSummary:
@@ -44,11 +99,14 @@ class RunSummary:
         self.up_to_date = 0
         self.failed = 0
         self.book_run = False
+        self.calls = RunCalls()
 
     def find_run(self, tasks) -> None:
-        """The run of the book's tasks, as the guard task carries it."""
+        """The run of the book's tasks, as the guard task carries it; its calls are
+        counted from here."""
         guard = tasks.get("guard") if isinstance(tasks, dict) else None
         self.run = (getattr(guard, "meta", None) or {}).get("scenemake_run")
+        self.calls.start(self.run)
 
     def note(self, task, what: str) -> None:
         """Count a task that ran (``ran``), was up to date (``skip``) or failed (``fail``)."""
@@ -80,7 +138,7 @@ class RunSummary:
                     "nothing changed since the last complete build: no task checked, "
                     "no LLM call")
         else:
-            st, stand_in = _calls_made()
+            st, stand_in = self.calls.totals()
             scenes = {t.partition(":")[2] for t in self.ran if ":" in t}
             what = (f"{len(scenes)} scene(s) built, {len(self.ran)} task(s) run, "
                     f"{self.up_to_date} up to date"
@@ -90,7 +148,7 @@ class RunSummary:
                        if (first := run.reached_from()) else "")
                     + (f", {self.failed} failed" if self.failed else "")
                     + f"; LLM: {st['misses']} call(s) paid, {st['hits']} served by the cache, "
-                    f"{st['tokens_in'] + st['tokens_out']} tokens, ${st['cost_usd']:.4f}")
+                    f"{st['tokens']} tokens, ${st['cost_usd']:.4f}")
             if stand_in:
                 what += " (text from the offline stand-in model: placeholder prose)"
         if run.side is not None:  # a try: what it is, and how to see it against the book
@@ -111,6 +169,7 @@ class LineReporter(ConsoleReporter):
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.summary = RunSummary()
+        watch_signals()
 
     def initialize(self, tasks, selected_tasks):
         self.summary.find_run(tasks)
@@ -148,6 +207,15 @@ class ProgressReporter(ConsoleReporter):
         self.running: list[str] = []
         self.live = None
         self.summary = RunSummary()
+        self.pid = os.getpid()
+        watch_signals()
+        from pipeline.core import interrupt
+
+        interrupt.on_interrupt(self._stop_live)
+
+    def _stop_live(self) -> None:
+        if self.live is not None and os.getpid() == self.pid:  # (not in a worker's fork)
+            self.live.stop()
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks this run will look at (the selection and what it depends on)."""

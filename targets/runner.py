@@ -83,12 +83,14 @@ def _reporter(result: TaskRun, echo: bool, error_log: Path | None) -> type:
 
 def run_tasks(namespace: Mapping[str, Any], db: Path, *, tasks: Iterable[str] = (),
               echo: bool = False, verbosity: int = 0, error_log: Path | None = None,
-              config: Mapping[str, Any] | None = None) -> TaskRun:
+              config: Mapping[str, Any] | None = None, parallel: int = 1) -> TaskRun:
     """Run ``tasks`` (default: all, or the namespace's ``default_tasks``) of ``namespace``.
 
     ``db`` is the run's build DB (its folder is created); ``echo`` prints doit's task lines;
     ``error_log`` receives the traceback of a bug in an action or in doit itself (the failure
     line names it). ``config`` adds to the DOIT_CONFIG (``default_tasks`` ...).
+    ``parallel`` > 1 runs that many independent tasks at once (threads: doit ``-n N -P
+    thread``).
     """
     result = TaskRun(code=0)
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,9 @@ def run_tasks(namespace: Mapping[str, Any], db: Path, *, tasks: Iterable[str] = 
                          # today's stdout (doit's default is the one of its import time)
                          "outfile": sys.stdout}
     try:
-        result.code = DoitMain(ModuleTaskLoader(ns), config_filenames=()).run(list(tasks))
+        options = ["-n", str(parallel), "-P", "thread"] if parallel > 1 else []
+        result.code = DoitMain(ModuleTaskLoader(ns), config_filenames=()).run(
+            [*options, *tasks])
     except Exception as exc:  # noqa: BLE001 - one line for the caller; the traceback in a file
         result.code = 3
         result.failed.append(Failure("doit", f"{type(exc).__name__}: {exc}"))

@@ -20,9 +20,10 @@ from pipeline.book.phase_table import LLM_PHASES
 from pipeline.book.versions import json_diff, prose_diff
 from pipeline.book.workspace import Book
 
-# what a scene is compared by: the final prose, the card, the final state patch, lint
-PROSE, CARD, PATCH, LINT = ("repair", "prose"), ("plan", "scene_card"), \
-    ("state_repair", "state_patch"), ("lint", "report")
+# what a scene is compared by: the final prose and state patch (lint's: repair's and
+# state_repair's, or its repair rounds' last), the card, lint's report
+PROSE, CARD, PATCH, LINT = ("lint", "prose"), ("plan", "scene_card"), \
+    ("lint", "state_patch"), ("lint", "report")
 
 
 @dataclass

@@ -43,7 +43,8 @@ def request_estimate(book: Book, sid: str, phase: str) -> RequestEstimate:
     if not missing:
         ctx = phases.prompt_context(book, scene, phase, inputs)
         messages = render_messages(files.templates["system"], files.templates["phase"], ctx)
-        schema = phases.schema_for(phase, scene, inputs, book.config.model.max_tokens)
+        schema = phases.schema_for(phase, scene, inputs, book.config.model.max_tokens,
+                                   book.config.lint)
         text = "\n".join(m["content"] for m in messages) + json.dumps(schema)
         return RequestEstimate(estimate_tokens(text), max_out, True)
     system = render(files.templates["system"], phases.prompt_context(book, scene, phase, {}))

@@ -45,6 +45,7 @@ def pieces(book: Book, scene, phase: str) -> dict[str, Any]:
             loc.model_dump() for loc in scene.new_locations]
     elif phase == "lint":
         out["book.json `lint`"] = book.config.lint.model_dump()
+        out.update(_book_pieces(book))  # its repair rounds ask the model
     elif phase in LLM_PHASES:
         out.update(_book_pieces(book))
     return out

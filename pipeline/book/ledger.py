@@ -37,6 +37,8 @@ def phase_entry(db: SceneDB, task_id: str) -> dict | None:
             entry["pre_state_hash"] = values["pre_state_hash"]
         if values.get("llm"):
             entry["llm"] = values["llm"]
+        if values.get("rounds"):  # lint's repair rounds: findings, answers, what remained
+            entry["repair_rounds"] = values["rounds"]
         if values.get("prompt_update"):
             pu = values["prompt_update"]
             entry.update(prompt_hash_prev=pu["prompt_hash_prev"],

@@ -34,8 +34,9 @@ def paths(book: Book) -> Manuscript:
 
 
 def final_prose_path(book: Book, scene_id: str) -> str:
-    """The scene's final prose (the repair phase's output), as a project-relative path."""
-    return f"{book.draft.as_posix()}/scenes/{scene_id}/repair/prose.md"
+    """The scene's final prose (lint's: the repair phase's, or its repair rounds' last), as
+    a project-relative path."""
+    return f"{book.draft.as_posix()}/scenes/{scene_id}/lint/prose.md"
 
 
 def _chapters(book: Book) -> list[tuple[str, list]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
@@ -19,6 +19,11 @@ from pipeline.llm.settings import Endpoint, ModelSettings, Price
 
 SCENE_ID = re.compile(r"^ch\d{3}_sc\d{3}$")
 SLUG = r"^[a-z0-9_]+$"
+
+
+def normal_text(text: str) -> str:
+    """How lint compares two beats (or any two entries of a list): case and spacing aside."""
+    return " ".join(text.lower().split())
 
 
 def _no_repeats(values: list[str]) -> list[str]:
@@ -35,9 +40,49 @@ def _no_repeats(values: list[str]) -> list[str]:
 # constrained decoding and the offline stand-in keep to it and a model is re-asked.
 Unique = Annotated[list[str], AfterValidator(_no_repeats),
                    Field(json_schema_extra={"uniqueItems": True})]
-Beat = Annotated[str, Field(min_length=1, max_length=300)]
+
+# One line of text: no quote, backslash or control character, never blank. Written as a
+# ``pattern`` because llama.cpp's schema-to-grammar conversion (llama_cpp/llama_grammar.py,
+# SchemaConverter.visit) honours a pattern and ignores minLength/maxLength beside it: the
+# length bound is in the pattern too, so constrained decoding cannot write a blank beat nor
+# run on past it (tests/book/test_answer_schemas.py checks the grammar llama.cpp builds).
+# A JSON escape cannot be written in such a pattern, hence no quote or backslash.
+_CHAR = r'[^"\\\x00-\x1f]'
+_FIRST = {"capital": "[A-Z]", "any": r'[^ "\\\x00-\x1f]'}
+
+
+def line_pattern(lo: int, hi: int, first: str = "capital") -> str:
+    """The pattern of a line of ``lo``..``hi`` characters whose first is ``first``
+    (``capital``: a capital letter, as a sentence starts; ``any``: not a space)."""
+    return f"^{_FIRST[first]}{_CHAR}{{{lo - 1},{hi - 1}}}$"
+
+
+def Line(lo: int, hi: int, first: str = "capital", read_max: int = 300) -> Any:  # noqa: N802
+    """A string field holding one line of text. The answer's JSON Schema (what the model
+    must write, checked with jsonschema) holds ``line_pattern`` and ``lo``..``hi``; reading
+    an artifact (pydantic) keeps the bounds of earlier versions (not empty, at most
+    ``read_max``), so a book built before loads as it was; lint judges what it holds."""
+    return Annotated[str, Field(min_length=1, max_length=max(hi, read_max), json_schema_extra={
+        "minLength": lo, "maxLength": hi, "pattern": line_pattern(lo, hi, first)})]
+
+
+def Items(lo: int, hi: int, read_max: int) -> Any:  # noqa: N802
+    """A list's bounds: ``lo``..``hi`` items in an answer, up to ``read_max`` when read
+    (an empty list is the default when ``lo`` is 0)."""
+    if lo == 0:
+        return Field(default=[], max_length=read_max, json_schema_extra={"maxItems": hi})
+    return Field(min_length=lo, max_length=read_max, json_schema_extra={"maxItems": hi})
+
+
+Beat = Line(8, 200)
 # One sentence of an LLM answer, bounded (see SceneCard).
-Sentence = Annotated[str, Field(min_length=1, max_length=300)]
+Sentence = Line(4, 200)
+Note = Line(2, 200, "any")  # a fact learned: may start in lower case
+Condition = Line(2, 80, "any")
+Title = Line(1, 80, "any", read_max=120)
+Aim = Line(8, 300, read_max=400)  # a card's goal, conflict, outcome
+# A new id the model makes up (a thread's): bounded, so no runaway id fills max_tokens.
+NEW_ID = r"^[a-z][a-z0-9_]{1,39}$"
 
 
 Strict = StrictModel
@@ -54,6 +99,9 @@ class LintSettings(Strict):
     min_words: int = Field(60, ge=0)
     max_words: int = Field(3000, gt=0)
     forbidden: list[str] = ["TODO", "{{", "}}", "As an AI"]
+    # An error left on the final prose or patch sends the scene back through repair and
+    # state_repair (with the findings in the prompt) at most this many times.
+    repair_rounds: int = Field(2, ge=0, le=10)
 
 
 class BookConfig(Strict):
@@ -168,16 +216,16 @@ class Outline(Strict):
 
 
 # -- LLM outputs -----------------------------------------------------------------------
+# Every string and list is bounded: constrained decoding then ends a small model's runaway
+# sentence instead of paying for max_tokens of it (an answer cut there is invalid JSON).
 class SceneCard(Strict):
-    # Bounded strings: constrained decoding then ends a small model's runaway sentence
-    # instead of paying for max_tokens of it.
-    title: str = Field(min_length=1, max_length=120)
+    title: Title
     pov: str
     location: str
     characters: Unique = Field(min_length=1)
-    goal: str = Field(min_length=1, max_length=400)
-    conflict: str = Field(min_length=1, max_length=400)
-    outcome: str = Field(min_length=1, max_length=400)
+    goal: Aim
+    conflict: Aim
+    outcome: Aim
     beats: Annotated[list[Beat], AfterValidator(_no_repeats),
                      Field(min_length=3, max_length=6, json_schema_extra={"uniqueItems": True})]
 
@@ -185,8 +233,8 @@ class SceneCard(Strict):
 class CharacterChange(Strict):
     id: str
     location: str | None = None
-    condition: Sentence | None = None
-    learned: list[Sentence] = Field(default=[], max_length=3)
+    condition: Condition | None = None
+    learned: list[Note] = Items(0, 2, 3)
 
 
 class ItemMove(Strict):
@@ -195,7 +243,7 @@ class ItemMove(Strict):
 
 
 class NewThread(Strict):
-    id: str = Field(pattern=SLUG)
+    id: str = Field(pattern=SLUG, json_schema_extra={"pattern": NEW_ID, "maxLength": 40})
     summary: Sentence
 
 
@@ -204,7 +252,7 @@ class StatePatch(Strict):
     items: list[ItemMove] = Field(default=[], max_length=4)
     threads_opened: list[NewThread] = Field(default=[], max_length=2)
     threads_closed: Unique = Field(default=[], max_length=2)
-    events: list[Sentence] = Field(min_length=1, max_length=6)
+    events: list[Sentence] = Items(1, 4, 6)
 
 
 class Fact(Strict):
@@ -213,8 +261,8 @@ class Fact(Strict):
 
 
 class ContinuityPack(Strict):
-    facts: list[Fact] = Field(min_length=2, max_length=8)
-    carry_forward: list[Sentence] = Field(default=[], max_length=4)
+    facts: list[Fact] = Items(2, 6, 8)
+    carry_forward: list[Sentence] = Items(0, 3, 4)
     open_threads: Unique = Field(default=[], max_length=4)
 
 
@@ -226,12 +274,12 @@ class WriteOutput(Strict):
 class RepairOutput(Strict):
     prose: str = Field(min_length=100)
     state_patch: StatePatch
-    changes: list[Sentence] = Field(min_length=1, max_length=5)
+    changes: list[Sentence] = Items(1, 3, 5)
 
 
 class StateRepairOutput(Strict):
     state_patch: StatePatch
-    notes: list[Sentence] = Field(min_length=1, max_length=4)
+    notes: list[Sentence] = Items(1, 3, 4)
 
 
 # -- deterministic artifacts -----------------------------------------------------------
@@ -282,7 +330,8 @@ def output_schema(model: type[BaseModel], choices: dict[str, list[str]]) -> dict
             if values:
                 prop["items"] = {"type": "string", "enum": values}
             else:
-                prop.pop("items", None)
+                # an empty list only: its items stay described, since llama.cpp's grammar
+                # reads maxItems only beside items (without them, any JSON array)
                 prop["maxItems"] = 0
                 prop.pop("minItems", None)
         else:

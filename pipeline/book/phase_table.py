@@ -53,6 +53,8 @@ class Phase:
     ``state_input`` names the input holding the scene's pre-state (recorded in the ledger
     with its hash; ``force_resume`` may keep an LLM result over a changed one). ``run`` is
     the runner's step for the phase: every LLM phase shares ``llm``, a code phase has its own.
+    ``asks`` names the LLM phases whose prompts a code phase may ask again (lint's repair
+    rounds): their templates are the phase's too (hashed, guarded, in its ledger entry).
     """
 
     name: str
@@ -62,6 +64,7 @@ class Phase:
     run: str
     model: str | None = None  # the answer's class in pipeline.book.models (LLM phases)
     state_input: str | None = None
+    asks: tuple[str, ...] = ()
     doc: str = ""  # one line for `doit list`
     # artifact name -> file in the phase's folder, every output in writing order
     files: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -76,6 +79,21 @@ class Phase:
     def llm(self) -> bool:
         """Whether the phase asks the model (and so has templates, a prompt and a cost)."""
         return self.kind == LLM
+
+    @property
+    def asks_model(self) -> bool:
+        """Whether the phase may ask the model (an LLM phase, or one with ``asks``)."""
+        return self.llm or bool(self.asks)
+
+    @property
+    def template_roles(self) -> dict[str, str]:
+        """The templates the phase renders: role -> template name (``phase`` is an LLM
+        phase's own template; a phase that ``asks`` renders those phases' templates)."""
+        if self.llm:
+            return {"system": "system", "phase": self.name}
+        if self.asks:
+            return {"system": "system", **{name: name for name in self.asks}}
+        return {}
 
     @property
     def answer_model(self) -> type[BaseModel]:
@@ -116,11 +134,17 @@ TABLE: tuple[Phase, ...] = (
     Phase("state_repair", LLM, _inputs(STATE, "prose@repair", "state_patch@repair"),
           ("state_patch.json",), run="llm", model="StateRepairOutput", state_input="state",
           doc="State patch checked against the prose and the pre-state (LLM)."),
-    Phase("lint", CODE, _inputs(CARD, STATE, "prose@repair", "state_patch@state_repair"),
-          ("report.json",), run="lint", state_input="state",
-          doc="Deterministic lint of prose and patch; errors fail the scene."),
+    # An error left on the prose or patch sends the scene back through the repair and
+    # state_repair prompts, with the findings, for at most lint.repair_rounds rounds: lint
+    # asks them itself (rounds.json keeps every round), and its own prose and patch are the
+    # scene's final ones (equal to its inputs when no round was needed).
+    Phase("lint", CODE, _inputs(CARD, STATE, PACK, "prose@repair", "state_patch@state_repair"),
+          ("prose.md", "state_patch.json", "rounds.json", "report.json"), run="lint",
+          state_input="state", asks=("repair", "state_repair"),
+          doc="Deterministic lint of prose and patch; an error left is sent back through "
+              "repair rounds (LLM), then fails the scene."),
     Phase("commit", CODE,
-          _inputs(STATE, "state_patch@state_repair", Input("lint_report", "lint", "report")),
+          _inputs(STATE, "state_patch@lint", Input("lint_report", "lint", "report")),
           ("post_state.json", "registries/characters.json", "registries/locations.json",
            "registries/items.json", "registries/threads.json"), run="commit",
           doc="Applies the patch: the post-state and registry snapshots (plain code)."),
@@ -129,3 +153,6 @@ TABLE: tuple[Phase, ...] = (
 PHASE: dict[str, Phase] = {p.name: p for p in TABLE}
 PHASES: tuple[str, ...] = tuple(PHASE)
 LLM_PHASES: tuple[str, ...] = tuple(p.name for p in TABLE if p.llm)
+# Every phase that may ask the model (lint too: its repair rounds); a rerun gives each a
+# new attempt, so their requests are asked afresh.
+ASKING_PHASES: tuple[str, ...] = tuple(p.name for p in TABLE if p.asks_model)

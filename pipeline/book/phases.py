@@ -18,11 +18,13 @@ from pipeline.book.models import (
     ContinuityPack,
     Finding,
     LintReport,
+    LintSettings,
     OutlineScene,
     PreflightReport,
     SceneCard,
     State,
     StatePatch,
+    normal_text,
     output_schema,
 )
 from pipeline.book.phase_table import PHASE, TABLE
@@ -62,8 +64,7 @@ def layout(book: Book, sid: str) -> dict[str, PhaseFiles]:
         folder = base + spec.name + "/"
         files[spec.name] = PhaseFiles(
             inputs, {name: folder + file for name, file in spec.files.items()}, spec.state_input,
-            {"system": book.templates["system"], "phase": book.templates[spec.name]}
-            if spec.llm else {})
+            {role: book.templates[name] for role, name in spec.template_roles.items()})
     return files
 
 
@@ -93,8 +94,9 @@ def inputs_hash(book: Book, scene: OutlineScene, phase: str) -> str:
     elif phase == "preflight":
         data = [scene.new_characters and [c.model_dump() for c in scene.new_characters],
                 [loc.model_dump() for loc in scene.new_locations]]
-    elif phase == "lint":
-        data = cfg.lint.model_dump()
+    elif phase == "lint":  # its rules, and what its repair rounds send the model
+        data = [cfg.lint.model_dump(), cfg.title, cfg.premise, cfg.style.model_dump(),
+                cfg.model.model_dump()]
     elif PHASE[phase].llm:
         data = [cfg.title, cfg.premise, cfg.style.model_dump(), cfg.model.model_dump()]
     else:
@@ -206,30 +208,49 @@ def _patch_choices(view: SceneView, scene_chars: list[str]) -> dict[str, list[st
 
 
 def schema_for(phase: str, scene: OutlineScene, inp: dict,
-               max_tokens: int | None = None) -> dict:
+               max_tokens: int | None = None, lint: LintSettings | None = None) -> dict:
     """The output JSON Schema for ``phase``, narrowed to the ids of the scene's bounded
     view (so its enums do not grow with the book either). With ``max_tokens``, the prose
-    must leave room in the answer for the rest of it (see ``_fit_prose``)."""
+    must leave room in the answer for the rest of it (see ``_fit_prose``); with ``lint``,
+    it must be long enough for the book's ``lint.min_words``."""
     schema = _schema_for(phase, scene, inp)
-    if max_tokens and "prose" in schema.get("properties", {}):
-        _fit_prose(schema, max_tokens)
+    if "prose" in schema.get("properties", {}):
+        _fit_prose(schema, max_tokens, lint)
     return schema
 
 
-def _fit_prose(schema: dict, max_tokens: int) -> None:
+# Characters a word takes in prose, counting its space: what a word minimum asks of the
+# prose's length (English averages under 6; 7 leaves a margin for short words).
+CHARS_PER_WORD = 7
+
+
+def prose_room(max_tokens: int) -> int:
+    """The longest prose an answer of ``max_tokens`` may hold, in characters: about 4 a
+    token, half of the answer (the state patch and the rest need the other half)."""
+    return int(max_tokens * 4 * 0.5)
+
+
+def _fit_prose(schema: dict, max_tokens: int | None, lint: LintSettings | None) -> None:
     # An answer cut at max_tokens is invalid JSON, paid for and re-asked; a small model
-    # runs on until it is cut. About 4 characters a token: prose may take 60% of the
-    # answer, the patch and the rest what is left, so constrained decoding ends it in time.
-    schema["properties"]["prose"]["maxLength"] = int(max_tokens * 4 * 0.6)
+    # runs on until it is cut: constrained decoding ends the prose in time.
+    prose = schema["properties"]["prose"]
+    if max_tokens:
+        prose["maxLength"] = prose_room(max_tokens)
+    if lint is not None:
+        # lint counts words; a grammar counts characters: ask for enough of them that the
+        # words are there (the answer's check counts the words, see output_validator)
+        want = max(prose.get("minLength", 0), lint.min_words * CHARS_PER_WORD)
+        prose["minLength"] = min(want, prose.get("maxLength", want))
 
 
 def _schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
     if phase == "plan":
         schema = output_schema(SceneCard, {"SceneCard.pov": scene.characters,
                                            "SceneCard.location": [scene.location]})
-        # Who is present is the outline's to say: the card lists exactly them. As a const,
-        # constrained decoding writes it for the model; an enum list let a small model
-        # repeat ids, which no grammar can forbid (uniqueItems is checked after decoding).
+        # What the outline says is the outline's: the card's title and who is present are
+        # written for the model by constrained decoding (consts). An enum list let a small
+        # model repeat ids, which no grammar can forbid (uniqueItems is not a grammar rule).
+        schema["properties"]["title"] = {"const": scene.title, "title": "Title"}
         schema["properties"]["characters"] = {"const": list(scene.characters),
                                               "title": "Characters"}
         return schema
@@ -241,8 +262,19 @@ def _schema_for(phase: str, scene: OutlineScene, inp: dict) -> dict:
         return output_schema(ContinuityPack, {"Fact.subject": subjects,
                                               "ContinuityPack.open_threads": view.threads})
     schema = output_schema(PHASE[phase].answer_model, _patch_choices(view, chars))
+    _bound_patch(schema, view, chars)
     _forbid_existing_threads(schema, view)
     return schema
+
+
+def _bound_patch(schema: dict, view: SceneView, chars: list[str]) -> None:
+    # Counts the grammar can hold: a change per character of the scene, a move per item in
+    # view, a close per thread in view (repeats are the answer's check's to refuse).
+    props = schema["$defs"]["StatePatch"]["properties"]
+    for name, n in (("characters", len(chars)), ("items", len(view.items)),
+                    ("threads_closed", len(view.threads))):
+        if "maxItems" in props[name]:
+            props[name]["maxItems"] = min(props[name]["maxItems"], n)
 
 
 def _forbid_existing_threads(schema: dict, view: SceneView) -> None:
@@ -259,25 +291,42 @@ def known_thread(state: State, tid: str) -> bool:
     return tid in state.threads or tid in arc.threads or tid in arc.thread_ids
 
 
-def output_validator(phase: str, inp: dict):
-    """The check of a phase's answer past its schema: the pydantic model, and for a state
-    patch that a new thread does not reuse an id the book already has (the schema only
-    lists the threads in view). A failure is a ValueError, so the model is re-asked."""
+def output_validator(phase: str, inp: dict, rules: LintSettings | None = None,
+                     max_tokens: int | None = None):
+    """The check of a phase's answer past its schema, for what no grammar can hold: the
+    pydantic model, beats that repeat (as lint compares them), and the findings lint would
+    make on the answer's prose (``rules``: word counts a ``max_tokens`` answer can reach,
+    forbidden markers) and state patch (a thread id the book already has or one opened
+    twice, a character changed twice). A failure is a ValueError naming the field, so the
+    model is re-asked with it."""
     model = PHASE[phase].answer_model
     state: State | None = inp.get("state")
 
     def validate(value: Any) -> BaseModel:
         data = model.model_validate(value)
+        found: list[Finding] = []
+        if isinstance(data, SceneCard):
+            found += beat_findings(data)
+        prose = getattr(data, "prose", None)
+        if prose is not None and rules is not None:
+            found += [f for f in prose_findings(rules, prose)[1]
+                      if f.rule != "min_words" or words_reachable(rules, max_tokens)]
         patch = getattr(data, "state_patch", None)
         if patch is not None and state is not None:
-            for i, t in enumerate(patch.threads_opened):
-                if known_thread(state, t.id):
-                    raise ValueError(
-                        f"$.state_patch.threads_opened[{i}].id: the book already has a thread "
-                        f"'{t.id}' (open or closed); choose a new id")
+            found += patch_findings(state, patch)
+        errors = [f for f in found if f.severity == "error"]
+        if errors:
+            raise ValueError("; ".join(f"$.{f.field}: {f.message}" for f in errors))
         return data
 
     return validate
+
+
+def words_reachable(rules: LintSettings, max_tokens: int | None) -> bool:
+    """Whether an answer of ``max_tokens`` can hold ``lint.min_words`` words at all (two
+    characters a word at the least): if not, asking again cannot help; lint says which
+    setting to change."""
+    return max_tokens is None or rules.min_words * 2 <= prose_room(max_tokens)
 
 
 def patch_schema(scene: OutlineScene, inp: dict) -> dict:
@@ -366,34 +415,81 @@ def preflight(book: Book, scene: OutlineScene, card: SceneCard, pre_state: State
 _WORD = re.compile(r"[\w'’-]+")
 
 
-def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
-         patch: StatePatch) -> LintReport:
-    """Deterministic checks of the final prose and patch; errors fail the phase."""
-    rules = book.config.lint
+def prose_findings(rules: LintSettings, prose: str) -> tuple[int, list[Finding]]:
+    """The word count of ``prose`` and lint's findings on it (length, forbidden markers):
+    the write and repair answers are checked with these before they are kept."""
     findings: list[Finding] = []
     words = len(_WORD.findall(prose))
     if words < rules.min_words:
-        findings.append(Finding(rule="min_words", severity="error",
+        findings.append(Finding(rule="min_words", severity="error", field="prose",
                                 message=f"{words} words, fewer than {rules.min_words}"))
     if words > rules.max_words:
-        findings.append(Finding(rule="max_words", severity="error",
+        findings.append(Finding(rule="max_words", severity="error", field="prose",
                                 message=f"{words} words, more than {rules.max_words}"))
     for marker in rules.forbidden:
         if marker and marker in prose:
-            findings.append(Finding(rule="forbidden", severity="error",
+            findings.append(Finding(rule="forbidden", severity="error", field="prose",
                                     message=f"prose contains {marker!r}"))
-    for t in patch.threads_opened:
+    return words, findings
+
+
+def patch_findings(state: State, patch: StatePatch) -> list[Finding]:
+    """Lint's findings on a state patch against the scene's pre-state: threads opened that
+    exist (or twice), threads closed that are not open, characters unknown or changed twice.
+    The answers that carry a patch are checked with these before they are kept."""
+    findings: list[Finding] = []
+    opened: set[str] = set()
+    for i, t in enumerate(patch.threads_opened):
+        where = f"state_patch.threads_opened[{i}].id"
         if known_thread(state, t.id):
-            findings.append(Finding(rule="thread_exists", severity="error",
-                                    message=f"thread '{t.id}' is already in the state"))
-    for t in patch.threads_closed:
+            findings.append(Finding(rule="thread_exists", severity="error", field=where,
+                                    message=f"the book already has a thread '{t.id}' (open "
+                                            "or closed); choose a new id"))
+        elif t.id in opened:
+            findings.append(Finding(rule="thread_exists", severity="error", field=where,
+                                    message=f"thread '{t.id}' is opened twice"))
+        opened.add(t.id)
+    for i, t in enumerate(patch.threads_closed):
         if t not in state.threads or state.threads[t].status != "open":
             findings.append(Finding(rule="thread_not_open", severity="error",
+                                    field=f"state_patch.threads_closed[{i}]",
                                     message=f"closes thread '{t}' that is not open"))
-    for c in patch.characters:
+    changed: set[str] = set()
+    for i, c in enumerate(patch.characters):
+        where = f"state_patch.characters[{i}].id"
         if c.id not in state.characters:
-            findings.append(Finding(rule="unknown_character", severity="error",
+            findings.append(Finding(rule="unknown_character", severity="error", field=where,
                                     message=f"patch changes unknown character '{c.id}'"))
+        elif c.id in changed:
+            findings.append(Finding(rule="character_repeated", severity="error", field=where,
+                                    message=f"'{c.id}' is changed twice (one entry per "
+                                            "character)"))
+        changed.add(c.id)
+    return findings
+
+
+# What lint's repair rounds can fix: findings on the prose or the patch. A finding on the
+# scene card (a beat, a character) is the plan's: repairing the prose cannot change it.
+REPAIRABLE_FIELDS = ("prose", "state_patch")
+
+
+def repairable(finding: Finding) -> bool:
+    """Whether a lint finding is on the prose or the patch (a repair round may fix it)."""
+    return (finding.field or "prose").split(".")[0].split("[")[0] in REPAIRABLE_FIELDS
+
+
+def findings_message(findings: list[Finding]) -> dict:
+    """The last message of a lint round's prompt: what lint found in the draft it carries."""
+    lines = "\n".join(f"- {f.field or 'prose'}: {f.message}" for f in findings)
+    return {"role": "user", "content": "A check of this draft found these problems; fix every "
+                                       f"one and answer with the whole JSON again:\n{lines}"}
+
+
+def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
+         patch: StatePatch) -> LintReport:
+    """Deterministic checks of the final prose and patch; errors fail the phase."""
+    words, findings = prose_findings(book.config.lint, prose)
+    findings += patch_findings(state, patch)
     for cid in card.characters:
         ch = state.characters.get(cid)
         if ch and ch.name.split()[0] not in prose:
@@ -405,6 +501,23 @@ def lint(book: Book, sid: str, card: SceneCard, state: State, prose: str,
     return LintReport(scene_id=sid, passed=passed, word_count=words, findings=findings)
 
 
+def beat_findings(card: SceneCard) -> list[Finding]:
+    """Empty beats, and beats that repeat one before them (case and spacing aside): lint's
+    findings on a card, and the plan's answer's check (no grammar compares two items)."""
+    out: list[Finding] = []
+    seen: dict[str, int] = {}
+    for i, beat in enumerate(card.beats):
+        key = normal_text(beat)
+        if not key:
+            out.append(Finding(rule="beat_empty", severity="error", field=f"beats[{i}]",
+                               message=f"beat {i + 1} of the scene card is empty"))
+        elif key in seen:
+            out.append(Finding(rule="beat_repeated", severity="error", field=f"beats[{i}]",
+                               message=f"beat {i + 1} repeats beat {seen[key] + 1}"))
+        seen.setdefault(key, i)
+    return out
+
+
 def _content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if len(w) > 4}
 
@@ -413,18 +526,9 @@ def _card_findings(scene: OutlineScene, card: SceneCard, patch: StatePatch, pros
                    state: State) -> list[Finding]:
     """What a real (small) model gets wrong that the schemas cannot see: empty or repeated
     beats, characters that are not in the scene, prose that ignores its card."""
-    out: list[Finding] = []
-    seen: dict[str, int] = {}
-    for i, beat in enumerate(card.beats):
-        key = " ".join(beat.lower().split())
-        if not key:
-            out.append(Finding(rule="beat_empty", severity="error", field=f"scene_card.beats[{i}]",
-                               message=f"{scene.id}: beat {i + 1} of the scene card is empty"))
-        elif key in seen:
-            out.append(Finding(rule="beat_repeated", severity="error",
-                               field=f"scene_card.beats[{i}]",
-                               message=f"{scene.id}: beat {i + 1} repeats beat {seen[key] + 1}"))
-        seen.setdefault(key, i)
+    out = [f.model_copy(update={"field": f"scene_card.{f.field}",
+                                 "message": f"{scene.id}: {f.message}"})
+           for f in beat_findings(card)]
     for i, cid in enumerate(card.characters):
         if cid not in scene.characters:
             out.append(Finding(rule="character_not_in_scene", severity="error",

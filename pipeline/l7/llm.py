@@ -42,6 +42,17 @@ def client(state_dir: str, obj: SessionObjective, objective_path: str) -> LLMCli
         return found
 
 
+def answers_at_once(obj: SessionObjective, objective_path: str) -> int:
+    """How many answers the session's model gives at once on this machine: the independent
+    candidates and judges of its scenes are asked that many at a time (a local model: one
+    server per core). 1 for a model that does not say (asked one after the other, as before)."""
+    from pipeline.llm import providers
+
+    model, endpoint = settings(obj, objective_path)
+    at_once = getattr(providers.plugin(model.provider), "answers_at_once", None)
+    return max(1, int(at_once(endpoint.model_dump()))) if at_once else 1
+
+
 def template(name: str) -> str:
     """Path of an L7 prompt template (hashed as a file dependency of its tasks)."""
     return str(TEMPLATES / f"{name}.j2")

@@ -29,10 +29,19 @@ class CachedResponse:
     cost_usd: float
     latency_ms: float
     seed: int | None = None  # the seed sent with the try that answered (None: not known)
+    # Every try of the exchange that paid for this answer (its seed, and the finding that
+    # made the next try necessary), kept with an original request answered after re-asks:
+    # served from the cache, the answer still says how it was reached.
+    tries: tuple | None = None
 
     def to_json(self) -> dict:
         """Plain JSON form, as stored in the cache entry."""
-        return asdict(self)
+        data = asdict(self)
+        if self.tries is None:
+            del data["tries"]  # entries of one try keep their old form
+        else:
+            data["tries"] = [dict(t) for t in self.tries]
+        return data
 
     @classmethod
     def from_json(cls, obj: dict) -> CachedResponse:
@@ -47,6 +56,8 @@ class CachedResponse:
                 cost_usd=float(obj["cost_usd"]),
                 latency_ms=float(obj["latency_ms"]),
                 seed=obj["seed"] if isinstance(obj.get("seed"), int) else None,
+                tries=(tuple(t for t in obj["tries"] if isinstance(t, dict))
+                       if isinstance(obj.get("tries"), list) else None),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad cache entry: {exc}") from exc

@@ -10,7 +10,9 @@ from pipeline.core.store import append_line
 
 from .request import CallContext
 
-# Every line carries these; hits also carry ``cost_avoided_usd``.
+# Every line carries these; hits also carry ``cost_avoided_usd``, a line whose request
+# carried a seed its ``seed``, and a try whose answer was refused the ``finding`` (why it
+# was re-asked).
 CALL_FIELDS = (
     "book",
     "task",
@@ -52,6 +54,8 @@ class CallLog:
         attempt: int,
         try_index: int,
         cost_avoided_usd: float | None = None,
+        seed: int | None = None,
+        finding: str | None = None,
     ) -> dict:
         """Append one line for a call and return the record written."""
         if cache not in ("hit", "miss"):
@@ -72,6 +76,10 @@ class CallLog:
         }
         if cost_avoided_usd is not None:
             line["cost_avoided_usd"] = float(cost_avoided_usd)
+        if seed is not None:
+            line["seed"] = int(seed)
+        if finding is not None:
+            line["finding"] = finding
         # One O_APPEND write per line, so concurrent tasks never interleave; field order kept.
         append_line(self.path, json.dumps(line, ensure_ascii=False))
         return line

@@ -129,6 +129,9 @@ class LLMResponse:
     latency_ms: float
     tries: int = 1
     seed: int | None = None  # the seed sent with the try that gave this answer
+    # One entry per try: ``try``, ``request_hash``, ``seed``, ``cache``, tokens, and the
+    # ``finding`` that refused its answer (None for the answer kept).
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,10 @@ class ProviderResult:
     tokens_in: int
     tokens_out: int
     cost_usd: float = 0.0
+    # how long the answer took to begin (the prompt read) and to be written, when the
+    # provider knows (a streamed answer): what ``doit estimate`` turns tokens into time with
+    prompt_s: float | None = None
+    answer_s: float | None = None
 
 
 class Provider(Protocol):

@@ -231,6 +231,27 @@ def _fit_length(text: str, lo: int, hi: int | None, pad: str) -> str:
     return text
 
 
+# What a line of text may not hold in a JSON string written without escapes.
+_UNFIT = re.compile(r'["\\\x00-\x1f]')
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    try:
+        return re.fullmatch(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def _enum_key(schema: Any) -> list | None:
+    """The choices of an object schema's ``id`` when it is an enum (else None)."""
+    if not isinstance(schema, dict) or schema.get("type") not in (None, "object"):
+        return None
+    key = (schema.get("properties") or {}).get("id")
+    if isinstance(key, dict) and isinstance(key.get("enum"), list) and key["enum"]:
+        return list(key["enum"])
+    return None
+
+
 def _matches(pattern: str, text: str) -> bool:
     try:
         return re.search(pattern, text) is not None
@@ -408,6 +429,16 @@ class _Filler:
             while len(out) < lo and not unique and enum:
                 out.append(copy.deepcopy(self.rng.choice(enum)))
             return out
+        keys = _enum_key(resolved)
+        if keys:
+            # Objects named by an enum id (one change per character): each takes its own,
+            # as a list of such records means; no grammar can say so, a model is re-asked.
+            count = min(count, len(keys))
+            for key in self.rng.sample(keys, count):
+                value = self.fill(items, (*path, len(out)), name)
+                value["id"] = copy.deepcopy(key)
+                out.append(value)
+            return out
         seen = {canonical_json(v) for v in out}
         while len(out) < count:
             index = len(out)
@@ -433,13 +464,22 @@ class _Filler:
         if fmt in _FORMATS:
             return _FORMATS[fmt](self.rng, self.vocab)
         pattern = schema.get("pattern")
-        if pattern is not None:
-            return self.pattern_string(pattern, lo, hi)
         kind = _hint_kind(name)
+        if pattern is not None:
+            if kind != "slug":  # a line of text (a sentence, a title) that fits the pattern
+                text = self.line(pattern, kind, lo, hi)
+                if text is not None:
+                    return text
+            return self.pattern_string(pattern, lo, hi)
         if kind == "slug":
             # three words: an id must stay new along a long book (two words from a
             # scene's bounded vocabulary ran out of new thread ids after 600 scenes)
             return _fit_length(slug(self.rng, self.vocab, parts=3), lo, hi, "_x")
+        return _fit_length(self.text(kind, lo), lo, hi, " ")
+
+    def text(self, kind: str, lo: int) -> str:
+        """Readable text of ``kind`` (prose, a sentence, a name, a title, a phrase), at
+        least ``lo`` characters long."""
         if kind == "prose":
             text = prose(self.rng, self.vocab)
         elif kind == "sentence":
@@ -452,7 +492,17 @@ class _Filler:
             text = phrase(self.rng, self.vocab)
         while len(text) < lo:
             text += " " + sentence(self.rng, self.vocab)
-        return _fit_length(text, lo, hi, " ")
+        return text
+
+    def line(self, pattern: str, kind: str, lo: int, hi: int | None) -> str | None:
+        """Readable text of ``kind`` that matches ``pattern`` whole (quotes, backslashes and
+        control characters left out, sentence case), or None when none is found."""
+        for _ in range(4):
+            text = " ".join(_UNFIT.sub("", self.text(kind, lo)).split())
+            text = _fit_length(text[:1].upper() + text[1:], lo, hi, ".")
+            if _fullmatch(pattern, text):
+                return text
+        return None
 
     def pattern_string(self, pattern: str, lo: int, hi: int | None) -> str:
         rng, vocab = self.rng, self.vocab

@@ -77,11 +77,11 @@ class RerunFrom(CommandBase, Run):
             self.outstream.write(f"{len(forget)} task(s); nothing changed\n")
             self.dep_manager.close()
             return 0
-        from pipeline.book.workspace import LLM_PHASES
+        from pipeline.book.phase_table import ASKING_PHASES  # lint too: its repair rounds
 
         for name in forget:
             note = ""
-            if name.partition(":")[0] in LLM_PHASES:
+            if name.partition(":")[0] in ASKING_PHASES:
                 note = f" (attempt {db.bump_attempt(name)})"
             db.forget(name)
             self.outstream.write(f"forgetting {name}{note}\n")

@@ -123,13 +123,16 @@ def _per_machine(calls: list[dict], book: str):
 
 
 class Estimate(BookCommand):
-    """Before a run: the stale tasks, the LLM calls they need and their estimated cost."""
+    """Before a run: the stale tasks, the LLM calls they need, their cost and time."""
 
     name = "estimate"
-    doc_purpose = "estimate the next run: stale tasks, LLM calls and cost, before running"
-    doc_usage = "[try:NAME [SCENE ...] [--templates DIR]]"
+    doc_purpose = "estimate the next run: stale tasks, LLM calls, cost and time, before running"
+    doc_usage = "[TASK ...] | [try:NAME [SCENE ...] [--templates DIR]]"
     doc_description = ("Tokens per call come from this book's earlier calls of the same phase "
                        "and model; a request already in the response cache costs nothing. "
+                       "Time comes from the tokens per second the model was measured at on "
+                       "this machine (workspace/.scenemake/endpoints.json), or is unknown. "
+                       "TASK names (write:ch001_sc002, a phase group): only what they need. "
                        "try:NAME: the next run of that try (doit try NAME ...), or of a try "
                        "not made yet with the SCENEs and --templates DIR it would be made "
                        "with; nothing is written.")
@@ -175,25 +178,31 @@ class Estimate(BookCommand):
 
         from pipeline.book.estimate import cached_request, request_estimate
         from pipeline.book.workspace import LLM_PHASES, PHASES
-        from pipeline.llm import ResponseCache, read_calls
+        from pipeline.llm import ResponseCache, providers, read_calls
+        from pipeline.llm.endpoints import estimate_seconds
         from pipeline.llm.pricing import PriceTable
         from targets.book.commands import downstream
         from targets.book.run import of_command
 
-        if args and self.area is None:
-            raise UserError("estimate takes no arguments but try:NAME",
-                            fix="doit estimate, or doit estimate try:NAME [SCENE ...] "
-                                "[--templates DIR]")
         if try_templates and self.area is None:
             raise UserError("--templates goes with try:NAME",
                             fix="doit estimate try:NAME SCENE... --templates DIR")
         book = of_command(self).book
         tasks = {t.name: t for t in self.task_list}
         phase_tasks = [n for n in tasks if n.partition(":")[0] in PHASES and ":" in n]
-        stale = [n for n in phase_tasks
-                 if self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
+        named = list(args) if args and self.area is None else []
+        needed = set(phase_tasks)
+        if named:  # only what those tasks need
+            unknown = [n for n in named if n not in tasks]
+            if unknown:
+                raise UserError(f"estimate: no task '{unknown[0]}'",
+                                fix=f"name a task (write:{book.scenes[0].id}), a phase "
+                                    f"({', '.join(PHASES)}), or try:NAME")
+            needed = set(upstream(self.task_list, named))
+        stale = [n for n in phase_tasks if n in needed
+                 and self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
         why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
-        affected = set(downstream(self.task_list, stale)) & set(phase_tasks)
+        affected = set(downstream(self.task_list, stale)) & set(phase_tasks) & needed
         # a stale task whose inputs no other task rewrites sends the request it would send
         # now: if the response cache has it, it is served, not paid
         producer = {target: t.name for t in self.task_list for target in t.targets}
@@ -201,8 +210,8 @@ class Estimate(BookCommand):
         served: set[str] = set()
         for name in sorted(affected):
             phase, _, sid = name.partition(":")
-            upstream = {producer.get(d) for d in tasks[name].file_dep} - {None, name}
-            if (phase in LLM_PHASES and not upstream & affected
+            makers = {producer.get(d) for d in tasks[name].file_dep} - {None, name}
+            if (phase in LLM_PHASES and not makers & affected
                     and cached_request(book, sid, phase, db.attempt(name), cache)):
                 served.add(name)
         model = book.config.model
@@ -213,21 +222,26 @@ class Estimate(BookCommand):
                 history[c["phase"]].append((c["tokens_in"], c["tokens_out"]))
         every = [t for runs in history.values() for t in runs]
         prices = PriceTable({m: p.model_dump() for m, p in book.config.prices.items()})
+        # a model on this machine costs nothing: no price entry, no warning
+        free = bool(getattr(providers.plugin(model.provider), "free", False))
+        endpoint = book.config.endpoint.model_dump()
         what = (f"Next run of try '{book.side}' of book '{book.name}'" if book.side else
                 f"Next run of book '{book.name}'")
-        table = Table(title=f"{what} ({model.provider}:{model.model})")
+        table = Table(title=f"{what} ({model.provider}:{model.model})"
+                      + (f", for {' '.join(named)}" if named else ""))
         for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
-                    "est. cost $", "from the cache"):
+                    "est. cost $", "from the cache", "est. time"):
             table.add_column(col, justify="left" if col == "phase" else "right")
         total_calls, total_tokens, total_cost, bound = 0, 0, 0.0, False
         total_served = 0
+        total_s: float | None = 0.0
         for phase in PHASES:
             now = sum(1 for n in stale if n.startswith(phase + ":"))
             may = sorted(n for n in affected if n.startswith(phase + ":"))
             hits = sum(1 for n in may if n in served)
             paid = [n for n in may if n not in served]
             calls = len(paid) if phase in LLM_PHASES else 0
-            tokens, cost = "-", "-"
+            tokens, cost, took = "-", "-", "-"
             if calls:
                 runs = history.get(phase) or every
                 if runs:
@@ -241,16 +255,20 @@ class Estimate(BookCommand):
                         t_out += guess.tokens_out
                         bound |= not guess.exact_prompt
                     bound = True  # max_tokens for every answer
-                c = prices.cost(model.model, int(t_in), int(t_out))
-                tokens, cost = f"{int(t_in + t_out)}", f"{c:.4f}"
+                c = 0.0 if free else prices.cost(model.model, int(t_in), int(t_out))
+                seconds = estimate_seconds(book.workspace.state_dir, model.provider,
+                                           model.model, endpoint, calls, t_in, t_out)
+                tokens, cost, took = f"{int(t_in + t_out)}", f"{c:.4f}", _duration(seconds)
                 total_tokens += int(t_in + t_out)
                 total_cost += c
+                total_s = None if seconds is None or total_s is None else total_s + seconds
             total_calls += calls
             total_served += hits
             table.add_row(phase, str(now), str(len(may)), str(calls), tokens, cost,
-                          str(hits) if phase in LLM_PHASES else "-")
+                          str(hits) if phase in LLM_PHASES else "-", took)
         table.add_row("total", str(len(stale)), str(len(affected)), str(total_calls),
-                      str(total_tokens), f"{total_cost:.4f}", str(total_served), style="bold")
+                      str(total_tokens), f"{total_cost:.4f}", str(total_served),
+                      _duration(total_s) if total_calls else "-", style="bold")
         con = _console(self.outstream)
         con.print(table)
         if bound:
@@ -258,11 +276,48 @@ class Estimate(BookCommand):
                       "would render (inputs not built yet counted at max_tokens) and max_tokens "
                       "for every answer; tokens approximated (1.3 per word, at least 1 per 4 "
                       "characters)")
+        if total_calls and total_s is None:
+            con.print("time unknown: this model never answered on this machine (a run measures "
+                      "its tokens per second)")
+        elif total_calls:
+            con.print("time: the calls one after the other, at the tokens per second measured "
+                      "on this machine; -n N answers N at once where the model allows")
         if why:
             con.print("why they run (doit why TASK says more):")
             for line in why:
                 con.print(f"  - {line}", highlight=False, markup=False)
         return 0
+
+
+def _duration(seconds: float | None) -> str:
+    """``unknown``, ``45s``, ``3m 05s``, ``1h 02m``."""
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def upstream(task_list, names: list[str]) -> list[str]:
+    """``names`` and every task they need, through task_dep or the files they read."""
+    from collections import deque
+
+    producer = {target: task.name for task in task_list for target in task.targets}
+    by_name = {task.name: task for task in task_list}
+    seen, todo = set(names), deque(names)
+    while todo:
+        task = by_name.get(todo.popleft())
+        if task is None:
+            continue
+        needs = [producer[d] for d in task.file_dep if d in producer] + list(task.task_dep)
+        for name in needs:
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return sorted(seen)
 
 
 def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 12) -> list[str]:

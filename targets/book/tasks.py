@@ -17,7 +17,6 @@ from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from pipeline.book.runvars import ACCEPTED_SETTING, parse
 from pipeline.book.workspace import (
-    LLM_PHASES,
     OLD_TEMPLATES_FOLDER,
     PACKAGE_DIR,
     PHASES,
@@ -59,6 +58,9 @@ def doit_config() -> dict:
         db_path = ws.db_path(rv.book or ws.default_book())
     except UserError as exc:
         raise InvalidDodoFile(str(exc)) from None
+    from targets.progress import watch_signals
+
+    watch_signals()  # Ctrl-C/SIGTERM while tasks load: one line too
     db_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "backend": "scenemake",
@@ -304,12 +306,13 @@ def _guard(run: BookRun) -> TaskFailed | None:
     book, rv, db = run.book, run.vars, run.db
     task_templates = {}
     for scene in run.loaded_scenes():
-        for phase in LLM_PHASES:
-            task_templates[f"{phase}:{scene.id}"] = {"system": book.templates["system"],
-                                                     "phase": book.templates[phase]}
+        for phase, files in run.layout(scene.id).items():
+            if files.templates:  # the LLM phases, and lint (its repair rounds)
+                task_templates[f"{phase}:{scene.id}"] = files.templates
     try:
         _refresh_stale_ledgers(book, db)
         # a broken template stops the run before its first paid call, not at its phase
+        from pipeline.book.phase_table import LLM_PHASES
         from pipeline.book.phases import check_templates
 
         if run.loaded_scenes():

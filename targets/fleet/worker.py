@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_bytes
+from pipeline.core.processes import die_with_parent
 
 _HERE = Path(__file__).resolve().parent
 
@@ -118,18 +119,6 @@ def _tell(unit: str, state: str, worker: str) -> None:
         pass  # not inside a Dask worker (e.g. called directly): nobody to tell
 
 
-def _die_with_parent() -> None:
-    """In the unit's doit (Linux): die when the worker dies, so a unit given to another
-    worker is never built twice at once (the advisory lock died with the worker)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # elsewhere the claims still keep every request paid once
-
-
 def _calls(log: Path, since: int) -> dict:
     lines = log.read_text(encoding="utf-8").splitlines()[since:] if log.exists() else []
     calls = [json.loads(line) for line in lines if line.strip()]
@@ -218,8 +207,10 @@ def _build(unit: Any, payload: bytes, cache: str, run: str | None, copy: Path,
             rows = fleet_sharedfs.db_rows(copy, unit.outputs + unit.optional)
         _tell(unit.name, "running", result["worker"])
         since = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
+        # the unit's doit dies with the worker: a unit given to another worker is never
+        # built twice at once (the advisory lock died with the worker)
         proc = subprocess.run(command_for(unit), cwd=copy, env=env, capture_output=True,
-                              text=True, preexec_fn=_die_with_parent)
+                              text=True, preexec_fn=die_with_parent)
         out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         result.update(rc=proc.returncode, **_calls(log, since),
                       message=" | ".join(ln for ln in out if not ln.startswith(("-- ", ".  ")))

@@ -17,6 +17,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.jsonio import display_path
 from pipeline.core.lock import exclusive
 from pipeline.l7 import export
+from pipeline.l7.llm import answers_at_once
 from pipeline.l7.session import RunConfig, session_for
 from targets.l7.tasks import l7_tasks
 from targets.runner import run_tasks
@@ -43,7 +44,9 @@ def run(cfg: RunConfig, err: TextIO | None = None) -> int:
                                                *([cfg.base_prompt_map_pack]
                                                  if cfg.base_prompt_map_pack else [])])
             result = run_tasks({"task_l7": lambda: l7_tasks(cfg)}, lay.db, tasks=["l7"],
-                               echo=True, verbosity=2, error_log=lay.root / "last_error.txt")
+                               echo=True, verbosity=2, error_log=lay.root / "last_error.txt",
+                               parallel=answers_at_once(session.objective,
+                                                        cfg.session_objective))
     except UserError as exc:
         err.write(f"scenemake-l7: error: {exc}\n")
         return ERROR

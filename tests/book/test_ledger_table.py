@@ -30,7 +30,9 @@ def test_table_has_a_row_per_phase_with_its_numbers(built: Project):
     assert rows["write"][1] == "success"
     assert f"{llm['tokens_in']}+{llm['tokens_out']}" in rows["write"]
     assert llm["cache"] in rows["write"] and f"${llm['cost_usd']:.4f}" in rows["write"]
-    assert rows["lint"][4:] == ["-", "-", "-", "-"]  # no attempt, cache, tokens, cost
+    # lint asks no model unless an error needs a repair round: no cache, tokens, cost
+    assert rows["lint"][4:] == ["0", "-", "-", "-"]
+    assert rows["commit"][4:] == ["-", "-", "-", "-"]  # plain code: no attempt either
     t = ledger["totals"]
     assert f"total: {t['llm_phases']} LLM phase(s), {t['cache_hits']} from the cache" in out
     assert not out.lstrip().startswith("{")

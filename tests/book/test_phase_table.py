@@ -65,9 +65,18 @@ def test_layout_follows_the_table(monkeypatch):
         written |= set(files.outputs.values())
         assert list(files.inputs) == [i.name for i in spec.inputs]
         assert files.state_input == spec.state_input
-        assert bool(files.templates) == spec.llm
+        assert bool(files.templates) == spec.asks_model
+        assert files.templates == {role: book.templates[name]
+                                   for role, name in spec.template_roles.items()}
+    # lint renders the prompts of the phases it asks again in its repair rounds
+    assert layout["lint"].templates == {"system": book.templates["system"],
+                                        "repair": book.templates["repair"],
+                                        "state_repair": book.templates["state_repair"]}
     assert layout["repair"].inputs["prose"] == layout["write"].outputs["prose"]
     assert layout["commit"].inputs["lint_report"] == layout["lint"].outputs["report"]
+    # the scene's final prose and patch are lint's (its repair rounds' when it had some)
+    assert layout["commit"].inputs["state_patch"] == layout["lint"].outputs["state_patch"]
+    assert layout["lint"].inputs["prose"] == layout["repair"].outputs["prose"]
     # the pre-state: the scene before's post-state; the first scene's is the book's state
     assert (layout["preflight"].inputs["pre_state"]
             == phases.layout(book, first)["commit"].outputs["post_state"])
@@ -92,7 +101,8 @@ def test_a_build_runs_every_phase_of_the_table_as_declared(built: Project, monke
             assert entry["status"] == "success", (sid, spec.name)
             assert entry["artifacts"] == files.outputs
             assert all(Path(path).is_file() for path in files.outputs.values())
-            assert ("llm" in entry) == spec.llm and ("prompt_hash" in entry) == spec.llm
+            assert ("llm" in entry) == spec.llm  # (lint's only after a repair round)
+            assert ("prompt_hash" in entry) == spec.asks_model
             assert entry.get("pre_state_path") == (files.inputs[spec.state_input]
                                                    if spec.state_input else None)
             if spec.llm:  # what the phase wrote is its answer, split as the table says

@@ -423,3 +423,38 @@ def test_broken_l7_example_never_breaks_doit_for_books(l7):
     proc = l7.doit("l7")
     assert proc.returncode != 0 and "Traceback" not in proc.out
     assert "invalid JSON at line 1" in proc.out
+
+
+PARALLEL = """
+import sys
+import targets.l7.runner as runner
+runner.answers_at_once = lambda *args: 2  # as the local provider says on a 2-core machine
+from targets.l7.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_scenes_asked_at_once_give_what_one_at_a_time_gives(l7, l7_built_template):
+    """The session's independent candidates and judges are asked as many at once as the
+    model answers at once (a local model: one server per core); the outputs are exactly the
+    serial run's."""
+    import subprocess
+    import sys
+
+    from support.l7 import INPUT, OBJECTIVE, OUT, SCENES, L7Project, clean_env
+
+    l7_built = L7Project(l7_built_template)
+
+    proc = subprocess.run([sys.executable, "-c", PARALLEL, "--session-input", INPUT,
+                           "--session-objective", OBJECTIVE, "--scenes-v2", SCENES,
+                           "--out-dir", OUT], cwd=l7.root, capture_output=True, text=True,
+                          env=clean_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    volatile = {"runtime_log_l7.json", "session_output.json"}  # timings
+    serial, parallel = l7_built.snapshot(), l7.snapshot()
+    assert serial.keys() == parallel.keys()
+    for name in serial:
+        if name not in volatile:
+            assert parallel[name] == serial[name], name
+    assert sorted(c["request_hash"] for c in l7.calls()) == sorted(
+        c["request_hash"] for c in l7_built.calls())

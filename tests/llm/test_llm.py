@@ -316,9 +316,35 @@ def test_validate_callable_failure_is_reasked(paths):
 
     provider = ScriptedProvider('{"name": "Mara"}', '{"name": "Tomas"}')
     client = LLMClient(*paths, providers={"scripted": provider})
-    response = client.complete(_scripted_request(Tiny.model_json_schema()), CTX, no_mara)
+    request = _scripted_request(Tiny.model_json_schema())
+    response = client.complete(request, CTX, no_mara)
     assert response.data == "Tomas"
-    assert "Mara is taken" in provider.requests[1].messages[-1]["content"]
+    reask = provider.requests[1]
+    # the finding goes to the model; the refused answer does not (a small model repeats it)
+    assert reask.messages[:-1] == request.messages
+    assert "refused: Mara is taken" in reask.messages[-1]["content"]
+    assert reask.params["seed"] != request.params.get("seed")  # a try of its own
+    # every try, its seed and the finding that refused it: in the answer (for the ledger),
+    # in the call log, and with the cached answer
+    seeds = [r.params.get("seed") for r in provider.requests]
+    assert [(t["try"], t["seed"], t["finding"]) for t in response.history] == [
+        (0, seeds[0], "Mara is taken"), (1, seeds[1], None)]
+    calls = read_calls(paths[1])
+    assert [(c["try"], c.get("seed"), c.get("finding")) for c in calls] == [
+        (0, seeds[0], "Mara is taken"), (1, seeds[1], None)]
+    again = client.complete(request, CTX, no_mara)
+    assert again.cache == "hit" and again.history == response.history
+
+
+def test_an_answer_cut_off_at_max_tokens_is_re_asked_shorter_without_it(paths):
+    cut = '{"name": "Mara ' + "and so on " * 50
+    provider = ScriptedProvider(cut, '{"name": "Tomas"}')
+    client = LLMClient(*paths, providers={"scripted": provider})
+    request = _scripted_request(Tiny.model_json_schema())
+    assert client.complete(request, CTX, Tiny.model_validate).data == Tiny(name="Tomas")
+    feedback = provider.requests[1].messages[-1]["content"]
+    assert "cut off before its JSON ended" in feedback and "write less" in feedback
+    assert provider.requests[1].messages[:-1] == request.messages
 
 
 def test_all_tries_invalid_raises_naming_the_task(paths):

@@ -78,7 +78,7 @@ def test_a_missing_server_says_what_to_install_and_starts_nothing(monkeypatch, g
     text = str(err.value)
     assert "no_such_server_mod" in text and "pip install -e '.[local]'" in text
     assert "\n" not in text
-    assert local._live == set() and local._servers == {}
+    assert local._live == set() and not any(p.servers for p in local._pools.values())
     assert read_calls(tmp_path / "state" / "llm_calls.jsonl") == []
     client.close()
 

@@ -67,7 +67,7 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
     ctx = CallContext(run="example", task="plan:ch001_sc001", unit="ch001_sc001", step="plan")
     first = client.complete(_request(model.model), ctx)
     assert list(Draft202012Validator(SCHEMA).iter_errors(first.data)) == []
-    server = local._servers[local.default_model_path().resolve()]
+    [server] = local._pools[local.default_model_path().resolve()].servers  # -n 1: one
     pid = server.proc.pid
     assert _alive(pid)
     again = client.complete(_request(model.model), ctx)
@@ -86,10 +86,11 @@ def test_a_structured_request_then_a_cache_hit_then_no_server(monkeypatch, tmp_p
     server.proc.wait(timeout=10)
     other = client.complete(_request(model.model, "Name the ferryman and his mood. JSON."), ctx)
     assert other.cache == "miss" and set(other.data) == {"name", "mood"}
-    new_pid = local._servers[local.default_model_path().resolve()].proc.pid
+    [new] = local._pools[local.default_model_path().resolve()].servers
+    new_pid = new.proc.pid
     assert new_pid != pid and _alive(new_pid)
     client.close()
-    assert not _alive(new_pid) and local._servers == {} and local._live == set()
+    assert not _alive(new_pid) and local._pools == {} and local._live == set()
 
 
 SCRIPT = textwrap.dedent("""

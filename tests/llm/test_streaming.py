@@ -212,8 +212,11 @@ def test_json_mode_and_streaming_are_remembered_in_the_workspace(tmp_path):
     assert [b["response_format"]["type"] for b in server.bodies] == ["json_schema",
                                                                      "json_object"]
     saved = json.loads((tmp_path / "endpoints.json").read_text())
-    assert saved["endpoints"][BASE]["m"] == {"json_mode": "json_object", "stream": True,
-                                             "stream_usage": True}
+    facts = saved["endpoints"][BASE]["m"]
+    speed = facts.pop("speed")  # how fast it answered here, for doit estimate
+    assert facts == {"json_mode": "json_object", "stream": True, "stream_usage": True}
+    assert speed["answers"] == 1
+    assert speed["tokens_per_s"] > 0 and speed["prompt_tokens_per_s"] > 0
     # the next run (a new client) asks json_object straight away: no probe, no HTTP 500
     second = build_client(tmp_path, {"base_url": BASE}, transport=httpx.MockTransport(server))
     assert second.complete(request("Two.", SCHEMA), ctx).data == {"name": "Mara"}

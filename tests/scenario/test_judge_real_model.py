@@ -1,6 +1,7 @@
-"""A scenario pack judged by a real instruct model (SmolLM2 through the ``local``
-provider): every answered step gets a score and reasons from the model, through the one LLM
-client (cached: judging again pays nothing)."""
+"""A scenario pack judged by a real instruct model, the rubric as shipped and
+``SCENEMAKE_MODEL=local`` (SmolLM2 through the ``local`` provider): every answered step gets
+a score and reasons from the model, through the one LLM client (cached: judging again pays
+nothing)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 from support.scenario import PACK, sproject  # noqa: F401  (fixture)
-from support.smollm import require_smollm
+from support.smollm import LOCAL, require_smollm
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]
 
@@ -17,12 +18,11 @@ SPEC = "score_specs/score_spec_answer.json"
 
 def test_a_pack_is_judged_by_the_real_model(sproject):  # noqa: F811
     require_smollm()
-    spec = sproject.read(SPEC)
-    # no "model": the local provider's own, the shipped SmolLM2
-    spec["model"] = {"provider": "local", "temperature": 0.0, "max_tokens": 600, "seed": 7}
-    sproject.write(SPEC, spec)
+    shipped = (sproject.root / SPEC).read_bytes()
     a = sproject.assistant()
-    proc = sproject.cli("run-pack", "--pack", PACK, "--base-url", a.url, timeout=1800)
+    proc = sproject.cli("run-pack", "--pack", PACK, "--base-url", a.url, timeout=1800,
+                        env=LOCAL)
+    assert (sproject.root / SPEC).read_bytes() == shipped  # the rubric as shipped
     assert proc.returncode in (0, 1), proc.out[-3000:]  # accepted or not: a verdict
     assert "Traceback" not in proc.out
     run = next(p for p in sproject.runs.iterdir() if (p / "judge_review.json").exists())
@@ -38,5 +38,5 @@ def test_a_pack_is_judged_by_the_real_model(sproject):  # noqa: F811
     assert calls and all(c["provider"] == "local" and c["tokens_out"] > 0
                          for c in calls if c["cache"] == "miss")
     n = len(sproject.calls())
-    sproject.cli("review-run", str(run), timeout=600)
+    sproject.cli("review-run", str(run), timeout=600, env=LOCAL)
     assert [c for c in sproject.calls()[n:] if c["cache"] == "miss"] == []

@@ -103,10 +103,10 @@ class Project:
     def cli_cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "pipeline.scenario", *args]
 
-    def cli(self, *args: str, check: bool | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-        """``python -m pipeline.scenario ARGS`` in the project."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def cli(self, *args: str, check: bool | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        """``python -m pipeline.scenario ARGS`` in the project (``env`` added)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(self.cli_cmd(*args), cwd=self.root, capture_output=True,
                               text=True, env=env, timeout=timeout)
         proc.out = proc.stdout + proc.stderr  # type: ignore[attr-defined]

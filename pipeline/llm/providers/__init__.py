@@ -8,6 +8,11 @@ A plugin is any object with
   (``pipeline.llm.settings``) for this provider before any request is built, e.g. a default
   ``base_url`` or the content name of a local model file. Raise ``UserError`` for bad input.
 - ``default_model``: when set, ``SCENEMAKE_MODEL=NAME`` alone (no ``:MODEL``) means it.
+- ``free``: its calls cost $0 (no price entry, no warning); ``memory_key``: where the
+  workspace's ``endpoints.json`` keeps what it measured (else the endpoint's ``base_url``);
+  ``estimate_seconds(endpoint, calls, tokens_in, tokens_out)``: its own time estimate;
+  ``answers_at_once(endpoint)``: how many answers it gives at once (the L7 runner asks its
+  independent candidates and judges that many at a time).
 - ``model_files(model) -> list[Path]``: the files a configured model's answers come from
   (a local model's weights): a build plan watches them, since a replaced file changes
   every answer. A remote model has none.

@@ -1,12 +1,16 @@
 """The ``local`` provider: a GGUF model served by llama.cpp's server on this machine.
 
 ``SCENEMAKE_MODEL=local`` (the shipped SmolLM2-135M-Instruct), ``local:PATH.gguf``, or
-``"provider": "local"`` in a config. The server (``python -m llama_cpp.server``) starts
-when the first request needs it, on a free loopback port, is shared by every thread and
-client of the process, and stops when the process ends (atexit: also after Ctrl-C or a
-failure) or when the last client using it is closed. Everything else is the ``openai``
-provider's: streaming with the idle timeout, retries, the limiter; the client adds the
-same cache, call log and budget.
+``"provider": "local"`` in a config. A server (``python -m llama_cpp.server``, one request
+at a time) starts when a request needs one, on a free loopback port: as many as requests
+are asked for at once, up to the machine's cores (measured faster here than one server
+with two threads: bench/README.md); they are shared by every thread and client of the
+process and stop when it ends, however it ends: atexit, Ctrl-C/SIGTERM
+(``pipeline.core.interrupt``), and the kernel's parent-death signal for the rest (a
+``doit -n N`` worker process, a kill). Everything else is the ``openai`` provider's:
+streaming with the idle timeout, retries; the client adds the same cache, call log and
+budget. What the servers measure (tokens per second) is kept in the workspace's
+``endpoints.json`` under ``local``, for ``doit estimate``.
 
 A request names the model by file name and blake3 of the file (``NAME.gguf@HASH``), never
 by its path: a moved model or venv re-asks nothing.
@@ -17,18 +21,22 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import queue
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
+from pipeline.core import interrupt
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import hash_file
 from pipeline.core.processes import stop_child
 
+from .. import retry as defaults
 from ..ratelimit import RateLimiter
 from ..request import LLMRequest, ProviderResult
 from ..retry import RetryPolicy
@@ -113,16 +121,66 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The server runs through this boot script: it asks the kernel to kill it when the thread
+# that started it ends (PR_SET_PDEATHSIG), so no server outlives its process however that
+# process ends (a doit -n N worker ends without atexit; kill -9 runs nothing at all).
+BOOT = ("import sys\n"
+        "from pipeline.core.processes import die_with_parent\n"
+        "die_with_parent(int(sys.argv.pop(1)))\n"
+        "import runpy\n"
+        "sys.argv[0] = 'llama_cpp.server'\n"
+        "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
+
+
+class _Launcher:
+    """Starts this process's servers from one thread that lives as long as the process: the
+    kernel's parent-death signal follows the thread that started a child, and doit's worker
+    threads end before the run does (their servers would die under the other workers)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="scenemake-local-servers",
+                         daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            args, kwargs, done = self.jobs.get()
+            try:
+                done.set_result(subprocess.Popen(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - the caller raises it
+                done.set_exception(exc)
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        """``subprocess.Popen(*args, **kwargs)``, run on the launcher's thread."""
+        done: Future = Future()
+        self.jobs.put((args, kwargs, done))
+        return done.result()
+
+
+_launcher: _Launcher | None = None
+
+
+def _launch(*args, **kwargs) -> subprocess.Popen:
+    global _launcher
+    with _lock:
+        if _launcher is None or _launcher.pid != os.getpid():  # (a fork has no such thread)
+            _launcher = _Launcher()
+        launcher = _launcher
+    return launcher.popen(*args, **kwargs)
+
+
 class LocalServer:
     """One ``llama_cpp.server`` process for one model file."""
 
-    def __init__(self, model: Path, log_dir: Path | None):
+    def __init__(self, model: Path, log_dir: Path | None, index: int = 1):
         self.model = model
         self.log_dir = log_dir
+        self.index = index
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None
-        self.users = 0
+        self.owner = os.getpid()
 
     @property
     def base_url(self) -> str:
@@ -134,17 +192,20 @@ class LocalServer:
         if missing:
             raise UserError(f"the local provider needs llama.cpp's server (missing: "
                             f"{', '.join(missing)})", fix=INSTALL_SERVER)
+        if interrupt.stopping():
+            raise KeyboardInterrupt  # the run is ending: start nothing
         import httpx
 
         self.port = _free_port()
+        name = "local-server.log" if self.index == 1 else f"local-server-{self.index}.log"
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.log = self.log_dir / "local-server.log"
+            self.log = self.log_dir / name
         else:
-            fd, name = tempfile.mkstemp(prefix="scenemake-local-server-", suffix=".log")
+            fd, tmp = tempfile.mkstemp(prefix="scenemake-local-server-", suffix=".log")
             os.close(fd)
-            self.log = Path(name)
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model),
+            self.log = Path(tmp)
+        cmd = [sys.executable, "-c", BOOT, str(os.getpid()), "--model", str(self.model),
                "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "1",
                "--n_ctx", str(N_CTX),
                # By default the server drops a streamed answer as soon as another request
@@ -152,9 +213,10 @@ class LocalServer:
                "--interrupt_requests", "False"]
         # passive OpenMP threads: measured faster on this 2-core machine under load
         env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+        interrupt.on_interrupt(_stop_now)  # (once per process: a fork registers its own)
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env)
+            self.proc = _launch(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
         _live.add(self)
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
@@ -187,33 +249,122 @@ class LocalServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        """Stop the server (terminate, then kill if it lingers)."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop the server (terminate, then kill if it lingers past ``grace_s``)."""
         proc, self.proc = self.proc, None
         _live.discard(self)
-        stop_child(proc)
+        if self.owner == os.getpid():  # (a fork's copy of its parent's server is not its own)
+            stop_child(proc, *(() if grace_s is None else (grace_s,)))
 
 
-_servers: dict[Path, LocalServer] = {}  # one server per model file in this process
-_servers_lock = threading.Lock()  # held while one starts: other threads wait for it
+class _Pool:
+    """The servers of one model file in this process: llama.cpp's Python server answers one
+    request at a time, so as many servers as answers are asked for at once (``doit -n N``,
+    L7's candidates and judges), up to ``limit`` (the machine's cores). A server starts
+    when a request finds every one busy; they stop when the process ends."""
+
+    def __init__(self, model: Path, log_dir: Path | None, limit: int):
+        self.model, self.log_dir, self.limit = model, log_dir, max(1, limit)
+        self.servers: list[LocalServer] = []
+        self.idle: list[LocalServer] = []
+        self.starting = 0
+        self.users = 0  # the providers (clients) asking it: the last to close stops it
+        self.cond = threading.Condition()
+
+    def acquire(self) -> LocalServer:
+        """An idle running server, a new one, or (all busy, at the limit) the next freed."""
+        with self.cond:
+            while True:
+                for server in [s for s in self.idle if not s.running()]:
+                    # died while idle (killed, out of memory): ask a new one
+                    self.idle.remove(server)
+                    self.servers.remove(server)
+                    server.stop()
+                if self.idle:
+                    return self.idle.pop()
+                if len(self.servers) + self.starting < self.limit:
+                    self.starting += 1
+                    index = len(self.servers) + self.starting
+                    break
+                self.cond.wait()
+        server = LocalServer(self.model, self.log_dir, index)
+        try:
+            server.start()  # (a server that cannot start is not kept)
+        finally:
+            with self.cond:
+                self.starting -= 1
+                if server.running():
+                    self.servers.append(server)
+                self.cond.notify_all()
+        return server
+
+    def release(self, server: LocalServer) -> None:
+        """``server`` answered: the next request may take it."""
+        with self.cond:
+            if server in self.servers:
+                if server.running():
+                    self.idle.append(server)
+                else:
+                    self.servers.remove(server)
+                    server.stop()
+            self.cond.notify_all()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        with self.cond:
+            servers, self.servers, self.idle = self.servers, [], []
+        for server in servers:
+            server.stop(grace_s)
+
+
+_pools: dict[Path, _Pool] = {}  # one pool per model file in this process
+_pools_lock = threading.Lock()
 _live: set[LocalServer] = set()
+_owner = os.getpid()
+
+
+def _pool_for(model: Path, log_dir: Path | None, limit: int) -> _Pool:
+    global _owner
+    with _pools_lock:
+        if _owner != os.getpid():  # a fork: its parent's servers are not its own
+            _pools.clear()
+            _live.clear()
+            _owner = os.getpid()
+        pool = _pools.get(model)
+        if pool is None:
+            pool = _pools[model] = _Pool(model, log_dir, limit)
+        pool.limit = max(pool.limit, limit)
+        return pool
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @atexit.register
-def _stop_all() -> None:
-    """Stop every server still running when the process ends (also after Ctrl-C or a
-    failure: both end the interpreter through atexit)."""
+def _stop_all(grace_s: float | None = None) -> None:
+    """Stop every server this process started (at exit: also after a failure)."""
+    with _pools_lock:
+        pools = list(_pools.values()) if _owner == os.getpid() else []
+        _pools.clear()
+    for pool in pools:
+        pool.stop(grace_s)
     for server in list(_live):
-        server.stop()
+        server.stop(grace_s)
 
 
-# llama.cpp's Python server answers one request at a time (--n_threads 1): requests queue
-# here, not in the server, so time spent waiting for a turn never counts as a stall.
-_LIMITER = RateLimiter(max_concurrency=1)
+def _stop_now() -> None:
+    """Ctrl-C / SIGTERM: a model server has nothing to save, so no grace."""
+    _stop_all(grace_s=0)
+
+MEMORY_KEY = "local"  # where endpoints.json keeps what the local servers measured
 
 
 class LocalProvider:
-    """Starts the model's server on first use, then asks it as the ``openai`` provider."""
+    """Starts the model's servers on first use, then asks them as the ``openai`` provider."""
 
     name = "local"
     free = True  # runs on this machine: no price entry needed, every call costs $0
@@ -222,69 +373,78 @@ class LocalProvider:
         self.settings = dict(settings)
         self.state_dir = state_dir
         self.transport = transport
-        self.limiter = _LIMITER
-        # model file -> (its OpenAICompatProvider, the server it asks)
-        self._asking: dict[Path, tuple] = {}
+        # the display's view of requests waiting for a server (the pool does the waiting)
+        self.limit = min(cores(), int(self.settings.get("max_concurrency", 8)))
+        self.limiter = RateLimiter(max_concurrency=self.limit)
+        self._asking: dict[LocalServer, object] = {}  # server -> its OpenAICompatProvider
+        self._pools: set[Path] = set()  # the model files whose pools this provider uses
         self._lock = threading.Lock()
 
-    def _provider_for(self, path: Path):
-        with self._lock:  # other threads wait here while the server starts
-            found = self._asking.get(path)
-            if found is not None:
-                asking, server = found
-                if server.running():
-                    return asking
-                # That server died (killed, out of memory): ask a new one.
-                del self._asking[path]
-                asking.close()
-                with _servers_lock:
-                    if _servers.get(path) is server:
-                        del _servers[path]
-                server.stop()
-            with _servers_lock:
-                server = _servers.get(path)
-                if server is None or not server.running():
-                    server = LocalServer(path, self.state_dir)
-                    server.start()  # (a server that cannot start is not kept)
-                    _servers[path] = server
-                server.users += 1
-            from .openai import OpenAICompatProvider
+    def _provider_for(self, server: LocalServer):
+        with self._lock:
+            asking = self._asking.get(server)
+            if asking is None:
+                from .openai import OpenAICompatProvider, workspace_memory
 
-            s = self.settings
-            asking = OpenAICompatProvider(
-                server.base_url, transport=self.transport,
-                timeout_s=float(s.get("timeout_s", 120.0)),
-                idle_timeout_s=float(s.get("idle_timeout_s", 30.0)),
-                response_format="json_object",  # the Python server refuses json_schema
-                retry=RetryPolicy(max_attempts=int(s.get("max_attempts", 6)),
-                                  max_total_s=float(s.get("max_retry_seconds", 120.0))),
-                limiter=self.limiter)
-            self._asking[path] = (asking, server)
+                s = self.settings
+                asking = self._asking[server] = OpenAICompatProvider(
+                    server.base_url, transport=self.transport,
+                    timeout_s=float(s.get("timeout_s", defaults.TIMEOUT_S)),
+                    idle_timeout_s=float(s.get("idle_timeout_s", defaults.IDLE_TIMEOUT_S)),
+                    response_format="json_object",  # the Python server refuses json_schema
+                    retry=RetryPolicy(
+                        max_attempts=int(s.get("max_attempts", defaults.MAX_ATTEMPTS)),
+                        max_total_s=float(s.get("max_retry_seconds",
+                                                defaults.MAX_RETRY_SECONDS))),
+                    limiter=RateLimiter(max_concurrency=1),
+                    memory=workspace_memory(self.state_dir), memory_key=MEMORY_KEY)
             return asking
 
     def generate(self, request: LLMRequest) -> ProviderResult:
-        """Answer ``request`` with its model's server (started now if need be)."""
+        """Answer ``request`` with a server of its model (started now if need be)."""
         _, path = resolve(request.model)
-        return self._provider_for(path).generate(request)
+        pool = _pool_for(path, self.state_dir, self.limit)
+        with self._lock:
+            if path not in self._pools:
+                self._pools.add(path)
+                with _pools_lock:
+                    pool.users += 1
+        self.limiter.acquire()
+        try:
+            server = pool.acquire()
+            try:
+                return self._provider_for(server).generate(request)
+            finally:
+                pool.release(server)
+        finally:
+            self.limiter.release()
 
     def close(self) -> None:
-        """Let go of the servers; the last user stops each."""
+        """Let go of the HTTP connections and of the servers: the last provider using a
+        model's servers stops them (else they stop when the process ends)."""
         with self._lock:
             asking, self._asking = self._asking, {}
-        for path, (provider, server) in asking.items():
+            paths, self._pools = self._pools, set()
+        for provider in asking.values():
             provider.close()
-            with _servers_lock:
-                server.users -= 1
-                if server.users <= 0:
-                    server.stop()
-                    if _servers.get(path) is server:
-                        del _servers[path]
+        for path in paths:
+            with _pools_lock:
+                pool = _pools.get(path)
+                if pool is None:
+                    continue
+                pool.users -= 1
+                if pool.users > 0:
+                    continue
+                del _pools[path]
+            pool.stop()
 
 
 class LocalPlugin:
     """Registers ``local``."""
 
     default_model = DEFAULT
+    free = True  # estimates cost it $0, with no price entry
+    memory_key = MEMORY_KEY
 
     def configure(self, model, endpoint):
         """Name the model by file name and content hash (the shipped SmolLM2 when the
@@ -293,8 +453,13 @@ class LocalPlugin:
         model.model, _ = resolve(spec)
         return model, endpoint
 
+    def answers_at_once(self, endpoint: dict) -> int:
+        """As many answers at once as the machine has cores (one server each), at most the
+        endpoint's ``max_concurrency``."""
+        return min(cores(), int(endpoint.get("max_concurrency") or 8))
+
     def create(self, config) -> LocalProvider:
-        """The local provider for ``config``; its server starts on the first request."""
+        """The local provider for ``config``; its servers start on the first request."""
         return LocalProvider(dict(config.settings), config.state_dir, config.transport)
 
     def model_files(self, model) -> list[Path]:

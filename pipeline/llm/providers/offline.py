@@ -68,5 +68,11 @@ class OfflinePlugin:
         latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
         return OfflineProvider(latency_ms=float(latency))
 
+    def estimate_seconds(self, settings, calls: int, tokens_in: float,
+                         tokens_out: float) -> float:
+        """The stand-in answers at once (or after its simulated latency)."""
+        latency = settings.get("offline_latency_ms") or settings.get("latency_ms") or 0.0
+        return calls * float(latency) / 1000
+
 
 PLUGIN = OfflinePlugin()

@@ -80,8 +80,11 @@ class OpenAICompatProvider:
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
                  transport: httpx.BaseTransport | None = None,
-                 memory: EndpointMemory | None = None):
+                 memory: EndpointMemory | None = None, memory_key: str | None = None):
         self.base_url = base_url.rstrip("/")
+        # what the endpoint supports and how fast it answers is remembered under this key
+        # (the base URL; a local server, on a new port each run, is ``local``)
+        self.key = memory_key or self.base_url
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -106,10 +109,10 @@ class OpenAICompatProvider:
         """json_schema or json_object; None while ``auto`` has not learnt it yet."""
         if self.response_format != "auto":
             return self.response_format
-        return self.memory.get(self.base_url, model).get("json_mode")
+        return self.memory.get(self.key, model).get("json_mode")
 
     def _streams(self, model: str) -> bool:
-        return self.stream and self.memory.get(self.base_url, model).get("stream") is not False
+        return self.stream and self.memory.get(self.key, model).get("stream") is not False
 
     # -- the request ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -148,6 +151,7 @@ class OpenAICompatProvider:
     def _post(self, body: dict) -> ProviderResult:
         """One HTTP attempt; raises _Retryable or ProviderError."""
         url = f"{self.base_url}/chat/completions"
+        sent = time.monotonic()
         begun = False  # the headers came: from here a silence is a stall
         try:
             with self._http.stream("POST", url, json=body, headers=self._headers()) as resp:
@@ -156,12 +160,12 @@ class OpenAICompatProvider:
                     resp.read()
                     self._raise_for_status(resp)
                 if "text/event-stream" in resp.headers.get("content-type", ""):
-                    return self._read_stream(resp, body)
+                    return self._read_stream(resp, body, sent)
                 self._idle_from_now(resp)
                 resp.read()
-                result = self._read_whole(resp, body)
+                result = self._read_whole(resp, body, sent)
                 if body.get("stream"):  # asked to stream, answered in one piece: remember
-                    self.memory.learn(self.base_url, body["model"], stream=False)
+                    self.memory.learn(self.key, body["model"], stream=False)
                 return result
         except httpx.TimeoutException:
             if begun:
@@ -185,7 +189,7 @@ class OpenAICompatProvider:
                              status=status)
         raise _Refused(f"{status} from {self.base_url}: {self._server_message(resp)}")
 
-    def _read_whole(self, resp: httpx.Response, body: dict) -> ProviderResult:
+    def _read_whole(self, resp: httpx.Response, body: dict, sent: float) -> ProviderResult:
         try:
             data = resp.json()
             text = data["choices"][0]["message"]["content"]
@@ -193,7 +197,8 @@ class OpenAICompatProvider:
                 raise TypeError("content is not text")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise _Retryable(f"unreadable answer body ({type(exc).__name__})") from None
-        return self._result(body, text, data.get("usage"), None)
+        return self._result(body, text, data.get("usage"), None,
+                            answer_s=time.monotonic() - sent)
 
     def _idle_from_now(self, resp: httpx.Response) -> None:
         """The request waited up to timeout_s for the answer to begin; from here on a
@@ -203,10 +208,11 @@ class OpenAICompatProvider:
         if isinstance(timeouts, dict):
             timeouts["read"] = self.idle_timeout_s
 
-    def _read_stream(self, resp: httpx.Response, body: dict) -> ProviderResult:
+    def _read_stream(self, resp: httpx.Response, body: dict, sent: float) -> ProviderResult:
         """Collect a server-sent-events answer, watching for stalls and truncation."""
         self._idle_from_now(resp)
         last_piece = time.monotonic()
+        first: float | None = None  # when the first piece of the answer came
         begun, finished, usage = False, None, None
         parts: list[str] = []
         pieces = 0
@@ -251,6 +257,8 @@ class OpenAICompatProvider:
                 if isinstance(delta.get("content"), str) and delta["content"]:
                     parts.append(delta["content"])
                     pieces += 1
+                    if first is None:
+                        first = time.monotonic()
                 if choice.get("finish_reason"):
                     finished = choice["finish_reason"]
             begun, last_piece = True, time.monotonic()
@@ -258,12 +266,15 @@ class OpenAICompatProvider:
             # The stream ended (or a server said [DONE] as it dropped the request) before
             # the answer said it was complete: a truncated answer, never a valid one.
             raise _Retryable(f"the streamed answer was cut off after {pieces} piece(s)")
-        self.memory.learn(self.base_url, body["model"], stream=True,
+        self.memory.learn(self.key, body["model"], stream=True,
                           stream_usage=usage is not None)
-        return self._result(body, "".join(parts), usage, pieces)
+        done = time.monotonic()
+        return self._result(body, "".join(parts), usage, pieces,
+                            prompt_s=(first or done) - sent, answer_s=done - (first or done))
 
-    def _result(self, body: dict, text: str, usage: dict | None,
-                pieces: int | None) -> ProviderResult:
+    def _result(self, body: dict, text: str, usage: dict | None, pieces: int | None,
+                prompt_s: float | None = None, answer_s: float | None = None
+                ) -> ProviderResult:
         """Tokens from the server's usage; else the prompt counted by the model's own
         tokenizer (:meth:`_count_prompt`) and a streamed answer's pieces (llama.cpp and most
         servers send one token per piece); else an estimate (``estimate_tokens``: words *
@@ -274,7 +285,10 @@ class OpenAICompatProvider:
             tokens_in = estimate_tokens("\n".join(str(m.get("content", ""))
                                                   for m in body["messages"]))
         out = usage.get("completion_tokens") or pieces or estimate_tokens(text)
-        return ProviderResult(text=text, tokens_in=int(tokens_in), tokens_out=int(out))
+        result = ProviderResult(text=text, tokens_in=int(tokens_in), tokens_out=int(out),
+                                prompt_s=prompt_s, answer_s=answer_s)
+        self.memory.note_speed(self.key, body["model"], result)
+        return result
 
     def _count_prompt(self, body: dict) -> int | None:
         """The prompt's tokens by the model's own tokenizer, through llama.cpp's
@@ -282,7 +296,7 @@ class OpenAICompatProvider:
         (SmolLM2's template; close for others). None where the server has no such
         endpoint, which is remembered so it is asked once."""
         model = body["model"]
-        if self.memory.get(self.base_url, model).get("tokenize") is False:
+        if self.memory.get(self.key, model).get("tokenize") is False:
             return None
         url = self.base_url.removesuffix("/v1") + "/extras/tokenize/count"
         try:
@@ -290,12 +304,12 @@ class OpenAICompatProvider:
                                    headers=self._headers(), timeout=10)
             if resp.status_code == 200:
                 count = int(resp.json()["count"])
-                self.memory.learn(self.base_url, model, tokenize=True)
+                self.memory.learn(self.key, model, tokenize=True)
                 return count
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
         if resp.status_code in (404, 405):
-            self.memory.learn(self.base_url, model, tokenize=False)
+            self.memory.learn(self.key, model, tokenize=False)
         return None
 
     def _server_message(self, resp: httpx.Response) -> str:
@@ -329,7 +343,7 @@ class OpenAICompatProvider:
             try:
                 result = self._post(self._body(request, mode, stream))
                 if structured and known is None:
-                    self.memory.learn(self.base_url, request.model,
+                    self.memory.learn(self.key, request.model,
                                       json_mode=mode or "json_schema")
                 return result
             except _Retryable as exc:
