@@ -181,7 +181,6 @@ class Estimate(BookCommand):
         from pipeline.llm import ResponseCache, providers, read_calls
         from pipeline.llm.endpoints import estimate_seconds
         from pipeline.llm.pricing import PriceTable
-        from targets.book.commands import downstream
         from targets.book.run import of_command
 
         if try_templates and self.area is None:
@@ -199,10 +198,16 @@ class Estimate(BookCommand):
                                 fix=f"name a task (write:{book.scenes[0].id}), a phase "
                                     f"({', '.join(PHASES)}), or try:NAME")
             needed = set(upstream(self.task_list, named))
-        stale = [n for n in phase_tasks if n in needed
-                 and self.dep_manager.get_status(tasks[n], tasks).status != "up-to-date"]
-        why = _why_stale(self.task_list, self.dep_manager, db, book, stale)
-        affected = set(downstream(self.task_list, stale)) & set(phase_tasks) & needed
+        # the plan of doit why and doit list --status: stale by a cause of its own; may
+        # rerun when it runs or when a task it reads from does
+        from targets.book.why import Explainer
+
+        explainer = Explainer(self.task_list, self.dep_manager, db,
+                              set(book.templates.values()), book.side)
+        verdicts = {n: explainer.verdict(n) for n in phase_tasks if n in needed}
+        stale = [n for n, v in verdicts.items() if v.runs and v.own]
+        why = _why_stale(explainer, stale)
+        affected = {n for n, v in verdicts.items() if v.active}
         # a stale task whose inputs no other task rewrites sends the request it would send
         # now: if the response cache has it, it is served, not paid
         producer = {target: t.name for t in self.task_list for target in t.targets}
@@ -320,11 +325,8 @@ def upstream(task_list, names: list[str]) -> list[str]:
     return sorted(seen)
 
 
-def _why_stale(task_list, dep_manager, db, book, stale: list[str], shown: int = 12) -> list[str]:
+def _why_stale(explainer, stale: list[str], shown: int = 12) -> list[str]:
     """The first reason of each stale task, as ``doit why`` words it (at most ``shown``)."""
-    from targets.book.why import Explainer
-
-    explainer = Explainer(task_list, dep_manager, db, set(book.templates.values()), book.side)
     lines = []
     for name in stale[:shown]:
         verdict = explainer.verdict(name)

@@ -206,3 +206,43 @@ def test_list_status_says_what_the_run_will_do(built):
     assert status["plan:ch002_sc003"] == "R"
     assert status["write:ch002_sc003"] == "R" and status["commit:ch002_sc003"] == "R"
     assert status["plan:ch002_sc002"] == "U"
+
+
+def _row(table: str, phase: str) -> list[str]:
+    line = next(line for line in table.splitlines() if f"│ {phase} " in line)
+    return [c.strip() for c in line.split("│") if c.strip()]
+
+
+def test_info_and_estimate_ask_the_plan_list_status_shows(built):
+    """``doit info``'s status and ``doit estimate``'s rows come from the plan that ``doit
+    list --status`` and ``doit why`` show: downstream of a changed template runs (doit's own
+    status said up-to-date), downstream of a regenerated file runs only if it comes out
+    different (doit's own said run, and estimate counted it as stale)."""
+    built.artifact("ch002_sc003", "write/prose.md").unlink()
+    assert _status(built)["repair:ch002_sc003"] == "M"
+    info = built.doit("info", "repair:ch002_sc003")
+    assert info.returncode == 1, info.stdout + info.stderr
+    assert "status     : runs only if a task it reads from writes different files" in info.stdout
+    assert "write:ch002_sc003" in info.stdout
+    estimate = built.doit("estimate")
+    assert estimate.returncode == 0, estimate.stdout + estimate.stderr
+    # stale now, may rerun, LLM calls (at most), ..., from the cache
+    write, repair = _row(estimate.stdout, "write"), _row(estimate.stdout, "repair")
+    assert (write[1], write[2], write[3], write[6]) == ("1", "1", "0", "1"), estimate.stdout
+    assert (repair[1], repair[2], repair[3]) == ("0", "1", "1"), estimate.stdout
+    assert _row(estimate.stdout, "plan")[1:3] == ["0", "0"], estimate.stdout
+    built.build()
+
+    override = built.book / "templates" / "write.j2"
+    override.parent.mkdir()
+    override.write_text("Write the scene in one paragraph.\n")
+    assert _status(built)["repair:ch001_sc001"] == "R"
+    info = built.doit("info", "repair:ch001_sc001")
+    assert info.returncode == 1, info.stdout + info.stderr
+    assert "status     : run\n" in info.stdout and "write:ch001_sc001" in info.stdout
+    plan = built.doit("info", "plan:ch001_sc001")
+    assert plan.returncode == 0 and "status     : up-to-date" in plan.stdout, plan.stdout
+    estimate = built.doit("estimate")
+    repair = _row(estimate.stdout, "repair")
+    assert (repair[1], repair[2]) == ("0", str(len(SCENES))), estimate.stdout
+    assert _row(estimate.stdout, "write")[1] == str(len(SCENES)), estimate.stdout
