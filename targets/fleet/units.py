@@ -89,12 +89,17 @@ def _single(folder: Path, pattern: str, text: str, what: str) -> Path:
     return found[0]
 
 
-def _l7(text: str, arg: str, root: Path) -> Unit:
-    folder = (root / arg).resolve()
+def _inside(root: Path, arg: str, text: str, what: str) -> tuple[Path, Path]:
+    """``arg`` resolved, and relative to the project ``root`` (a UnitError if outside)."""
+    path = (root / arg).resolve()
     try:
-        rel = folder.relative_to(root.resolve())
+        return path, path.relative_to(root.resolve())
     except ValueError:
-        raise UnitError(f"'{text}': the folder must be inside the project") from None
+        raise UnitError(f"'{text}': the {what} must be inside the project") from None
+
+
+def _l7(text: str, arg: str, root: Path) -> Unit:
+    folder, rel = _inside(root, arg, text, "folder")
     if not folder.is_dir():
         raise UnitError(f"'{text}': no such folder", path=arg)
     session_input = _single(folder, "*session_input*.json", text, "session input")
@@ -114,11 +119,7 @@ def _l7(text: str, arg: str, root: Path) -> Unit:
 def _pack(text: str, arg: str, root: Path) -> Unit:
     from pipeline.core.jsonio import read_json
 
-    path = (root / arg).resolve()
-    try:
-        rel = path.relative_to(root.resolve())
-    except ValueError:
-        raise UnitError(f"'{text}': the pack must be inside the project") from None
+    path, rel = _inside(root, arg, text, "pack")
     data = read_json(path, "scenario pack")
     pack_id = data.get("pack_id") if isinstance(data, dict) else None
     if not isinstance(pack_id, str) or not pack_id or "/" in pack_id:

@@ -46,3 +46,12 @@ def test_two_sessions_in_one_folder_are_named(root: Path):
     text = str(err.value)
     assert "found 2: l6_run_output/scenes_v2.json, other/scenes_v2.json" in text
     assert "one L7 session's input, objective and scenes_v2.json" in text
+
+
+@pytest.mark.parametrize("text, what", [("l7:../outside", "folder"),
+                                        ("pack:../outside/pack.json", "pack")])
+def test_a_unit_outside_the_project_is_named(root: Path, text: str, what: str):
+    (root.parent / "outside").mkdir(exist_ok=True)
+    with pytest.raises(UserError) as err:
+        parse_unit(text, root)
+    assert str(err.value).startswith(f"'{text}': the {what} must be inside the project")
