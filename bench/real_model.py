@@ -2,7 +2,7 @@
 (``SCENEMAKE_MODEL=local doit``), for several seeds: what a real run costs.
 
     python bench/real_model.py [--seeds 7 11 23] [--workdir /tmp/smb-real]
-    python bench/real_model.py --plans [--runs 3]
+    python bench/real_model.py --plans [--runs 3] [--hows n1 n2 one2]
 
 Books: each seed builds a fresh copy of the shipped example (only ``model.seed`` in
 book.json changed; no response cache), so every call goes to the model. Per seed: whether
@@ -173,7 +173,7 @@ def plans(args) -> None:
     two = ("--n_threads", "2", "--n_threads_batch", "2")  # (the last of a repeated flag wins)
     with LlamaServer(model_path(), extra_args=two) as two_threads:
         for i in range(args.runs):
-            for how in ("n1", "n2", "one2"):
+            for how in args.hows:
                 root = fresh_project(args.workdir / f"{how}-{i}", None)
                 wall, n, cpu = plans_run(root, how, two_threads if how == "one2" else None)
                 walls[how].append(wall)
@@ -187,6 +187,8 @@ def plans(args) -> None:
     for how, label in (("n1", "`-n 1 plan` (one server, one thread)"),
                        ("n2", "`-n 2 -P thread plan` (two servers, one thread each)"),
                        ("one2", "one server with two threads, `-n 1` (started before)")):
+        if how not in args.hows:
+            continue
         med = statistics.median(walls[how])
         print(f"| {label} | {med:.1f} s | {med / base:.2f} | "
               f"{statistics.median(cpus[how]):.1f} | {paid[how]} |")
@@ -198,6 +200,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 23])
     ap.add_argument("--plans", action="store_true", help="-n 1 against -n 2 for the plans")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--hows", nargs="+", choices=("n1", "n2", "one2"),
+                    default=["n1", "n2", "one2"], help="--plans: which ways to run them")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/smb-real"))
     ap.add_argument("--keep", action="store_true", help="keep the built projects")
     args = ap.parse_args()
