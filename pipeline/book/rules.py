@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from pipeline.book.runvars import RunVars
 from pipeline.book.workspace import default_template_home
+from pipeline.core import filestate
 from pipeline.core.builddb import SceneDB
 from pipeline.core.errors import UserError
-from pipeline.core.hashing import hash_file, hash_known, same_content
+from pipeline.core.hashing import hash_file, hash_known
 
 
 class PolicyError(UserError):
@@ -217,6 +218,6 @@ def stale_state_acceptable(prev: dict, changed: list[str], state_path: str | Non
     recorded = db.outputs_of(task_id)
     for path in outputs.values():
         rec = recorded.get(path)
-        if rec is None or not os.path.exists(path) or not same_content(path, rec["state"]):
+        if rec is None or not filestate.matches(path, rec["state"]):
             return False
     return True

@@ -41,9 +41,10 @@ from pipeline.book.workspace import (
     Workspace,
     resolve_templates,
 )
+from pipeline.core import filestate
 from pipeline.core.clock import now_iso, now_iso_ms
 from pipeline.core.errors import UserError
-from pipeline.core.hashing import hash_bytes, hash_file, same_content
+from pipeline.core.hashing import hash_bytes, hash_file
 from pipeline.core.jsonio import display_path, read_json
 from pipeline.core.store import atomic_write_bytes, atomic_write_json
 
@@ -380,7 +381,7 @@ def seed(db, book: Book, area: Area, tasks: list[str]) -> list[str]:
             state = json.loads(state_raw) if state_raw else None
         except ValueError:
             continue
-        if not same_content(path, state):
+        if not filestate.matches(path, state):
             continue  # edited by hand, or gone: the try builds it afresh
         target = Path(new + path[len(old):])
         target.parent.mkdir(parents=True, exist_ok=True)

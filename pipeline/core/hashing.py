@@ -89,21 +89,6 @@ def hash_known(path: str, state: list | None) -> str:
     return hash_file(path, st)
 
 
-def same_content(path: str, state: list | None) -> bool:
-    """True if the file still has the content recorded in ``state`` (stat shortcut first)."""
-    if not state or len(state) != 3:
-        return False
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if st.st_mtime_ns == state[0] and st.st_size == state[1]:
-        return True
-    if st.st_size != state[1]:
-        return False
-    return hash_file(path, st) == state[2]
-
-
 def remember(path: str, st: os.stat_result, digest: str) -> None:
     """Seed the memo with a hash we already know (a file we just wrote)."""
     with _memo_lock:
