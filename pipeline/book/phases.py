@@ -71,8 +71,6 @@ def layout(book: Book, sid: str) -> dict[str, PhaseFiles]:
 def check_templates(book: Book, phases: list[str]) -> None:
     """Every template the LLM ``phases`` render parses and reads only what its context
     has (``rendering.check_names``): a UserError naming the first that does not."""
-    if not phases:
-        return
     from pipeline.core.rendering import check_names
 
     system = book.templates["system"]

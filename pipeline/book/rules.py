@@ -106,17 +106,6 @@ def find_template_changes(db: SceneDB, task_templates: dict[str, dict[str, str]]
     return list(merged.values())
 
 
-def unproven_templates(db: SceneDB, task_templates: dict[str, dict[str, str]]) -> set[str]:
-    """The templates of tasks that never succeeded with a template in that role: with the
-    changed ones (``find_template_changes``), what the guard checks before a run; one a
-    phase last succeeded with, unchanged, has rendered already."""
-    out: set[str] = set()
-    for task_id, templates in task_templates.items():
-        recorded = db.values(task_id).get("template_set") or {}
-        out.update(path for role, path in templates.items() if role not in recorded)
-    return out
-
-
 def _short(h: str | None) -> str:
     return h[:12] if h else "missing"
 

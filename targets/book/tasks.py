@@ -315,12 +315,9 @@ def _guard(run: BookRun) -> TaskFailed | None:
         from pipeline.book.phase_table import LLM_PHASES
         from pipeline.book.phases import check_templates
 
+        if run.loaded_scenes():
+            check_templates(book, list(LLM_PHASES))
         changes = policies.find_template_changes(db, task_templates)
-        if run.loaded_scenes():  # those changed or never rendered by a phase that succeeded
-            fresh = ({ch.path for ch in changes}
-                     | policies.unproven_templates(db, task_templates))
-            check_templates(book, [p for p in LLM_PHASES if fresh & {
-                book.templates[p], book.templates["system"]}])
         policies.require_prompt_change_allowed(changes, rv)
         accepted = policies.handle_edits(db, policies.find_edits(db, _guarded_outputs(run)), rv)
         for sid in sorted({t.partition(":")[2] for t in accepted}):
