@@ -162,6 +162,8 @@ def capture(opts: CaptureOptions, kind: str, spec: Pack | Scenario, run_id: str,
             ident = layout.manifest.get("pack_id") or layout.scenarios[0].scenario_id
             name = kind if ident == kind else f"{kind} {ident}"  # a --question case: "case"
             print(f"{name}: run {run_id} -> {display_path(run_dir)}")
+            # A state before the first question: a run killed at any point has one to report.
+            status.write(layout, None)
             scenarios = spec.scenarios if isinstance(spec, Pack) else [spec]
             for scenario, ref in zip(scenarios, layout.scenarios, strict=True):
                 capturer.capture(scenario, ref.dir, run_id,

@@ -127,6 +127,24 @@ def test_a_captured_run_not_reviewed_yet(project: Project):
     assert all("not judged" in row for row in rows)
 
 
+def test_a_run_killed_at_its_first_question(project: Project):
+    """CI once killed a run between a step's files and the run's state: no pack_state.json,
+    so no report. The state is written before the first question, so there is always one."""
+    _assistant(project, delay_ms=60_000)  # no answer comes before the kill
+    assistant = project.assistants[0]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.scenario", "run-pack", "--pack",
+                             PACK, "--base-url", assistant.url], cwd=project.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("pack ")  # the run is laid out: now asking
+    time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows = _rows(_page(project))
+    assert len(rows) == 9 and all("not captured yet" in row for row in rows)
+
+
 def test_an_interrupted_run(project: Project):
     assistant = _assistant(project, delay_ms=1500)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.scenario", "run-pack", "--pack",
