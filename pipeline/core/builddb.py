@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core import sqlitefile
@@ -61,6 +61,53 @@ def m001_tables(conn: sqlite3.Connection) -> None:
         "value text not null)",
     ):
         conn.execute(statement)
+
+
+@SCHEMA.migration
+def m002_plan_column(conn: sqlite3.Connection) -> None:
+    """Beside each doit record, what the plan reads of it (``plan_row``), so deciding what is
+    up to date decodes a fifth of the bytes; the records there are given theirs now."""
+    columns = {row[1] for row in conn.execute("pragma table_info(doit)")}
+    if "plan" not in columns:
+        conn.execute("alter table doit add column plan json")
+    rows = conn.execute("select task_id, task_data from doit where plan is null").fetchall()
+    conn.executemany("update doit set plan = ? where task_id = ?",
+                     [(plan_of(data), task_id) for task_id, data in rows])
+    # A record changed by anything that does not write its plan row too (an older
+    # scenemake, a hand-run sqlite3) loses the row: the plan then reads the record whole.
+    conn.execute("create trigger if not exists doit_plan_follows after update of task_data "
+                 "on doit for each row when new.plan is old.plan begin "
+                 "update doit set plan = null where task_id = new.task_id; end")
+
+
+def plan_row(data: dict) -> str | None:
+    """What the plan (targets/book/planner.py) reads of a doit record, compactly: the
+    checker, whether it is ignored, each file dependency with its saved state, and of the
+    values the inputs rule's hash and the templates rendered (role -> [path, hash]).
+    None for a record not shaped as doit writes one (the plan then reads it whole)."""
+    try:
+        values = data.get("_values_:") or {}
+        if not isinstance(values, dict):
+            values = {}
+        templates = values.get("template_set")
+        return json.dumps([
+            data.get("checker:"), "ignore:" in data,
+            [[dep, data.get(dep)] for dep in data.get("deps:") or ()],
+            values.get("inputs_hash"),
+            {role: [e.get("path"), e.get("hash")] for role, e in templates.items()
+             if isinstance(e, dict)} if isinstance(templates, dict) else None],
+            separators=(",", ":"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def plan_of(raw: str) -> str | None:
+    """``plan_row`` of a stored record (None: not a record the plan can read)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    return plan_row(data) if isinstance(data, dict) else None
 
 
 def migration(name: str) -> Callable[[Callable[[SceneDB], None]], Callable[[SceneDB], None]]:
@@ -119,9 +166,14 @@ def move_paths(conn: sqlite3.Connection, old: str, new: str) -> list[str]:
     new_json = '"' + json.dumps(new.rstrip("/") + "/")[1:-1]
     rows = conn.execute("select task_id, task_data from doit where instr(task_data, ?)",
                         (old_json,)).fetchall()
+    planned = "plan" in {row[1] for row in conn.execute("pragma table_info(doit)")}
     for task_id, data in rows:
-        conn.execute("update doit set task_data = ? where task_id = ?",
-                     (data.replace(old_json, new_json), task_id))
+        moved = data.replace(old_json, new_json)
+        if planned:  # the plan row names the same paths: made again from the record
+            conn.execute("update doit set task_data = ?, plan = ? where task_id = ?",
+                         (moved, plan_of(moved), task_id))
+        else:
+            conn.execute("update doit set task_data = ? where task_id = ?", (moved, task_id))
     tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
     if "sm_outputs" in tables:  # what each artifact's task wrote, keyed by its path
         prefix = old.rstrip("/") + "/"
@@ -146,10 +198,16 @@ def _open_read_only(path: str) -> sqlite3.Connection:
                            timeout=30, check_same_thread=False)
 
 
-def _read_records(conn: sqlite3.Connection) -> Records:
+def _read_records(conn: sqlite3.Connection, whole: bool = True) -> Records:
     conn.execute("begin")
     try:
-        tasks = dict(conn.execute("select task_id, task_data from doit"))
+        if whole:  # a DB of an earlier version, read only, may have no plan column
+            tasks, plans = dict(conn.execute("select task_id, task_data from doit")), {}
+        else:  # a record is read whole only where it has no plan row
+            rows = conn.execute("select task_id, plan, case when plan is null then task_data "
+                                "end from doit").fetchall()
+            tasks = {task_id: data for task_id, _plan, data in rows if data is not None}
+            plans = {task_id: plan for task_id, plan, _data in rows if plan is not None}
         outputs = {path: (task_id, known, state) for path, task_id, known, state in
                    conn.execute("select path, task_id, known, state from sm_outputs")}
         row = conn.execute("select n from sm_meta where key='generation'").fetchone()
@@ -158,7 +216,7 @@ def _read_records(conn: sqlite3.Connection) -> Records:
         attempts = dict(conn.execute("select task_id, n from sm_attempts"))
     finally:
         conn.execute("commit")
-    return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts)
+    return Records(tasks, outputs, row[0] if row else 0, failed, dirty, attempts, plans)
 
 
 def read_records(path: str | os.PathLike) -> Records | None:
@@ -200,6 +258,7 @@ class Records:
     failed: frozenset[str]
     dirty: frozenset[str]
     attempts: dict[str, int]
+    plans: dict[str, str] = field(default_factory=dict)  # task_id -> its ``plan_row``
 
 
 class SceneDB:
@@ -383,7 +442,8 @@ class SceneDB:
         # (``stale_views``).
         with self._conn:
             self._conn.execute("begin")
-            self._conn.execute("insert or replace into doit values (?, ?)", (task_id, raw))
+            self._conn.execute("insert or replace into doit(task_id, task_data, plan) "
+                               "values (?, ?, ?)", (task_id, raw, plan_row(data)))
             if task_id not in NO_GENERATION:
                 self._conn.execute("insert or ignore into sm_dirty values (?)", (task_id,))
                 self._bump()
@@ -449,11 +509,12 @@ class SceneDB:
                     f"({','.join('?' * len(changed))})", changed).fetchall())
         return len(changed)
 
-    def snapshot(self) -> Records:
+    def snapshot(self, whole: bool = True) -> Records:
         """Every record as stored now, read in one read transaction (a writer committing
-        meanwhile is not half-seen)."""
+        meanwhile is not half-seen); ``whole=False``: the plan rows, and a record whole only
+        where it has none."""
         with self._lock:
-            return _read_records(self._conn)
+            return _read_records(self._conn, whole)
 
     def adopt(self, source: str, tasks: list[str], old: str, new: str) -> list[str]:
         """Copy the records of ``tasks`` from the build DB at ``source`` (read only, never
@@ -480,7 +541,9 @@ class SceneDB:
         with self._lock, self._conn:
             self._conn.execute("begin")
             conn = self._conn
-            conn.executemany("insert or replace into doit values (?, ?)", rows["doit"])
+            conn.executemany("insert or replace into doit(task_id, task_data, plan) "
+                             "values (?, ?, ?)",
+                             [(r[0], r[1], plan_of(r[1])) for r in rows["doit"]])
             conn.executemany("insert or replace into sm_outputs values (?, ?, ?, ?)",
                              rows["sm_outputs"])
             conn.executemany("insert into sm_events(task_id, kind, data, ts) values (?,?,?,?)",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from pipeline.book import stamp
 from pipeline.book.phase_table import PHASES
 from pipeline.core import filestate
+from pipeline.core.builddb import plan_of
 from targets.book.uptodate import InputsUnchanged, OutputsAsRecorded
 from targets.checker import Blake3Checker
 
@@ -89,21 +90,19 @@ class RecordCheck:
         """``task`` for its parts: ``inputs`` gives the inputs rule's value now (None: the
         task has no such rule). Its outputs are checked against their recorded states, as
         ``OutputsAsRecorded`` does (and more: they must be there)."""
-        raw = self.records.tasks.get(name)
-        if raw is None or name in self.records.failed or name in self.records.dirty:
+        records = self.records
+        if name in records.failed or name in records.dirty:
             return False
-        try:
-            record = json.loads(raw)
-        except ValueError:
+        plan = _plan(records, name)
+        if plan is None:
             return False
-        if (not isinstance(record, dict) or record.get("checker:") != _CHECKER
-                or "ignore:" in record or not file_dep
-                or set(record.get("deps:") or ()) != set(file_dep)):
+        checker, ignored, states, inputs_hash, recorded_templates = plan
+        if checker != _CHECKER or ignored or not file_dep or states.keys() != set(file_dep):
             return False
         digests = {}
         stats, stat, by_content = self._stats, self.stat, self.by_content
         for dep in file_dep:
-            state = record.get(dep)
+            state = states[dep]
             st = stats.get(dep) or stat(dep)
             # make's contract first, inline (85000 calls at 1000 scenes); else the rule
             if not (type(state) is list and len(state) == 3 and st is not None
@@ -112,10 +111,9 @@ class RecordCheck:
                     and not filestate.matches(dep, state, st, by_content=dep in by_content):
                 return False
             digests[dep] = state[2]
-        values = record.get("_values_:") or {}
-        if inputs is not None and not InputsUnchanged.holds(values, inputs()):
+        if inputs is not None and inputs_hash != inputs():
             return False
-        if templates and not _as_recorded(templates, values.get("template_set"), digests):
+        if templates and not _as_recorded(templates, recorded_templates, digests):
             return False
         output_state = self.output_state
         for target in targets:  # there, with the content the build last wrote
@@ -153,6 +151,27 @@ class RecordCheck:
         return True
 
 
+def _plan(records: Records, name: str) -> list | None:
+    """A task's ``builddb.plan_row``: [checker, ignored, {dep: state}, inputs hash,
+    {role: [template path, hash]}], from its plan row or, for a record without one (written
+    before the column, or changed by another writer), from the record itself (None: no
+    usable record)."""
+    try:
+        raw = records.plans.get(name)
+        if raw is None:
+            record = records.tasks.get(name)
+            raw = plan_of(record) if record is not None else None
+            if raw is None:
+                return None
+        plan = json.loads(raw)
+        if not isinstance(plan, list) or len(plan) != 5 or not isinstance(plan[2], list):
+            return None
+        plan[2] = dict(plan[2])  # dep -> its recorded state
+        return plan
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def _as_recorded(templates: dict[str, str], recorded, digests: dict[str, str]) -> bool:
     """The task's templates are those its last success rendered, by path and content (a
     default template found at another install path is the guard's to judge)."""
@@ -160,8 +179,7 @@ def _as_recorded(templates: dict[str, str], recorded, digests: dict[str, str]) -
         return False
     for role, path in templates.items():
         entry = recorded[role]
-        if (not isinstance(entry, dict) or entry.get("path") != path
-                or entry.get("hash") != digests.get(path)):
+        if not isinstance(entry, list) or entry != [path, digests.get(path)]:
             return False
     return True
 
@@ -209,7 +227,7 @@ class Planner:
 
         run = self.run
         book = run.book
-        check = RecordCheck(run.db.snapshot(), run.by_content())
+        check = RecordCheck(run.db.snapshot(whole=False), run.by_content())
         names = {f"{p}:{s.id}" for s in book.scenes for p in PHASES} | {"manuscript"}
         if not check.orphans_as_recorded(names):
             return None  # a removed scene's file edited: the guard's to refuse

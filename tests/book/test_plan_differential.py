@@ -4,10 +4,12 @@ Seeded random sequences of what users do - edit a brief, book.json, state.json, 
 override; add, remove, reorder scenes; hand edits, deleted artifacts, ``touch``, a same-size
 edit with the mtime put back; named runs, ``forget``, ``rerun-from``, ``restore``,
 ``allow_prompt_change``, ``force_resume``, ``-n 2``; ``kill -9`` at a write; an edit while a
-run is on; a model switch - are applied to a project. After each step the project is copied
-twice (mtimes and build DB included) and a plain ``doit`` on one copy must agree with doit
-checking every task on the other: exit code, tasks run, requests paid, every file, every
-refusal (tests/support/agreement.py). A failure prints its seed and steps.
+run is on; a model switch - are applied to a project; after half the steps the stamp is
+removed, so that the plain ``doit`` checks the records (their plan rows). After each step
+the project is copied twice (mtimes and build DB included) and a plain ``doit`` on one copy
+must agree with doit checking every task on the other: exit code, tasks run, requests paid,
+every file, every refusal (tests/support/agreement.py); every plan row of the build DB must
+say what its record says. A failure prints its seed and steps.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support.agreement import BOOK, OUTLINE, STATE, clone, keep_mtime, twin_runs
+from support.agreement import BOOK, OUTLINE, STAMP, STATE, clone, keep_mtime, twin_runs
 from support.project import PHASES, Project
 
+from pipeline.core.builddb import plan_of
+
+DB = "workspace/.scenemake/books/example.sqlite"
 ARTIFACTS = ("plan/scene_card.json", "write/prose.md", "repair/prose.md",
              "continuity_pack/pack.json", "state_repair/state_patch.json",
              "commit/post_state.json")
@@ -205,6 +211,14 @@ class Steps:
            "parallel", "kill", "edit_during_run", "model_switch")
 
 
+def _plan_rows_follow(project: Project) -> None:
+    """Every plan row of the build DB is what its record says (or empty: read whole)."""
+    with sqlite3.connect(project.root / DB) as conn:
+        rows = conn.execute("select task_id, task_data, plan from doit").fetchall()
+    stale = [task for task, data, plan in rows if plan is not None and plan != plan_of(data)]
+    assert not stale, f"plan rows that do not say what their records say: {stale}"
+
+
 def run_sequence(built: Project, where: Path, seed: int, steps: int,
                  distinct: bool = False) -> None:
     """Apply ``steps`` random actions to a copy of ``built`` (``distinct``: no action twice);
@@ -217,8 +231,12 @@ def run_sequence(built: Project, where: Path, seed: int, steps: int,
         [rng.choice(Steps.ALL) for _ in range(steps)]
     for i, name in enumerate(names):
         done.append(getattr(actions, name)(project))
+        if rng.random() < 0.5:  # no index: the plain doit checks the records (plan rows)
+            (project.root / STAMP).unlink(missing_ok=True)
+            done[-1] += " (index removed)"
         try:
             plain, _, _, _ = twin_runs(project, where / f"step{i}", env=actions.env)
+            _plan_rows_follow(plain)
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}, after steps:\n  " + "\n  ".join(done)
                                  + f"\n{exc}") from None

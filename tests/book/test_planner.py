@@ -11,7 +11,7 @@ import shutil
 import pytest
 from support.project import PHASES, Project, built_files, executed, loaded, scenes_of
 
-from pipeline.core.builddb import Records
+from pipeline.core.builddb import Records, plan_row
 from pipeline.core.hashing import hash_file
 from targets.book.planner import RecordCheck
 from targets.book.uptodate import InputsUnchanged
@@ -47,14 +47,21 @@ def files(tmp_path):
     return dep, tpl, out, record, task
 
 
-def _records(tasks: dict, outputs: dict) -> Records:
+def _records(tasks: dict, outputs: dict, plans: dict | None = None) -> Records:
     return Records(tasks, {p: ("write:s1", json.dumps([s[2]]), json.dumps(s))
-                           for p, s in outputs.items()}, 1, frozenset(), frozenset(), {})
+                           for p, s in outputs.items()}, 1, frozenset(), frozenset(), {},
+                   plans or {})
 
 
 def _check(record: dict | None, outputs: dict, task: dict, template: str) -> bool:
+    """The check's answer, asked of the record whole and of its plan row (the build DB's
+    ``plan`` column): the two must agree."""
     records = {} if record is None else {task["name"]: json.dumps(record)}
-    return RecordCheck(_records(records, outputs)).task(task, 0, {"phase": template})
+    plans = {} if record is None else {task["name"]: plan_row(record)}
+    whole = RecordCheck(_records(records, outputs)).task(task, 0, {"phase": template})
+    planned = RecordCheck(_records({}, outputs, plans)).task(task, 0, {"phase": template})
+    assert whole == planned
+    return whole
 
 
 def test_a_task_whose_record_matches_is_up_to_date_and_its_files_noted(files):
