@@ -21,6 +21,15 @@ class ModelSettings(Strict):
     max_tokens: int = Field(1200, gt=0)
     seed: int | None = 7
 
+    @property
+    def label(self) -> str:
+        """``provider:model`` as a person reads it: a model named by its file's content
+        (``NAME.gguf@BLAKE3``) shows the hash's first 12 hex digits, as git shortens one."""
+        name, at, digest = self.model.rpartition("@")
+        if at and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            return f"{self.provider}:{name}@{digest[:12]}"
+        return f"{self.provider}:{self.model}"
+
 
 class Endpoint(Strict):
     """How to reach the model; not part of any content address (changing it reruns nothing)."""

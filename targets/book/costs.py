@@ -232,7 +232,7 @@ class Estimate(BookCommand):
         endpoint = book.config.endpoint.model_dump()
         what = (f"Next run of try '{book.side}' of book '{book.name}'" if book.side else
                 f"Next run of book '{book.name}'")
-        table = Table(title=f"{what} ({model.provider}:{model.model})"
+        table = Table(title=f"{what} ({model.label})"
                       + (f", for {' '.join(named)}" if named else ""))
         for col in ("phase", "stale now", "may rerun", "LLM calls (at most)", "est. tokens",
                     "est. cost $", "from the cache", "est. time"):

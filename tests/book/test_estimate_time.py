@@ -50,6 +50,11 @@ def test_a_local_model_never_run_costs_nothing_and_its_time_is_unknown(project: 
     assert rows["lint"][7] == "-"  # no call expected: no time
     assert "time unknown: this model never answered on this machine" in " ".join(
         proc.stdout.split())
+    # the title names the model file with its content hash shortened, on one line
+    digest = _local_model().rpartition("@")[2]
+    title = proc.stdout.splitlines()[0].strip()
+    assert title == ("Next run of book 'example' "
+                     f"(local:SmolLM2-135M-Instruct.Q4_1.gguf@{digest[:12]})"), title
 
 
 def test_time_comes_from_the_speed_measured_here(project: Project):
