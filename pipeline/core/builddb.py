@@ -352,10 +352,14 @@ class SceneDB:
             if raw is None:
                 return None
             try:
-                data = self._cache[task_id] = json.loads(raw)
+                data = json.loads(raw)
             except ValueError:  # a page whose bytes changed under a sound b-tree
                 raise self._failure(sqlitefile.corrupt(
                     f"the record of {task_id} is not valid JSON")) from None
+            if not isinstance(data, dict):  # doit writes an object: not its record
+                raise self._failure(sqlitefile.corrupt(
+                    f"the record of {task_id} is not a JSON object"))
+            self._cache[task_id] = data
         return data
 
     def get(self, task_id: str, dependency: str) -> Any:

@@ -120,6 +120,21 @@ def test_damage_past_the_open_check_is_the_same_line(tmp_path: Path, monkeypatch
     assert "is damaged" in str(err.value) and "move it away" in str(err.value)
 
 
+def test_a_record_that_is_not_a_json_object_is_the_same_line(tmp_path: Path):
+    db = tmp_path / "b.sqlite"
+    builddb.SceneDB(str(db), None).dump()
+    with sqlite3.connect(db) as conn:  # valid JSON, but not the object doit writes
+        conn.execute("insert into doit(task_id, task_data) values ('write:s1', '[1, 2]')")
+    opened = builddb.SceneDB(str(db), None)
+    try:
+        with pytest.raises(builddb.BuildDBError) as err:
+            opened.get("write:s1", "_values_:")
+    finally:
+        opened._conn.close()
+    assert err.value.kind == sqlitefile.DAMAGED and "\n" not in str(err.value)
+    assert "write:s1 is not a JSON object" in str(err.value)
+
+
 def test_damage_is_found_at_open(tmp_path: Path):
     db = _damaged_build_db(tmp_path)
     with pytest.raises(builddb.BuildDBError) as err:
