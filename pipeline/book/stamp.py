@@ -151,9 +151,13 @@ def _reach(data: dict) -> Reach | None:
 def grouped(files: dict[str, tuple[int, int, int]]) -> dict[str, list]:
     """{path: (mtime_ns, size, first scene)} as the stamp stores it: by folder."""
     folders: dict[str, list] = {}
-    for path, entry in sorted(files.items()):
+    for path, entry in files.items():
         folder, slash, name = path.rpartition("/")
         folders.setdefault(folder + slash, []).append([name, *entry])
+    # sorted by folder, then by name: the order of the paths sorted whole, with a tenth of
+    # the comparisons of their long shared prefixes
+    for entries in folders.values():
+        entries.sort()
     return dict(sorted(folders.items()))
 
 

@@ -48,6 +48,10 @@ class RecordCheck:
         self.by_content = by_content
         self._stats: dict[str, os.stat_result | None] = {}
         self._outputs: dict[str, list | None] | None = None
+        self._plans: dict[str, list] | None = None
+        # path -> the recorded state found to match the file as it is now: a file read by
+        # several tasks is judged once per state (the stat and the digest are this run's)
+        self._matched: dict[str, list] = {}
         self.checked = 0
         # the index's rows: path -> (mtime_ns, size, first scene that reads or writes it),
         # and for the files compared by content path -> (blake3, first scene)
@@ -63,14 +67,32 @@ class RecordCheck:
 
     def output_state(self, path: str):
         """The state the build recorded for an artifact at its last commit (None: none)."""
-        if self._outputs is None:
-            rows = self.records.outputs
-            try:  # one decode for all 26000 states of a 1000-scene book, not one call each
-                states = json.loads(f"[{','.join(r[2] or 'null' for r in rows.values())}]")
-            except ValueError:
-                states = [None] * len(rows)
+        outputs = self._outputs if self._outputs is not None else self._read_outputs()
+        return outputs.get(path)
+
+    def _read_outputs(self) -> dict[str, list | None]:
+        rows = self.records.outputs
+        try:  # one decode for all 26000 states of a 1000-scene book, not one call each
+            states = json.loads(f"[{','.join(r[2] or 'null' for r in rows.values())}]")
             self._outputs = dict(zip(rows, states, strict=True))
-        return self._outputs.get(path)
+        except ValueError:  # a state not as scenemake writes it: none is trusted
+            self._outputs = dict.fromkeys(rows)
+        return self._outputs
+
+    def plan(self, name: str) -> list | None:
+        """The task's ``_plan`` (None: no usable record); the plan rows are decoded all at
+        once, when the first task is checked."""
+        plans = self._plans
+        if plans is None:
+            rows = self.records.plans
+            try:  # one decode for the 8000 rows of a 1000-scene book, not one call each
+                plans = dict(zip(rows, json.loads(f"[{','.join(rows.values())}]"),
+                                 strict=True))
+            except ValueError:  # a row not as scenemake writes it: each on its own
+                plans = {}
+            self._plans = plans
+        plan = plans.pop(name, None)
+        return _plan(self.records, name) if plan is None else _shaped(plan)
 
     def task(self, task: dict, index: int, templates: dict[str, str] | None = None) -> bool:
         """True when doit would find ``task`` (a task dict as the run yields it, ``name`` its
@@ -93,31 +115,41 @@ class RecordCheck:
         records = self.records
         if name in records.failed or name in records.dirty:
             return False
-        plan = _plan(records, name)
+        plan = self.plan(name)
         if plan is None:
             return False
         checker, ignored, states, inputs_hash, recorded_templates = plan
         if checker != _CHECKER or ignored or not file_dep or states.keys() != set(file_dep):
             return False
-        digests = {}
-        stats, stat, by_content = self._stats, self.stat, self.by_content
-        for dep in file_dep:
-            state = states[dep]
-            st = stats.get(dep) or stat(dep)
-            # make's contract first, inline (85000 calls at 1000 scenes); else the rule
-            if not (type(state) is list and len(state) == 3 and st is not None
-                    and st.st_mtime_ns == state[0] and st.st_size == state[1]
-                    and dep not in by_content) \
-                    and not filestate.matches(dep, state, st, by_content=dep in by_content):
-                return False
-            digests[dep] = state[2]
+        stats, matched, by_content, observe = self._stats, self._matched, self.by_content, \
+            filestate.observe
+        for dep, state in states.items():
+            # most files are read by several tasks (85000 reads of 29000 files at 1000
+            # scenes): a recorded state found to match needs no second look this run
+            known = matched.get(dep)
+            if known is None or known != state:
+                try:
+                    st = stats[dep]
+                except KeyError:
+                    st = stats[dep] = observe(dep)
+                # make's contract first, inline; else the rule
+                if not (type(state) is list and len(state) == 3 and st is not None
+                        and st.st_mtime_ns == state[0] and st.st_size == state[1]
+                        and dep not in by_content) \
+                        and not filestate.matches(dep, state, st, by_content=dep in by_content):
+                    return False
+                matched[dep] = state
         if inputs is not None and inputs_hash != inputs():
             return False
-        if templates and not _as_recorded(templates, recorded_templates, digests):
+        if templates and not _as_recorded(templates, recorded_templates, states):
             return False
-        output_state = self.output_state
+        outputs = self._outputs if self._outputs is not None else self._read_outputs()
         for target in targets:  # there, with the content the build last wrote
-            state, st = output_state(target), stats.get(target) or stat(target)
+            state = outputs.get(target)
+            try:
+                st = stats[target]
+            except KeyError:
+                st = stats[target] = observe(target)
             if not (type(state) is list and len(state) == 3 and st is not None
                     and st.st_mtime_ns == state[0] and st.st_size == state[1]) \
                     and not filestate.matches(target, state, st):
@@ -125,14 +157,14 @@ class RecordCheck:
         self.checked += 1
         files, contents = self.files, self.contents
         for path in file_dep:
-            if path in self.by_content:
-                contents.setdefault(path, (digests[path], index))
+            if path in by_content:
+                contents.setdefault(path, (states[path][2], index))
             elif path not in files:
-                st = self._stats[path]
+                st = stats[path]
                 files[path] = (st.st_mtime_ns, st.st_size, index)
         for path in targets:
             if path not in files:
-                st = self._stats[path]
+                st = stats[path]
                 files[path] = (st.st_mtime_ns, st.st_size, index)
         return True
 
@@ -163,23 +195,31 @@ def _plan(records: Records, name: str) -> list | None:
             raw = plan_of(record) if record is not None else None
             if raw is None:
                 return None
-        plan = json.loads(raw)
-        if not isinstance(plan, list) or len(plan) != 5 or not isinstance(plan[2], list):
-            return None
-        plan[2] = dict(plan[2])  # dep -> its recorded state
-        return plan
+        return _shaped(json.loads(raw))
     except (ValueError, TypeError, AttributeError):
         return None
 
 
-def _as_recorded(templates: dict[str, str], recorded, digests: dict[str, str]) -> bool:
+def _shaped(plan) -> list | None:
+    """A decoded plan row with its file states as a dict (None: not shaped as written)."""
+    try:
+        if not isinstance(plan, list) or len(plan) != 5 or not isinstance(plan[2], list):
+            return None
+        plan[2] = dict(plan[2])  # dep -> its recorded state
+        return plan
+    except (ValueError, TypeError):
+        return None
+
+
+def _as_recorded(templates: dict[str, str], recorded, states: dict[str, list]) -> bool:
     """The task's templates are those its last success rendered, by path and content (a
-    default template found at another install path is the guard's to judge)."""
+    default template found at another install path is the guard's to judge); ``states``:
+    the task's file dependencies as recorded (the templates among them, found as recorded)."""
     if not isinstance(recorded, dict) or recorded.keys() != templates.keys():
         return False
     for role, path in templates.items():
-        entry = recorded[role]
-        if not isinstance(entry, list) or entry != [path, digests.get(path)]:
+        entry, state = recorded[role], states.get(path)
+        if not isinstance(entry, list) or state is None or entry != [path, state[2]]:
             return False
     return True
 

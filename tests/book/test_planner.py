@@ -115,6 +115,41 @@ def test_whatever_doit_or_the_guard_would_act_on_is_not_up_to_date(files, change
     assert not _check(record, outputs, task, str(tpl))
 
 
+@pytest.mark.parametrize("second", ["another size", "another stat and content", "null",
+                                    "a string"])
+def test_a_file_two_tasks_read_is_judged_against_each_ones_record(files, second):
+    """A file found as the first task recorded it proves nothing of the second task's
+    record of it (the check remembers per recorded state, not per file)."""
+    dep, tpl, out, record, task = files
+    other = json.loads(json.dumps(record))
+    mtime, size, digest = record[str(dep)]
+    other[str(dep)] = {"another size": [mtime, size + 1, digest],
+                       "another stat and content": [mtime + 1, size, "0" * 64],
+                       "null": None, "a string": "x"}[second]
+    later = {**task, "name": "write:s2"}
+    outputs = {str(out): _state(out)}
+    plans = {"write:s1": plan_row(record), "write:s2": plan_row(other)}
+    for records in (_records({}, outputs, plans),  # the plan rows
+                    _records({n: json.dumps(r) for n, r in (("write:s1", record),
+                                                            ("write:s2", other))}, outputs)):
+        check = RecordCheck(records)
+        assert check.task(task, 0, {"phase": str(tpl)})
+        assert not check.task(later, 1, {"phase": str(tpl)})
+        assert not RecordCheck(records).task(later, 1, {"phase": str(tpl)})  # read first
+
+
+def test_a_plan_row_scenemake_did_not_write_leaves_the_others_readable(files):
+    """The plan rows are decoded together; one that is not JSON is that task's record read
+    whole, and the other rows still count."""
+    _dep, tpl, out, record, task = files
+    outputs = {str(out): _state(out)}
+    check = RecordCheck(_records({"write:s1": json.dumps(record)}, outputs,
+                                 {"write:s1": plan_row(record), "write:s2": "[1,"}))
+    assert check.task(task, 0, {"phase": str(tpl)})
+    check = RecordCheck(_records({}, outputs, {"write:s1": "{broken", "write:s2": "[1,"}))
+    assert not check.task(task, 0, {"phase": str(tpl)})
+
+
 def test_a_rule_it_does_not_know_is_left_to_doit(files):
     _dep, tpl, out, record, task = files
     task["uptodate"] = [*task["uptodate"], lambda: True]
