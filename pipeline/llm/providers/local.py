@@ -4,7 +4,8 @@
 ``"provider": "local"`` in a config. A server (``python -m llama_cpp.server``, one request
 at a time) starts when a request needs one, on a free loopback port: as many as requests
 are asked for at once, up to the machine's cores (measured faster here than one server
-with two threads: bench/README.md); they are shared by every thread and client of the
+with two threads, and than llama.cpp's own server with two parallel slots: bench/README.md
+sections 13 and 16); they are shared by every thread and client of the
 process and stop when it ends, however it ends: atexit, Ctrl-C/SIGTERM
 (``pipeline.core.interrupt``), and the kernel's parent-death signal for the rest (a
 ``doit -n N`` worker process, a kill). Everything else is the ``openai`` provider's:
