@@ -63,8 +63,9 @@ def test_a_signal_stops_what_the_process_started_says_one_line_and_exits(sig):
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        server, child = map(int, proc.stdout.readline().split())
-        worker_server = int(proc.stdout.readline())
+        # the parent's line and the forked worker's come in either order
+        lines = sorted((proc.stdout.readline().split() for _ in range(2)), key=len)
+        (worker_server,), (server, child) = ([int(x) for x in line] for line in lines)
         assert _alive(server) and _alive(child) and _alive(worker_server)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
